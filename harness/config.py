@@ -1,0 +1,251 @@
+"""The run config: one fully resolved training + evaluation run, loaded from YAML, validated
+field by field (errors name file, line and field), and hashed into its identity.
+
+Validation also builds the model's architecture on the meta device (no weights, no memory),
+so an expert that cannot take a resolution, a layer index past an encoder's depth or experts a
+fusion cannot combine are reported before any run directory exists."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import ConfigError
+from harness.schema import bind, bind_dataclass, to_plain
+from harness.yamlio import Located, load_yaml
+from models.experts import EXPERTS, ExpertConfig
+from models.fusion import FUSIONS
+from models.llm import LLMS, LLMConfig
+from models.projectors import PROJECTORS
+from models.registry import UnknownIdError
+from models.templates import TEMPLATES
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Generate LLaVA-format data on disk (see harness.data.synthetic)."""
+    seed: int = 0
+    image_size: int = 64
+    train_per_skill: int = 400
+    eval_per_skill: int = 50
+    captions: int = 2000
+    text_only: int = 100
+    skills: list[str] = field(default_factory=lambda: ["color", "shape", "position", "count",
+                                                       "existence", "chart", "text"])
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A LLaVA-format conversation JSON and the folder its `image` paths are relative to."""
+    json: str
+    images: str
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    synthetic: SyntheticData | None = None
+    align: DatasetRef | None = None
+    sft: DatasetRef | None = None
+    eval: DatasetRef | None = None
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """`id` picks the fusion; the other fields of the YAML mapping are that fusion's typed
+    Options, so what is allowed depends on the id."""
+    id: str
+    options: Any = None
+
+    @classmethod
+    def bind_from_yaml(cls, value: Any, src: Located, path: str) -> "FusionSpec":
+        if not isinstance(value, dict) or "id" not in value:
+            raise src.error(path, "expected a mapping with an `id`; allowed ids: "
+                                  + ", ".join(FUSIONS.names()))
+        try:
+            fusion = FUSIONS.get(value["id"])
+        except UnknownIdError as exc:
+            raise src.error(f"{path}.id", str(exc)) from None
+        rest = {k: v for k, v in value.items() if k != "id"}
+        return cls(value["id"], bind_dataclass(fusion.Options, rest, src, path))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    experts: list[ExpertConfig]
+    fusion: FusionSpec
+    projector: str = "mlp2x_gelu"
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    max_length: int = 512
+
+
+TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage. `train` lists module groups: projector, fusion, llm, experts (every
+    expert whose `freeze` is false) or experts.NAME (that expert). `lrs` overrides the stage lr
+    per group; an expert's own `lr` applies when no `lrs` entry names it."""
+    name: str
+    data: Literal["align", "sft"]
+    train: list[str]
+    lr: float
+    template: str = "vicuna_v1"
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 32
+    lrs: dict[str, float] = field(default_factory=dict)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of `steps` or `epochs`")
+        if self.batch_size < 1 or (self.steps is not None and self.steps < 1):
+            raise ValueError("`steps` and `batch_size` must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    benchmarks: list[str]
+    batch_size: int = 64
+    max_new_tokens: int = 8
+    template: str | None = None   # None = the last stage's template
+    before_training: bool = False  # also score the untrained model (a floor for the table)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    stages: list[StageConfig]
+    eval: EvalConfig
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["no", "bf16", "fp16"] = "no"
+
+    def to_dict(self) -> dict:
+        out = to_plain(self)
+        fusion = self.model.fusion
+        out["model"]["fusion"] = {"id": fusion.id, **to_plain(fusion.options)}
+        return out
+
+    @property
+    def key(self) -> str:
+        """Identity: the hash of the resolved content, not of the name."""
+        return content_hash({k: v for k, v in self.to_dict().items() if k != "name"})
+
+
+def content_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def parse_run_config(src: Located) -> RunConfig:
+    cfg = bind(RunConfig, src.data, src, "")
+    cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, Path(src.file).parent))
+    validate(cfg, src)
+    return cfg
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return parse_run_config(load_yaml(path))
+
+
+def _absolute_paths(data: DataConfig, base: Path) -> DataConfig:
+    """Relative data paths are relative to the config file; the resolved config holds them
+    absolute so a run does not depend on the directory it was started from."""
+    def fix(ref: DatasetRef | None) -> DatasetRef | None:
+        if ref is None:
+            return None
+        return DatasetRef(*(str((base / Path(v).expanduser()).resolve())
+                            for v in (ref.json, ref.images)))
+    return dataclasses.replace(data, align=fix(data.align), sft=fix(data.sft),
+                               eval=fix(data.eval))
+
+
+def _check_id(src: Located, path: str, registry, name: str) -> None:
+    if name not in registry:
+        raise src.error(path, str(UnknownIdError(registry.kind, name, registry.names())))
+
+
+def validate(cfg: RunConfig, src: Located) -> None:
+    """Everything that can be checked before work starts; raises ConfigError."""
+    from harness.evaluation.benchmarks import BENCHMARKS
+    from harness.modelbuild import build_architecture
+
+    names = [e.key for e in cfg.model.experts]
+    if not names:
+        raise src.error("model.experts", "at least one expert is required")
+    for i, expert in enumerate(cfg.model.experts):
+        _check_id(src, f"model.experts[{i}].id", EXPERTS, expert.id)
+        if names.count(expert.key) > 1:
+            raise src.error(f"model.experts[{i}]", f"expert name '{expert.key}' is used twice; "
+                                                   "give each a distinct `name`")
+    _check_id(src, "model.projector", PROJECTORS, cfg.model.projector)
+    _check_id(src, "model.llm.id", LLMS, cfg.model.llm.id)
+    if cfg.model.llm.id == "hf" and not cfg.model.llm.path:
+        raise src.error("model.llm.path", "llm 'hf' needs a hub id or local directory")
+    if not cfg.stages:
+        raise src.error("stages", "at least one stage is required")
+    for i, stage in enumerate(cfg.stages):
+        _check_id(src, f"stages[{i}].template", TEMPLATES, stage.template)
+        for j, group in enumerate(stage.train):
+            base, _, expert = group.partition(".")
+            if base not in TRAINABLE_GROUPS or (expert and (base != "experts" or
+                                                            expert not in names)):
+                raise src.error(f"stages[{i}].train[{j}]",
+                                f"unknown module group '{group}'; allowed: "
+                                + ", ".join([*TRAINABLE_GROUPS,
+                                             *(f"experts.{n}" for n in names)]))
+        for group in stage.lrs:
+            if group not in TRAINABLE_GROUPS and group.removeprefix("experts.") not in names:
+                raise src.error(f"stages[{i}].lrs.{group}", "unknown module group")
+    for i, bench in enumerate(cfg.eval.benchmarks):
+        _check_id(src, f"eval.benchmarks[{i}]", BENCHMARKS, bench)
+    if cfg.eval.template:
+        _check_id(src, "eval.template", TEMPLATES, cfg.eval.template)
+    _validate_data(cfg, src)
+    try:
+        build_architecture(cfg.model, meta=True)
+    except ValueError as exc:
+        raise src.error(_blame(str(exc), cfg), str(exc)) from None
+
+
+def _blame(message: str, cfg: RunConfig) -> str:
+    """Point an architecture error at the expert it names, else at the fusion."""
+    for i, e in enumerate(cfg.model.experts):
+        if f"'{e.key}'" in message or f"'{e.id}'" in message:
+            return f"model.experts[{i}]"
+    return "model.fusion"
+
+
+def _validate_data(cfg: RunConfig, src: Located) -> None:
+    d = cfg.data
+    needed = {s.data for s in cfg.stages} | {"eval"}
+    if d.synthetic is None:
+        for part in sorted(needed):
+            if getattr(d, part) is None:
+                raise src.error(f"data.{part}", "required when `data.synthetic` is not given")
+    else:
+        from harness.data.synthetic import SKILLS
+        for i, skill in enumerate(d.synthetic.skills):
+            if skill not in SKILLS:
+                raise src.error(f"data.synthetic.skills[{i}]", f"unknown skill '{skill}'; "
+                                f"allowed: {', '.join(SKILLS)}")
+    for part in ("align", "sft", "eval"):
+        ref = getattr(d, part)
+        if ref is None:
+            continue
+        for attr, want_dir in (("json", False), ("images", True)):
+            p = Path(getattr(ref, attr))
+            ok = p.is_dir() if want_dir else p.is_file()
+            if not ok:
+                kind = "folder" if want_dir else "file"
+                raise src.error(f"data.{part}.{attr}", f"{kind} not found: {p}")

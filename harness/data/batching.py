@@ -1,0 +1,68 @@
+"""Samples -> model batches: each expert gets the image preprocessed its own way (input size,
+mean and std), the conversation is tokenized by the stage's template, and the batch is padded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from harness.data.llava import Conversation
+from models.experts.base import VisionExpert
+from models.templates import IGNORE_INDEX, Template
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_expert(cls, expert: VisionExpert) -> "ImageTransform":
+        return cls(expert.input_size, tuple(expert.mean), tuple(expert.std))
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.resize(self.size[::-1], Image.BICUBIC)
+        return TF.normalize(TF.to_tensor(image), self.mean, self.std)
+
+
+class Collator:
+    """Builds training batches (labels on replies) or generation batches (prompt only)."""
+
+    def __init__(self, tokenizer, template: Template, transforms: dict[str, ImageTransform],
+                 image_root: Path, for_generation: bool = False):
+        self.tokenizer, self.template = tokenizer, template
+        self.transforms, self.image_root = transforms, Path(image_root)
+        self.for_generation = for_generation
+
+    def __call__(self, samples: list[Conversation]) -> dict:
+        encoded = [self.template.encode(s.turns, self.tokenizer, self.for_generation)
+                   for s in samples]
+        longest = max(len(e.input_ids) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        b = len(samples)
+        input_ids = torch.full((b, longest), pad, dtype=torch.long)
+        labels = torch.full((b, longest), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((b, longest), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            n = len(e.input_ids)
+            input_ids[i, :n] = torch.tensor(e.input_ids)
+            labels[i, :n] = torch.tensor(e.labels)
+            mask[i, :n] = 1
+        has_image = torch.tensor([s.image is not None for s in samples])
+        pixels = {}
+        opened = [Image.open(self.image_root / s.image).convert("RGB") if s.image else None
+                  for s in samples]
+        for name, transform in self.transforms.items():
+            blank = torch.zeros(3, *transform.size)
+            pixels[name] = torch.stack([transform(im) if im is not None else blank
+                                        for im in opened])
+        batch = {"input_ids": input_ids, "attention_mask": mask, "pixels": pixels,
+                 "has_image": has_image}
+        if not self.for_generation:
+            batch["labels"] = labels
+        return batch

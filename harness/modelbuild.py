@@ -1,0 +1,55 @@
+"""Assembling a MultimodalLM from a ModelConfig through the registries. The same function
+builds the architecture on the meta device for validation (no weights are read)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from models.experts import VisionExpert, build_expert
+from models.fusion import FeatureSpec, Fusion, build_fusion
+from models.llm import LoadedLLM, load_llm
+from models.multimodal import MultimodalLM
+from models.projectors import build_projector
+
+
+def feature_specs(experts: dict[str, VisionExpert]) -> list[FeatureSpec]:
+    specs = []
+    for name, expert in experts.items():
+        for layer in expert.layers:
+            thumb = expert.layer_grid(layer) if (expert.config.tiling and
+                                                expert.config.tiling.thumbnail) else None
+            specs.append(FeatureSpec(name, layer, expert.layer_channels(layer),
+                                     expert.output_grid(layer), expert.config.resample, thumb))
+    return specs
+
+
+def build_architecture(model_cfg, meta: bool = False
+                       ) -> tuple[dict[str, VisionExpert], Fusion]:
+    """Experts and fusion. On meta, pretrained weights are not touched: only geometry."""
+    device = torch.device("meta") if meta else torch.empty(0).device
+    with device:
+        experts = {}
+        for cfg in model_cfg.experts:
+            if meta:
+                cfg = dataclasses.replace(cfg, pretrained=None)
+            experts[cfg.key] = build_expert(cfg)
+        fusion = build_fusion(model_cfg.fusion.id, feature_specs(experts),
+                              model_cfg.fusion.options)
+    return experts, fusion
+
+
+def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
+                ) -> tuple[MultimodalLM, LoadedLLM]:
+    """Deterministic given the seed: experts, fusion and projector are initialised from it;
+    the LM comes from its own (pretrained or fixed-seed) weights."""
+    llm = load_llm(model_cfg.llm, cache_dir, corpus)
+    torch.manual_seed(seed)
+    experts, fusion = build_architecture(model_cfg)
+    projector = build_projector(model_cfg.projector, fusion.channels,
+                                llm.model.config.hidden_size)
+    model = MultimodalLM(experts, fusion, projector, llm.model,
+                         pad_token_id=llm.tokenizer.pad_token_id,
+                         max_length=model_cfg.max_length)
+    return model, llm

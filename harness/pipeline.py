@@ -1,0 +1,212 @@
+"""One run end to end: resolve data, build the model, run each stage (reusing a finished
+stage with the same key, resuming an interrupted one), evaluate, record cost, and write the
+run directory. Stage keys chain: hash(model + seed + stage + its data + upstream key), so
+runs that share their first stages share those stages' training."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+
+from harness.config import RunConfig, StageConfig, content_hash
+from harness.cost import forward_flops, parameter_counts, peak_memory_mb
+from harness.data.batching import Collator, ImageTransform
+from harness.data.llava import load_llava_json
+from harness.data.synthetic import corpus as synthetic_corpus
+from harness.data.synthetic import ensure_synthetic
+from harness.evaluation.generate import expected_counts, generate, score
+from harness.modelbuild import build_model
+from harness.rundir import RunDir, atomic_torch_save
+from harness.schema import to_plain
+from harness.train import StageInterrupted, train_stage
+from models.templates import TEMPLATES, template_corpus
+
+
+@dataclass
+class RunResult:
+    key: str
+    name: str
+    path: Path
+    scores: dict[str, float]              # benchmark -> main metric
+    metrics: dict[str, dict[str, float]]  # benchmark -> all metrics
+    cost: dict
+    untrained_scores: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedData:
+    align: tuple[Path, Path] | None
+    sft: tuple[Path, Path] | None
+    eval: tuple[Path, Path]
+    corpus: list[str]
+
+
+def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
+    d = cfg.data
+    if d.synthetic is not None:
+        root = ensure_synthetic(d.synthetic, workdir / "data")
+        images = root / "images"
+        parts = {p: (root / f"{p}.json", images) for p in ("align", "sft", "eval")}
+        text = synthetic_corpus(d.synthetic)
+    else:
+        parts = {p: (Path(r.json), Path(r.images)) if (r := getattr(d, p)) else None
+                 for p in ("align", "sft", "eval")}
+        text = []
+        for p in parts.values():
+            if p:  # the tokenizer of a tiny LM must cover the user's text
+                for rec in json.loads(p[0].read_text())[:5000]:
+                    text += [t["value"] for t in rec.get("conversations", [])]
+    return ResolvedData(parts["align"], parts["sft"], parts["eval"],
+                        text + template_corpus())
+
+
+def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
+    d = cfg.data
+    data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
+    return content_hash({"model": cfg.to_dict()["model"], "seed": cfg.seed,
+                         "stage": to_plain(stage), "data": data, "upstream": upstream})
+
+
+def make_deterministic(seed: int) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+
+
+def _accelerator(cfg: RunConfig) -> Accelerator:
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    return Accelerator(cpu=cpu, mixed_precision=cfg.precision)
+
+
+def load_result(run_dir: RunDir) -> RunResult:
+    metrics = run_dir.read_json("metrics.json")
+    cost = run_dir.read_json("cost.json")
+    config = run_dir.read_json("config.json")
+    untrained = (run_dir.read_json("metrics_untrained.json")
+                 if (run_dir.path / "metrics_untrained.json").exists() else None)
+    return RunResult(run_dir.path.name, config["name"], run_dir.path,
+                     {b: m["accuracy"] for b, m in metrics.items()}, metrics, cost,
+                     {b: m["accuracy"] for b, m in untrained.items()} if untrained else None)
+
+
+def run(cfg: RunConfig, workdir: Path, progress: bool = True,
+        stop_after: int | None = None) -> RunResult:
+    """Train and evaluate `cfg` under workdir/runs/<key>; a finished run is returned as is."""
+    workdir = Path(workdir).resolve()
+    run_dir = RunDir(workdir / "runs" / cfg.key)
+    if run_dir.done:
+        return load_result(run_dir)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_json("config.json", cfg.to_dict())
+    (run_dir.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    run_dir.set_status("RUNNING", name=cfg.name)
+    try:
+        result = _run(cfg, workdir, run_dir, progress, stop_after)
+    except StageInterrupted as exc:
+        run_dir.set_status("INTERRUPTED", reason=str(exc), name=cfg.name)
+        raise
+    except BaseException as exc:
+        run_dir.set_status("FAILED", reason=f"{type(exc).__name__}: {exc}", name=cfg.name)
+        raise
+    run_dir.set_status("DONE", name=cfg.name)
+    return result
+
+
+def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
+         stop_after: int | None) -> RunResult:
+    started = time.time()
+    make_deterministic(cfg.seed)
+    data = resolve_data(cfg, workdir)
+    model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
+    accelerator = _accelerator(cfg)
+    model.to(accelerator.device)
+    transforms = {n: ImageTransform.for_expert(e) for n, e in model.experts.items()}
+    tokenizer = llm.tokenizer
+    eval_records = load_llava_json(*data.eval)
+    eval_template = TEMPLATES.get(cfg.eval.template or cfg.stages[-1].template)
+    datasets = {p: load_llava_json(*getattr(data, p)) for p in {s.data for s in cfg.stages}}
+    counts = expected_counts(eval_records, cfg.eval.benchmarks)
+
+    def evaluate(tag: str) -> dict:
+        collate = Collator(tokenizer, eval_template, transforms, data.eval[1], for_generation=True)
+        preds = generate(model, tokenizer, collate, eval_records, cfg.eval.benchmarks,
+                         cfg.eval.batch_size, cfg.eval.max_new_tokens,
+                         eval_template.stop_id(tokenizer), accelerator.device, progress)
+        with open(run_dir.path / f"predictions{tag}.jsonl", "w") as f:
+            for p in preds:
+                f.write(json.dumps(dataclasses.asdict(p)) + "\n")
+        metrics, per_question = score(preds, counts)
+        run_dir.write_json(f"metrics{tag}.json", metrics)
+        run_dir.write_json(f"per_question{tag}.json", per_question)
+        return metrics
+
+    untrained = evaluate("_untrained") if cfg.eval.before_training else None
+
+    stages_record, upstream, trained_names, step_times = [], None, set(), []
+    for stage in cfg.stages:
+        key = stage_key(cfg, stage, upstream)
+        stage_dir = RunDir(workdir / "stages" / f"{stage.name}-{key}")
+        weights = stage_dir.path / "weights.pt"
+        root = getattr(data, stage.data)[1]
+        collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms, root)
+        if stage_dir.done:
+            reused = True
+            summary = stage_dir.read_json("result.json")
+        else:
+            reused = False
+            stage_dir.path.mkdir(parents=True, exist_ok=True)
+            stage_dir.write_json("stage.json", {"stage": to_plain(stage), "upstream": upstream,
+                                                "run": cfg.key})
+            stage_dir.set_status("RUNNING", run=cfg.key)
+            res = train_stage(model, stage, datasets[stage.data], collate, stage_dir, cfg.seed,
+                              accelerator, stop_after=stop_after, progress=progress)
+            trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
+            # Everything trained so far (this stage and the ones it builds on): the rest of the
+            # model is reproducible from its initialization.
+            state = accelerator.unwrap_model(model).state_dict()
+            atomic_torch_save({n: state[n] for n in trained_names}, weights)
+            summary = dataclasses.asdict(res)
+            stage_dir.write_json("result.json", summary)
+            stage_dir.set_status("DONE", run=cfg.key)
+        loaded = torch.load(weights, weights_only=True)
+        missing = accelerator.unwrap_model(model).load_state_dict(loaded, strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"stage {stage.name} weights do not fit the model: "
+                               f"{missing.unexpected_keys[:3]}")
+        trained_names |= set(loaded)
+        step_times.append(summary["step_time"])
+        stages_record.append({"name": stage.name, "key": key, "reused": reused,
+                              "dir": str(stage_dir.path), **summary})
+        run_dir.log(event="stage", **stages_record[-1])
+        upstream = key
+    run_dir.write_json("stages.json", stages_record)
+
+    metrics = evaluate("")
+    one = Collator(tokenizer, TEMPLATES.get(cfg.stages[-1].template), transforms,
+                   getattr(data, cfg.stages[-1].data)[1])
+    sample = next(r for r in datasets[cfg.stages[-1].data] if r.image is not None)
+    batch = {k: ({n: t.to(accelerator.device) for n, t in v.items()} if isinstance(v, dict)
+                 else v.to(accelerator.device)) for k, v in one([sample]).items()}
+    cost = {"parameters": parameter_counts(model),
+            "visual_tokens": model.num_visual_tokens,
+            "fusion_channels": model.fusion.channels,
+            "fusion_added_parameters": model.fusion.added_parameters(),
+            "forward_flops_per_sample": forward_flops(model, batch),
+            "step_time_s": {s["name"]: s["step_time"] for s in stages_record},
+            "peak_memory_mb": peak_memory_mb(accelerator.device),
+            "wall_time_s": time.time() - started}
+    run_dir.write_json("cost.json", cost)
+    return load_result_from(run_dir, cfg, metrics, cost, untrained)
+
+
+def load_result_from(run_dir, cfg, metrics, cost, untrained) -> RunResult:
+    return RunResult(cfg.key, cfg.name, run_dir.path,
+                     {b: m["accuracy"] for b, m in metrics.items()}, metrics, cost,
+                     {b: m["accuracy"] for b, m in untrained.items()} if untrained else None)

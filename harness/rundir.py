@@ -1,0 +1,69 @@
+"""The run directory, the source of truth for one run or stage: resolved config, status
+(RUNNING / DONE / FAILED with the reason), metrics.jsonl, checkpoints and results. Every file
+that a reader may see half-written is written to a temporary name and renamed into place."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # status ------------------------------------------------------------------------------
+    def status(self) -> dict:
+        f = self.path / "status.json"
+        return json.loads(f.read_text()) if f.exists() else {"state": "NEW"}
+
+    @property
+    def done(self) -> bool:
+        return self.status()["state"] == "DONE"
+
+    def set_status(self, state: str, reason: str | None = None, **extra) -> None:
+        record = {"state": state, "updated": time.time(), "host": socket.gethostname(),
+                  "pid": os.getpid(), **extra}
+        if reason:
+            record["reason"] = reason
+        atomic_write_text(self.path / "status.json", json.dumps(record, indent=1))
+
+    # records -----------------------------------------------------------------------------
+    def log(self, **metrics) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    def metrics_log(self) -> list[dict]:
+        f = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_text(self.path / name, json.dumps(obj, indent=1, default=str))
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())

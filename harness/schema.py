@@ -1,0 +1,128 @@
+"""Binds plain YAML data onto typed dataclasses, field by field, so that every unknown field,
+missing field, wrong type or out-of-range choice is reported with its file, line and path."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, Union
+
+from harness.yamlio import Located
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)):
+            return True, (args[0] if len(args) == 1 else Union[tuple(args)])
+    return False, tp
+
+
+def bind(tp: Any, value: Any, src: Located, path: str) -> Any:
+    """Convert `value` (from `src` at `path`) to type `tp`, raising ConfigError on mismatch."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise src.error(path, f"must not be empty; expected {_type_name(inner)}")
+    tp = inner
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        # A type whose shape depends on its content (e.g. options chosen by an id) binds itself.
+        hook = getattr(tp, "bind_from_yaml", None)
+        if hook is not None:
+            return hook(value, src, path)
+        return bind_dataclass(tp, value, src, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise src.error(path, f"got {value!r}; allowed values: "
+                                  + ", ".join(repr(a) for a in allowed))
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise src.error(path, f"expected a list, got {type(value).__name__} {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [bind(item_tp, v, src, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise src.error(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+        _, val_tp = typing.get_args(tp) or (str, Any)
+        return {k: bind(val_tp, v, src, f"{path}.{k}") for k, v in value.items()}
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return bind(option, value, src, path)
+            except Exception:
+                continue
+        raise src.error(path, f"got {value!r}; expected " +
+                        " or ".join(_type_name(a) for a in typing.get_args(tp)))
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML 1.1 reads "1e-3" as a string; accept numeric strings for floats.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise src.error(path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise src.error(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise src.error(path, f"expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise src.error(path, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"schema type {tp!r} at {path} is not supported")
+
+
+def bind_dataclass(cls: type, value: Any, src: Located, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise src.error(path, f"expected a mapping of {cls.__name__} fields, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise src.error(f"{path}.{key}" if path else key,
+                            f"unknown field{hint}; allowed fields: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        child = f"{path}.{name}" if path else name
+        if name in value:
+            kwargs[name] = bind(hints[name], value[name], src, child)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise src.error(child, "required field is missing")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # __post_init__ checks report a field-less message
+        raise src.error(path, str(exc)) from None
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclass tree -> plain dicts/lists, for hashing and writing the resolved config."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj

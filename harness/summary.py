@@ -1,0 +1,22 @@
+"""A compact comparison table of finished runs for the terminal (the full paper-layout
+reports belong to `analysis`)."""
+from __future__ import annotations
+
+import pandas as pd
+
+
+def results_table(results) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        row = {"run": r.name}
+        row.update({b.removeprefix("synth-"): round(100 * s, 1) for b, s in r.scores.items()})
+        row["avg"] = round(100 * sum(r.scores.values()) / len(r.scores), 1)
+        if r.untrained_scores:
+            row["avg untrained"] = round(100 * sum(r.untrained_scores.values())
+                                         / len(r.untrained_scores), 1)
+        row["visual tokens"] = r.cost["visual_tokens"]
+        row["params (M)"] = round(sum(m["total"] for m in r.cost["parameters"].values()) / 1e6, 2)
+        row["GFLOPs/sample"] = round(r.cost["forward_flops_per_sample"] / 1e9, 3)
+        row["train s"] = round(r.cost["wall_time_s"], 0)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")

@@ -1,0 +1,40 @@
+"""The expert zoo: one registry entry per vision-encoder family, each loaded through the
+library its users load it with. `build_expert(ExpertConfig)` is the only entry point."""
+from __future__ import annotations
+
+from typing import Callable
+
+from models.experts.base import ExpertConfig, ExpertOutput, TilingConfig, VisionExpert
+from models.experts.hf_backend import HFCLIP, HFDINOv2, HFPix2Struct, HFSAM, HFSigLIP
+from models.experts.open_clip_backend import OpenClipConvNeXt, OpenClipViT
+from models.experts.timm_backend import TimmConvNeXt, TimmEVA02
+from models.registry import Registry
+
+EXPERTS: Registry[Callable[[ExpertConfig], VisionExpert]] = Registry("expert")
+
+for _id, _cls, _summary in [
+    ("clip-vit", OpenClipViT, "CLIP ViT via open_clip (ViT-L/14-336, ...)"),
+    ("clip-vit-hf", HFCLIP, "CLIP ViT via transformers CLIPVisionModel"),
+    ("clip-convnext", OpenClipConvNeXt, "CLIP-ConvNeXt via open_clip (ConvNeXt-XXL, Eagle)"),
+    ("convnext", TimmConvNeXt, "ConvNeXt via timm (ConvNeXt-XXL, LLaVA-HR)"),
+    ("eva02", TimmEVA02, "EVA-02 via timm (EVA-02-L at 1024, Eagle)"),
+    ("sam", HFSAM, "SAM image encoder via transformers (neck output, Eagle/MoVA)"),
+    ("pix2struct", HFPix2Struct, "Pix2Struct encoder via transformers (flattened patches)"),
+    ("dinov2", HFDINOv2, "DINOv2 via transformers"),
+    ("siglip", HFSigLIP, "SigLIP vision tower via transformers"),
+]:
+    EXPERTS.register(_id, _summary)(_cls)
+
+
+def build_expert(config: ExpertConfig) -> VisionExpert:
+    expert = EXPERTS.get(config.id)(config)
+    expert.freeze_(config.freeze)
+    return expert
+
+
+def presets_of(family: str) -> list[str]:
+    return list(EXPERTS.get(family).presets)
+
+
+__all__ = ["EXPERTS", "ExpertConfig", "ExpertOutput", "TilingConfig", "VisionExpert",
+           "build_expert", "presets_of"]

@@ -1,0 +1,169 @@
+"""The VisionExpert contract every encoder family implements.
+
+An expert takes images already preprocessed for it (its own input size, mean and std), returns
+one feature map per requested layer as [B, C, H, W], and declares its channels and grid up
+front so fusion widths are derived, not hard-coded. It asserts its effective input resolution
+at run time: a model configured for 448 px that silently ran at 336 is the bug this prevents.
+
+Layer indices follow Hugging Face's `hidden_states`: 0 is the patch-embedding output, k is the
+output of block k (ViTs) or stage k (ConvNets), negatives count from the end. Papers that count
+the patch embedding as layer 1 (Dense Connector) mean index k-1 by their "layer k".
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Split the image into rows x cols tiles at the expert's resolution, optional thumbnail."""
+    rows: int = 2
+    cols: int = 2
+    thumbnail: bool = False
+
+    def __post_init__(self):
+        if self.rows < 1 or self.cols < 1:
+            raise ValueError("tiling rows and cols must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Typed constructor arguments of any vision expert.
+
+    id: the family in the expert registry; preset: a named architecture of that family
+    ("tiny" is the random-init CPU stand-in); pretrained: hub id or local path in the family's
+    own format (None = random init); resolution: input side in pixels (None = the preset's own).
+    """
+    id: str
+    preset: str = "tiny"
+    name: str | None = None
+    pretrained: str | None = None
+    resolution: int | None = None
+    layers: list[int] = field(default_factory=lambda: [-1])
+    freeze: bool = True
+    lr: float | None = None
+    resample: Literal["bilinear", "unshuffle", "avgpool"] = "bilinear"
+    tiling: TilingConfig | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name or self.id
+
+
+@dataclass
+class ExpertOutput:
+    """Per-layer maps [B, C, H, W] (tiles stitched), and the thumbnail's maps when tiled."""
+    maps: dict[int, torch.Tensor]
+    thumbnail: dict[int, torch.Tensor] | None = None
+
+
+class VisionExpert(nn.Module, ABC):
+    """Base class: resolution bookkeeping, tiling, layer validation and run-time assertions.
+
+    Subclasses build the backend model in __init__ and implement `_maps(pixels)` for one
+    un-tiled batch at `self.resolution`, plus `layer_channels`, `layer_grid` and `depth`.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    min_index = 1  # the lowest hidden-state index the backend exposes
+
+    def __init__(self, config: ExpertConfig, resolution: int):
+        super().__init__()
+        self.config = config
+        self.resolution = resolution
+        self.layers = [self.resolve_index(i) for i in config.layers]
+
+    # --- declared geometry -------------------------------------------------------------
+    @property
+    @abstractmethod
+    def depth(self) -> int:
+        """Number of blocks (ViT) or stages (ConvNet): the largest hidden-state index."""
+
+    @abstractmethod
+    def layer_channels(self, index: int) -> int: ...
+
+    @abstractmethod
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        """Feature grid (H, W) of one tile at `self.resolution` for hidden-state `index`."""
+
+    @abstractmethod
+    def _maps(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Backend forward on [b, 3, res, res] -> {index: [b, C, H, W]} for self.layers."""
+
+    def resolve_index(self, index: int) -> int:
+        resolved = index + self.depth + 1 if index < 0 else index
+        if not self.min_index <= resolved <= self.depth:
+            lowest = self.min_index - self.depth - 1
+            raise ValueError(
+                f"layer index {index} is outside {type(self).__name__}'s hidden states: "
+                f"allowed {self.min_index}..{self.depth} or {lowest}..-1 "
+                f"(0 = patch embedding, k = block/stage k)")
+        return resolved
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        t = self.config.tiling
+        return (self.resolution * t.rows, self.resolution * t.cols) if t else (
+            self.resolution, self.resolution)
+
+    def output_grid(self, index: int) -> tuple[int, int]:
+        h, w = self.layer_grid(index)
+        t = self.config.tiling
+        return (h * t.rows, w * t.cols) if t else (h, w)
+
+    def output_channels(self) -> dict[int, int]:
+        return {i: self.layer_channels(i) for i in self.layers}
+
+    # --- forward -------------------------------------------------------------------------
+    def forward(self, pixels: torch.Tensor) -> ExpertOutput:
+        expected = self.input_size
+        if tuple(pixels.shape[-2:]) != expected:
+            raise RuntimeError(
+                f"expert '{self.config.key}' expects {expected[0]}x{expected[1]} input "
+                f"(resolution {self.resolution}, tiling {self.config.tiling}), got "
+                f"{tuple(pixels.shape[-2:])}")
+        t = self.config.tiling
+        if t is None:
+            maps = self._checked(self._maps(pixels))
+            return ExpertOutput(maps)
+        b, r = pixels.shape[0], self.resolution
+        tiles = pixels.unfold(2, r, r).unfold(3, r, r)  # [B, 3, rows, cols, r, r]
+        tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(b * t.rows * t.cols, 3, r, r)
+        stitched = {}
+        for i, m in self._checked(self._maps(tiles)).items():
+            c, h, w = m.shape[1:]
+            m = m.reshape(b, t.rows, t.cols, c, h, w).permute(0, 3, 1, 4, 2, 5)
+            stitched[i] = m.reshape(b, c, t.rows * h, t.cols * w)
+        thumb = None
+        if t.thumbnail:
+            small = F.interpolate(pixels, size=(r, r), mode="bilinear", antialias=True,
+                                  align_corners=False)
+            thumb = self._checked(self._maps(small))
+        return ExpertOutput(stitched, thumb)
+
+    def _checked(self, maps: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        for i in self.layers:
+            got = tuple(maps[i].shape[1:])
+            want = (self.layer_channels(i), *self.layer_grid(i))
+            if got != want:
+                raise RuntimeError(f"expert '{self.config.key}' layer {i} produced {got}, "
+                                   f"declared {want}")
+        return maps
+
+    def freeze_(self, frozen: bool) -> None:
+        for p in self.parameters():
+            p.requires_grad_(not frozen)

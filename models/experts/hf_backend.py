@@ -1,0 +1,220 @@
+"""Experts loaded through Hugging Face transformers: CLIPVisionModel, SigLIP, DINOv2, SAM's
+image encoder and Pix2Struct's encoder.
+
+`pretrained` is anything `from_pretrained` takes (hub id or a local `save_pretrained`
+directory); without it the preset's config builds a random-init model by the same class.
+Full-size presets carry the published architecture numbers so shapes can be checked (and
+models built on the meta device) without the hub."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
+                          Pix2StructVisionConfig, Pix2StructVisionModel, SamVisionConfig,
+                          SamVisionModel, SiglipVisionConfig, SiglipVisionModel)
+
+from models.experts.base import (CLIP_MEAN, CLIP_STD, HALF_MEAN, HALF_STD, IMAGENET_MEAN,
+                                 IMAGENET_STD, ExpertConfig, VisionExpert)
+from models.experts.presets import check_divisible, pick
+
+
+def _tiny_vit(**extra) -> dict:
+    return dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=64,
+                patch_size=8, **extra)
+
+
+class HFExpert(VisionExpert):
+    """Shared construction: from_pretrained when given, else the preset config."""
+
+    model_cls: type
+    config_cls: type
+    presets: dict[str, dict]
+    min_index = 0
+    drops_remainder = False
+
+    def __init__(self, config: ExpertConfig):
+        preset = pick(config.id, self.presets, config.preset)
+        if config.pretrained:
+            model = self.model_cls.from_pretrained(config.pretrained)
+        else:
+            model = self.model_cls(self.config_cls(**preset))
+        self.hf_config = model.config
+        resolution = config.resolution or self.native_resolution()
+        check_divisible(config.id, resolution, self.patch_size(), self.drops_remainder)
+        super().__init__(config, resolution)
+        self.model = model
+        self.adapt_resolution()
+
+    def native_resolution(self) -> int:
+        return self.hf_config.image_size
+
+    def patch_size(self) -> int:
+        return self.hf_config.patch_size
+
+    def adapt_resolution(self) -> None:
+        """Hook for families whose position embeddings must be resized at build time."""
+
+    @property
+    def depth(self) -> int:
+        return self.hf_config.num_hidden_layers
+
+    def layer_channels(self, index: int) -> int:
+        return self.hf_config.hidden_size
+
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        side = self.resolution // self.patch_size()
+        return side, side
+
+
+class HFViT(HFExpert):
+    """ViT-style encoders whose hidden states are [B, prefix + H*W, C]."""
+
+    prefix_tokens = 1
+    interpolate_arg = True
+
+    def _maps(self, pixels):
+        extra = {}
+        if self.interpolate_arg and self.resolution != self.native_resolution():
+            extra["interpolate_pos_encoding"] = True
+        out = self.model(pixel_values=pixels, output_hidden_states=True, **extra)
+        h, w = self.layer_grid(0)
+        maps = {}
+        for i in self.layers:
+            tokens = out.hidden_states[i][:, self.prefix_tokens:]
+            maps[i] = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+        return maps
+
+
+class HFCLIP(HFViT):
+    """CLIP ViT through transformers' CLIPVisionModel (index 0 = embeddings after pre-LN)."""
+    mean, std = CLIP_MEAN, CLIP_STD
+    model_cls, config_cls = CLIPVisionModel, CLIPVisionConfig
+    presets = {
+        "large-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                          num_attention_heads=16, image_size=336, patch_size=14,
+                          projection_dim=768),
+        "tiny": _tiny_vit(intermediate_size=128, projection_dim=32),
+    }
+
+
+class HFSigLIP(HFViT):
+    """SigLIP vision tower (no class token). so400m/384 floors 384/14: a 27x27 grid over the
+    top-left 378 px, as the released model does; the grid declared here says so."""
+    mean, std = HALF_MEAN, HALF_STD
+    model_cls, config_cls = SiglipVisionModel, SiglipVisionConfig
+    prefix_tokens = 0
+    drops_remainder = True
+    presets = {
+        "so400m-384": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                           num_attention_heads=16, image_size=384, patch_size=14),
+        "tiny": _tiny_vit(intermediate_size=128),
+    }
+
+
+class HFDINOv2(HFViT):
+    """DINOv2 (interpolates its position embeddings for any resolution by itself)."""
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    model_cls, config_cls = Dinov2Model, Dinov2Config
+    interpolate_arg = False
+    presets = {
+        "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                      image_size=518, patch_size=14, mlp_ratio=4),
+        "tiny": _tiny_vit(mlp_ratio=2),
+    }
+
+
+class HFSAM(HFExpert):
+    """SAM's ViT image encoder. Hidden states: 0 = patch embedding, 1..L blocks (width C),
+    L+1 = the neck (256 channels for SAM-L/H), which is what Eagle uses."""
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    model_cls, config_cls = SamVisionModel, SamVisionConfig
+    presets = {
+        "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                      global_attn_indexes=[5, 11, 17, 23], mlp_dim=4096, image_size=1024,
+                      patch_size=16, window_size=14, output_channels=256),
+        "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                     global_attn_indexes=[7, 15, 23, 31], mlp_dim=5120, image_size=1024,
+                     patch_size=16, window_size=14, output_channels=256),
+        "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     global_attn_indexes=[1], mlp_dim=128, image_size=64, patch_size=8,
+                     window_size=4, output_channels=32),
+    }
+
+    @property
+    def depth(self) -> int:
+        return self.hf_config.num_hidden_layers + 1
+
+    def layer_channels(self, index: int) -> int:
+        return self.hf_config.output_channels if index == self.depth else self.hf_config.hidden_size
+
+    def adapt_resolution(self) -> None:
+        # SAM's absolute position embedding is a [1, H, W, C] grid fixed to the trained size;
+        # its relative position tables are interpolated by the attention itself.
+        side = self.resolution // self.patch_size()
+        encoder = self.model.vision_encoder
+        pos = encoder.pos_embed
+        if pos is not None and pos.shape[1] != side:
+            resized = F.interpolate(pos.data.permute(0, 3, 1, 2), size=(side, side),
+                                    mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+            encoder.pos_embed = torch.nn.Parameter(resized.contiguous())
+        encoder.patch_embed.image_size = (self.resolution, self.resolution)
+        self.hf_config.image_size = self.resolution
+
+    def _maps(self, pixels):
+        out = self.model(pixel_values=pixels, output_hidden_states=True)
+        maps = {}
+        for i in self.layers:
+            maps[i] = (out.last_hidden_state if i == self.depth
+                       else out.hidden_states[i].permute(0, 3, 1, 2))
+        return maps
+
+
+class HFPix2Struct(HFExpert):
+    """Pix2Struct's encoder on variable-resolution flattened patches.
+
+    The image is standardized per image (Pix2Struct's own normalization, so the data side
+    passes plain [0, 1] pixels) and cut into patches laid out exactly as
+    Pix2StructImageProcessor does: [row id, col id, (ph, pw, C) pixels], ids 1-based."""
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    model_cls, config_cls = Pix2StructVisionModel, Pix2StructVisionConfig
+    presets = {
+        "large": dict(hidden_size=1536, num_hidden_layers=18, num_attention_heads=24,
+                      d_ff=3968, d_kv=64, patch_embed_hidden_size=768, seq_len=4096),
+        "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, d_ff=2048,
+                     d_kv=64, patch_embed_hidden_size=768, seq_len=4096),
+        "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, d_ff=128,
+                     d_kv=32, patch_embed_hidden_size=192, seq_len=256),
+    }
+
+    def native_resolution(self) -> int:
+        return self.patch_size() * int(math.isqrt(self.hf_config.seq_len))
+
+    def patch_size(self) -> int:
+        return math.isqrt(self.hf_config.patch_embed_hidden_size // 3)
+
+    def flattened_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = pixels.shape
+        p = self.patch_size()
+        flat = pixels.reshape(b, -1)
+        mean = flat.mean(1).view(b, 1, 1, 1)
+        std = flat.std(1).clamp_min(1.0 / math.sqrt(flat.shape[1])).view(b, 1, 1, 1)
+        pixels = (pixels - mean) / std
+        rows, cols = height // p, width // p
+        patches = F.unfold(pixels, (p, p), stride=(p, p))            # [b, c*p*p, rows*cols]
+        patches = patches.reshape(b, c, p, p, rows * cols).permute(0, 4, 2, 3, 1)
+        patches = patches.reshape(b, rows * cols, p * p * c)
+        ids = torch.arange(rows * cols, device=pixels.device)
+        row_ids = (ids // cols + 1).to(pixels.dtype).view(1, -1, 1).expand(b, -1, 1)
+        col_ids = (ids % cols + 1).to(pixels.dtype).view(1, -1, 1).expand(b, -1, 1)
+        return torch.cat([row_ids, col_ids, patches], dim=-1)
+
+    def _maps(self, pixels):
+        patches = self.flattened_patches(pixels)
+        mask = torch.ones(patches.shape[:2], device=pixels.device, dtype=pixels.dtype)
+        out = self.model(flattened_patches=patches, attention_mask=mask,
+                         output_hidden_states=True)
+        h, w = self.layer_grid(0)
+        return {i: out.hidden_states[i].transpose(1, 2).reshape(pixels.shape[0], -1, h, w)
+                for i in self.layers}

@@ -1,0 +1,119 @@
+"""Experts loaded through open_clip: CLIP ViTs (OpenAI / LAION) and CLIP-ConvNeXt (the LAION
+ConvNeXt-XXL that Eagle uses), only the image tower kept.
+
+Pretrained weights: a directory in open_clip's own format (`open_clip_config.json` plus
+weights) loads through the `local-dir:` schema, a single checkpoint file or a pretrained tag
+("openai", "laion2b_s34b_b82k_augreg_soup") through `pretrained=`, an `hf-hub:` name as is.
+A ViT at a resolution other than its checkpoint's gets open_clip's position-embedding
+interpolation (`force_image_size`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import torch
+
+from models.experts.base import CLIP_MEAN, CLIP_STD, ExpertConfig, VisionExpert
+from models.experts.presets import Preset, check_divisible, pick
+
+open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
+
+
+def create_open_clip(arch: str, pretrained: str | None, resolution: int) -> torch.nn.Module:
+    """Build the full open_clip model and return its image tower."""
+    # open_clip moves the model to `device` at the end; keep the caller's default device so a
+    # full-size expert can be built on the meta device for shape checks.
+    opts = dict(force_image_size=resolution, device=torch.empty(0).device)
+    if pretrained and pretrained.startswith("hf-hub:"):
+        model = open_clip.create_model(pretrained, **opts)
+    elif pretrained and Path(pretrained).is_dir():
+        model = open_clip.create_model(f"local-dir:{pretrained}", **opts)
+    else:
+        model = open_clip.create_model(arch, pretrained=pretrained, **opts)
+    return model.visual
+
+
+def save_open_clip_dir(model: torch.nn.Module, arch: str, directory: str | Path) -> None:
+    """Write a full open_clip model in the layout `local-dir:` reads (used by tests/tools)."""
+    import json
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {"model_cfg": open_clip.get_model_config(arch), "preprocess_cfg": {}}
+    (directory / "open_clip_config.json").write_text(json.dumps(cfg))
+    torch.save(model.state_dict(), directory / "open_clip_pytorch_model.bin")
+
+
+class OpenClipViT(VisionExpert):
+    """CLIP ViT image tower; index k is the output of residual block k."""
+
+    mean, std = CLIP_MEAN, CLIP_STD
+    presets = {
+        "large-336": Preset("ViT-L-14-336", 336),
+        "large-224": Preset("ViT-L-14", 224),
+        "base-224": Preset("ViT-B-16", 224),
+        "tiny": Preset("ablate-tiny-vit", 64),
+    }
+
+    def __init__(self, config: ExpertConfig):
+        preset = pick(config.id, self.presets, config.preset)
+        resolution = config.resolution or preset.resolution
+        vision_cfg = open_clip.get_model_config(preset.arch)["vision_cfg"]
+        self.patch = vision_cfg["patch_size"]
+        check_divisible(config.id, resolution, self.patch)
+        self._depth = vision_cfg["layers"]
+        super().__init__(config, resolution)
+        self.model = create_open_clip(preset.arch, config.pretrained, resolution)
+        self.width = self.model.transformer.width
+        self._depth = len(self.model.transformer.resblocks)
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def layer_channels(self, index: int) -> int:
+        return self.width
+
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        side = self.resolution // self.patch
+        return side, side
+
+    def _maps(self, pixels):
+        out = self.model.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
+                                               intermediates_only=True)
+        return dict(zip(self.layers, out["image_intermediates"]))
+
+
+class OpenClipConvNeXt(VisionExpert):
+    """CLIP-ConvNeXt image tower (a timm trunk inside open_clip); index k = stage k."""
+
+    mean, std = CLIP_MEAN, CLIP_STD
+    presets = {
+        "xxlarge-1024": Preset("convnext_xxlarge", 1024),
+        "large-320": Preset("convnext_large_d_320", 320),
+        "tiny": Preset("ablate-tiny-convnext", 64),
+    }
+
+    def __init__(self, config: ExpertConfig):
+        preset = pick(config.id, self.presets, config.preset)
+        resolution = config.resolution or preset.resolution
+        check_divisible(config.id, resolution, 32)
+        self._depth = 4
+        super().__init__(config, resolution)
+        self.model = create_open_clip(preset.arch, config.pretrained, resolution)
+        self.info = [(f["num_chs"], f["reduction"]) for f in self.model.trunk.feature_info]
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def layer_channels(self, index: int) -> int:
+        return self.info[index - 1][0]
+
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        side = self.resolution // self.info[index - 1][1]
+        return side, side
+
+    def _maps(self, pixels):
+        out = self.model.trunk.forward_intermediates(
+            pixels, indices=[i - 1 for i in self.layers], intermediates_only=True)
+        return dict(zip(self.layers, out))

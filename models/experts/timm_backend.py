@@ -1,0 +1,101 @@
+"""Experts loaded through timm, the library their users load them with: ConvNeXt (e.g.
+ConvNeXt-XXL, the high-resolution CNN expert of Eagle and LLaVA-HR) and EVA-02.
+
+Pretrained weights: a local file in timm's format (.safetensors / .pth state dict) goes through
+timm's own pretrained path (`pretrained_cfg_overlay=dict(file=...)`), which also resamples
+position embeddings for a new resolution and patch size; anything else is taken as a timm
+pretrained tag or an `hf-hub:` name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+
+from models.experts.base import CLIP_MEAN, CLIP_STD, ExpertConfig, VisionExpert
+from models.experts.presets import Preset, check_divisible, pick
+
+
+def create_timm(arch: str, pretrained: str | None, **kwargs) -> torch.nn.Module:
+    if pretrained is None:
+        return timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    if Path(pretrained).exists():
+        return timm.create_model(arch, pretrained=True, num_classes=0,
+                                 pretrained_cfg_overlay=dict(file=str(pretrained)), **kwargs)
+    name = pretrained if pretrained.startswith("hf-hub:") else f"{arch}.{pretrained}"
+    return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+
+
+class TimmConvNeXt(VisionExpert):
+    """ConvNeXt from timm; hidden-state index k is the output of stage k (1..4)."""
+
+    presets = {
+        "xxlarge": Preset("convnext_xxlarge", 1024),
+        "large": Preset("convnext_large", 768),
+        "tiny": Preset("convnext_atto", 64, {"depths": (1, 1, 2, 1), "dims": (16, 32, 64, 128)}),
+    }
+
+    def __init__(self, config: ExpertConfig):
+        preset = pick(config.id, self.presets, config.preset)
+        resolution = config.resolution or preset.resolution
+        check_divisible(config.id, resolution, 32)
+        self._depth = 4
+        super().__init__(config, resolution)
+        self.model = create_timm(preset.arch, config.pretrained, **preset.kwargs)
+        self.info = [(f["num_chs"], f["reduction"]) for f in self.model.feature_info]
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def layer_channels(self, index: int) -> int:
+        return self.info[index - 1][0]
+
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        side = self.resolution // self.info[index - 1][1]
+        return side, side
+
+    def _maps(self, pixels):
+        out = self.model.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
+                                               intermediates_only=True)
+        return dict(zip(self.layers, out))
+
+
+class TimmEVA02(VisionExpert):
+    """EVA-02 from timm; index k is the output of block k. Eagle runs EVA-02-L at 1024 px with
+    16 px patches (64x64 tokens); timm resamples the 14 px patch embedding when loading."""
+
+    mean, std = CLIP_MEAN, CLIP_STD
+    presets = {
+        "large-1024": Preset("eva02_large_patch14_448", 1024, {"patch_size": 16}),
+        "large-448": Preset("eva02_large_patch14_448", 448),
+        "tiny": Preset("eva02_tiny_patch14_224", 64,
+                       {"embed_dim": 64, "depth": 4, "num_heads": 4, "patch_size": 8}),
+    }
+
+    def __init__(self, config: ExpertConfig):
+        preset = pick(config.id, self.presets, config.preset)
+        resolution = config.resolution or preset.resolution
+        self.patch = preset.kwargs.get("patch_size", 14)
+        check_divisible(config.id, resolution, self.patch)
+        model = create_timm(preset.arch, config.pretrained, img_size=resolution, **preset.kwargs)
+        self._depth = len(model.blocks)
+        super().__init__(config, resolution)
+        self.model = model
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def layer_channels(self, index: int) -> int:
+        return self.model.embed_dim
+
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        side = self.resolution // self.patch
+        return side, side
+
+    def _maps(self, pixels):
+        out = self.model.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
+                                               intermediates_only=True)
+        return dict(zip(self.layers, out))

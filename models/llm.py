@@ -1,0 +1,116 @@
+"""Causal LMs by id. Every LM is loaded through `AutoModelForCausalLM.from_pretrained` and
+`AutoTokenizer.from_pretrained`, the path a real LLM (Vicuna-7B, Llama-3-8B) takes; the tiny
+stand-in is first written to disk in Hugging Face format (random-init Llama + a byte-level BPE
+tokenizer trained locally on the caller's corpus) and then loaded back by that same path."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
+
+from models.registry import Registry
+
+LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """id: registry entry; path: hub id or local directory (for `hf`); the tiny_* fields size
+    the random-init stand-in; init_seed fixes its weights independently of the run seed, as a
+    pretrained LM's weights are."""
+    id: str = "tiny-llama"
+    path: str | None = None
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    vocab_size: int = 1024
+    max_positions: int = 1024
+    init_seed: int = 0
+    dtype: str = "float32"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedLLM:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+
+
+LLMS: Registry[Callable[..., LoadedLLM]] = Registry("llm")
+
+
+def _load(path: str, dtype: str) -> LoadedLLM:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return LoadedLLM(model, tokenizer, path)
+
+
+@LLMS.register("hf", "any Hugging Face causal LM by hub id or local path (e.g. Vicuna-7B)")
+def load_hf(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM:
+    if not config.path:
+        raise ValueError("llm 'hf' needs `path`: a hub id or a local directory")
+    return _load(config.path, config.dtype)
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<pad>", *LLAMA3_SPECIAL]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>",
+                                   additional_special_tokens=LLAMA3_SPECIAL)
+
+
+def write_tiny_llama(config: LLMConfig, corpus: list[str], directory: Path) -> None:
+    tokenizer = train_tokenizer(corpus, config.vocab_size)
+    torch.manual_seed(config.init_seed)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size, num_hidden_layers=config.layers,
+        num_attention_heads=config.heads, num_key_value_heads=config.heads,
+        max_position_embeddings=config.max_positions, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+@LLMS.register("tiny-llama", "random-init Llama + locally trained BPE tokenizer (CPU tests)")
+def load_tiny_llama(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM:
+    digest = hashlib.sha256(json.dumps([asdict(config), sorted(set(corpus))]).encode())
+    directory = Path(cache_dir) / f"tiny-llama-{digest.hexdigest()[:12]}"
+    if not (directory / "config.json").exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+        try:
+            write_tiny_llama(config, corpus, staging)
+            try:
+                os.replace(staging, directory)   # atomic: concurrent jobs never see half
+            except OSError:                       # another job won the race
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _load(str(directory), config.dtype)
+
+
+def load_llm(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM:
+    return LLMS.get(config.id)(config, cache_dir, corpus)

@@ -1,0 +1,102 @@
+"""The multimodal LM: experts -> fusion -> projector -> visual tokens spliced into a Hugging
+Face causal LM at the image placeholder, LLaVA style. Training returns the LM loss; generation
+is batched greedy decoding from left-padded embeddings."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.experts.base import VisionExpert
+from models.fusion.base import Fusion, TextContext
+from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+
+class MultimodalLM(nn.Module):
+    def __init__(self, experts: dict[str, VisionExpert], fusion: Fusion, projector: nn.Module,
+                 llm: nn.Module, pad_token_id: int, max_length: int = 2048):
+        super().__init__()
+        self.experts = nn.ModuleDict(experts)
+        self.fusion = fusion
+        self.projector = projector
+        self.llm = llm
+        self.pad_token_id = pad_token_id
+        self.max_length = max_length
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.fusion.num_tokens
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids.clamp_min(0))
+
+    def encode_images(self, pixels: dict[str, torch.Tensor],
+                      text: TextContext | None = None) -> torch.Tensor:
+        outputs = {name: expert(pixels[name]) for name, expert in self.experts.items()}
+        return self.projector(self.fusion(outputs, text))
+
+    def _splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None, visual: torch.Tensor | None,
+                has_image: torch.Tensor, left_pad: bool):
+        """Replace each sample's IMAGE_TOKEN_INDEX by its visual tokens; re-pad the batch."""
+        embeds = self.embed_text(input_ids)
+        seqs, labs = [], []
+        v = 0
+        for i in range(input_ids.shape[0]):
+            keep = attention_mask[i].bool()
+            ids, emb = input_ids[i][keep], embeds[i][keep]
+            lab = labels[i][keep] if labels is not None else None
+            pos = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten()
+            if len(pos) > 1:
+                raise ValueError(f"sample {i} has {len(pos)} image placeholders; one is allowed")
+            if len(pos) == 1 and bool(has_image[i]):
+                p = int(pos[0])
+                emb = torch.cat([emb[:p], visual[v], emb[p + 1:]])
+                if lab is not None:
+                    lab = torch.cat([lab[:p], lab.new_full((visual.shape[1],), IGNORE_INDEX),
+                                     lab[p + 1:]])
+                v += 1
+            elif len(pos) == 1:
+                raise ValueError(f"sample {i} has an image placeholder but no image")
+            seqs.append(emb[: self.max_length])
+            labs.append(lab[: self.max_length] if lab is not None else None)
+        longest = max(s.shape[0] for s in seqs)
+        b, d = len(seqs), embeds.shape[-1]
+        out = embeds.new_zeros(b, longest, d)
+        mask = attention_mask.new_zeros(b, longest)
+        out_labels = (torch.full((b, longest), IGNORE_INDEX, dtype=torch.long,
+                                 device=embeds.device) if labels is not None else None)
+        for i, s in enumerate(seqs):
+            n = s.shape[0]
+            sl = slice(longest - n, longest) if left_pad else slice(0, n)
+            out[i, sl] = s
+            mask[i, sl] = 1
+            if out_labels is not None:
+                out_labels[i, sl] = labs[i]
+        return out, mask, out_labels
+
+    def _visual(self, pixels: dict[str, torch.Tensor], has_image: torch.Tensor
+                ) -> torch.Tensor | None:
+        if not bool(has_image.any()):
+            return None
+        idx = has_image.nonzero().flatten()
+        return self.encode_images({k: v[idx] for k, v in pixels.items()})
+
+    def forward(self, input_ids, attention_mask, labels, pixels, has_image):
+        visual = self._visual(pixels, has_image)
+        embeds, mask, labels = self._splice(input_ids, attention_mask, labels, visual,
+                                            has_image, left_pad=False)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,
+                 stop_id: int) -> list[list[int]]:
+        visual = self._visual(pixels, has_image)
+        embeds, mask, _ = self._splice(input_ids, attention_mask, None, visual, has_image,
+                                       left_pad=True)
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+                                max_new_tokens=max_new_tokens, eos_token_id=stop_id,
+                                pad_token_id=self.pad_token_id, num_beams=1)
+        results = []
+        for row in out.tolist():
+            results.append(row[: row.index(stop_id)] if stop_id in row else row)
+        return results

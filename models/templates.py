@@ -1,0 +1,100 @@
+"""Conversation templates: how a LLaVA conversation becomes token ids and training labels.
+
+`plain` is LLaVA's alignment format (image then caption, nothing else); `vicuna_v1` and
+`llama3` are the fine-tuning formats of LLaVA-1.5 and Llama-3-based models. Only assistant
+replies (and their end marker) carry labels. The `<image>` placeholder becomes
+IMAGE_TOKEN_INDEX, which the multimodal LM replaces with the visual tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from models.registry import Registry
+
+IMAGE_PLACEHOLDER = "<image>"
+IMAGE_TOKEN_INDEX = -200
+IGNORE_INDEX = -100
+
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's "
+                 "questions.")
+LLAMA3_SYSTEM = "You are a helpful language and vision assistant."
+
+Segment = tuple[str, bool]  # (text, trained on)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    render: Callable[[list[tuple[str, str]], bool], list[Segment]]
+    stop: str  # the token that ends an assistant reply
+
+    def encode(self, turns: list[tuple[str, str]], tokenizer, for_generation: bool = False
+               ) -> Encoded:
+        """turns: (human, assistant) pairs; for generation the last reply is left open."""
+        ids: list[int] = []
+        labels: list[int] = []
+        for text, trained in self.render(turns, for_generation):
+            for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+                if k:
+                    ids.append(IMAGE_TOKEN_INDEX)
+                    labels.append(IGNORE_INDEX)
+                if piece:
+                    tok = tokenizer(piece, add_special_tokens=False)["input_ids"]
+                    ids += tok
+                    labels += tok if trained else [IGNORE_INDEX] * len(tok)
+        return Encoded(ids, labels)
+
+    def stop_id(self, tokenizer) -> int:
+        return tokenizer.convert_tokens_to_ids(self.stop)
+
+
+TEMPLATES: Registry[Template] = Registry("template")
+
+
+def _plain(turns, for_generation):
+    # LLaVA's pretraining format keeps only the image from the human turn.
+    segments: list[Segment] = [(IMAGE_PLACEHOLDER, False)]
+    if not for_generation:
+        segments.append((turns[0][1] + "\n", True))
+    return segments
+
+
+def _vicuna(turns, for_generation):
+    segments: list[Segment] = [("<s>" + VICUNA_SYSTEM + " ", False)]
+    for i, (human, reply) in enumerate(turns):
+        segments.append((f"USER: {human} ASSISTANT:", False))
+        if for_generation and i == len(turns) - 1:
+            break
+        segments.append((f" {reply}</s>", True))
+    return segments
+
+
+def _llama3(turns, for_generation):
+    segments: list[Segment] = [(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        f"{LLAMA3_SYSTEM}<|eot_id|>", False)]
+    for i, (human, reply) in enumerate(turns):
+        segments.append((f"<|start_header_id|>user<|end_header_id|>\n\n{human}<|eot_id|>"
+                         "<|start_header_id|>assistant<|end_header_id|>\n\n", False))
+        if for_generation and i == len(turns) - 1:
+            break
+        segments.append((f"{reply}<|eot_id|>", True))
+    return segments
+
+
+for _t in (Template("plain", _plain, "\n"), Template("vicuna_v1", _vicuna, "</s>"),
+           Template("llama3", _llama3, "<|eot_id|>")):
+    TEMPLATES.register(_t.name, f"{_t.name} conversation format")(_t)
+
+
+def template_corpus() -> list[str]:
+    """Fixed strings of every template, so a locally trained tokenizer covers them."""
+    sample = [("<image>\nWhat is it?", "a thing")]
+    return ["".join(t for t, _ in r(sample, False)) for r in (_plain, _vicuna, _llama3)]
