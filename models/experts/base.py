@@ -109,7 +109,8 @@ class VisionExpert(nn.Module, ABC):
         if not self.min_index <= resolved <= self.depth:
             lowest = self.min_index - self.depth - 1
             raise ValueError(
-                f"layer index {index} is outside {type(self).__name__}'s hidden states: "
+                f"expert '{self.config.key}': layer index {index} is outside "
+                f"{type(self).__name__}'s hidden states: "
                 f"allowed {self.min_index}..{self.depth} or {lowest}..-1 "
                 f"(0 = patch embedding, k = block/stage k)")
         return resolved

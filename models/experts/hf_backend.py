@@ -185,7 +185,7 @@ class HFPix2Struct(HFExpert):
         "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, d_ff=2048,
                      d_kv=64, patch_embed_hidden_size=768, seq_len=4096),
         "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, d_ff=128,
-                     d_kv=32, patch_embed_hidden_size=192, seq_len=256),
+                     d_kv=32, patch_embed_hidden_size=192, seq_len=64),
     }
 
     def native_resolution(self) -> int:

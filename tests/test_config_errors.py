@@ -1,0 +1,105 @@
+"""Bad input: a clear message naming file, line and field; exit code 2; nothing started and
+no run directory left behind."""
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import load_run_config
+from harness.errors import ConfigError
+
+BASE = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def mutate(tmp_path, old: str, new: str) -> Path:
+    text = BASE.read_text()
+    assert old in text, old
+    return write(tmp_path, text.replace(old, new, 1))
+
+
+CASES = [
+    ("{id: clip-vit, preset", "{id: clip-vitt, preset", "model.experts[0].id",
+     "Did you mean: clip-vit"),
+    ("fusion: {id: channel_concat", "fusion: {id: channel_concatt", "model.fusion.id",
+     "channel_concat"),
+    ("llm: {id: tiny-llama}", "llm: {id: tiny-lama}", "model.llm.id", "tiny-llama"),
+    ("resolution: 64, layers: [-1]", "resolution: 60, layers: [-1]", "model.experts[0]",
+     "cannot take resolution 60"),
+    ("layers: [3]", "layers: [7]", "model.experts[1]", "layer index 7"),
+    ("projector: mlp2x_gelu", "projector: mlp2x_gelu\n  dropout: 0.1", "model.dropout",
+     "unknown field"),
+    ("seed: 0\n", "seed: zero\n", "seed", "expected an integer"),
+    ("synth-color, synth-shape", "synth-colour, synth-shape", "eval.benchmarks[0]",
+     "synth-color"),
+    ("train: [projector, fusion], lr", "train: [projector, vision], lr", "stages[0].train[1]",
+     "unknown module group"),
+    # the expert whose resample method cannot reach the fusion's grid is the one named
+    ("fusion: {id: channel_concat, grid: 8}", "fusion: {id: channel_concat, grid: 3}",
+     "model.experts[1]", "average pooling"),
+]
+
+
+@pytest.mark.parametrize("old,new,field,message", CASES)
+def test_bad_field_is_named_with_its_line(tmp_path, old, new, field, message):
+    if "grid: 3" in new:  # make the grid mismatch an avgpool one
+        new_text = BASE.read_text().replace(old, new).replace("layers: [3]",
+                                                              "layers: [3], resample: avgpool")
+        path = write(tmp_path, new_text)
+    else:
+        path = mutate(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert err.value.field == field, str(err.value)
+    assert message in str(err.value)
+    assert err.value.line is not None and str(path) in str(err.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "name: x\nmodel: {experts: [\n")
+    with pytest.raises(ConfigError, match="malformed YAML") as err:
+        load_run_config(path)
+    assert err.value.line is not None
+
+
+def test_missing_data_file_is_reported(tmp_path):
+    text = BASE.read_text().replace(
+        "synthetic: {seed: 0, image_size: 64, train_per_skill: 400, eval_per_skill: 50}",
+        "align: {json: nowhere/align.json, images: nowhere}\n"
+        "  sft: {json: nowhere/sft.json, images: nowhere}\n"
+        "  eval: {json: nowhere/eval.json, images: nowhere}")
+    with pytest.raises(ConfigError, match="file not found") as err:
+        load_run_config(write(tmp_path, text))
+    assert err.value.field == "data.align.json"
+
+
+def test_thumbnail_tiling_cannot_be_channel_concatenated(tmp_path):
+    path = mutate(tmp_path, "resolution: 64, layers: [-1], freeze: false}",
+                  "resolution: 32, layers: [-1], freeze: false, "
+                  "tiling: {rows: 2, cols: 2, thumbnail: true}}")
+    with pytest.raises(ConfigError, match="thumbnail") as err:
+        load_run_config(path)
+    assert err.value.field == "model.experts[0]"
+
+
+def test_cli_exits_2_and_leaves_no_run_directory(tmp_path, capsys):
+    path = mutate(tmp_path, "{id: clip-vit, preset", "{id: clip-vitt, preset")
+    workdir = tmp_path / "work"
+    assert main(["train", str(path), "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "model.experts[0].id" in err
+    assert not workdir.exists()
+
+
+def test_cli_validate_and_list(capsys):
+    assert main(["validate", str(BASE)]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["list", "experts"]) == 0
+    out = capsys.readouterr().out
+    assert "pix2struct" in out and "presets:" in out
