@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import ConfigError
 from harness.schema import bind, bind_dataclass, to_plain
 from harness.yamlio import Located, load_yaml
 from models.experts import EXPERTS, ExpertConfig

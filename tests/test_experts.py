@@ -5,7 +5,6 @@ import dataclasses
 
 import open_clip
 import pytest
-import timm
 import torch
 from safetensors.torch import save_file
 

@@ -14,6 +14,7 @@ import open_clip
 import torch
 
 from models.experts.base import CLIP_MEAN, CLIP_STD, ExpertConfig, VisionExpert
+from models.experts.convnet import ConvNeXtExpert
 from models.experts.presets import Preset, check_divisible, pick
 
 open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
@@ -83,7 +84,7 @@ class OpenClipViT(VisionExpert):
         return dict(zip(self.layers, out["image_intermediates"]))
 
 
-class OpenClipConvNeXt(VisionExpert):
+class OpenClipConvNeXt(ConvNeXtExpert):
     """CLIP-ConvNeXt image tower (a timm trunk inside open_clip); index k = stage k."""
 
     mean, std = CLIP_MEAN, CLIP_STD
@@ -95,25 +96,10 @@ class OpenClipConvNeXt(VisionExpert):
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
-        resolution = config.resolution or preset.resolution
-        check_divisible(config.id, resolution, 32)
-        self._depth = 4
-        super().__init__(config, resolution)
-        self.model = create_open_clip(preset.arch, config.pretrained, resolution)
-        self.info = [(f["num_chs"], f["reduction"]) for f in self.model.trunk.feature_info]
+        super().__init__(config, config.resolution or preset.resolution)
+        self.model = create_open_clip(preset.arch, config.pretrained, self.resolution)
+        self._set_trunk(self.model.trunk)
 
     @property
-    def depth(self) -> int:
-        return self._depth
-
-    def layer_channels(self, index: int) -> int:
-        return self.info[index - 1][0]
-
-    def layer_grid(self, index: int) -> tuple[int, int]:
-        side = self.resolution // self.info[index - 1][1]
-        return side, side
-
-    def _maps(self, pixels):
-        out = self.model.trunk.forward_intermediates(
-            pixels, indices=[i - 1 for i in self.layers], intermediates_only=True)
-        return dict(zip(self.layers, out))
+    def trunk(self):
+        return self.model.trunk

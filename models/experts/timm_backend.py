@@ -14,6 +14,7 @@ import timm
 import torch
 
 from models.experts.base import CLIP_MEAN, CLIP_STD, ExpertConfig, VisionExpert
+from models.experts.convnet import ConvNeXtExpert
 from models.experts.presets import Preset, check_divisible, pick
 
 
@@ -27,7 +28,7 @@ def create_timm(arch: str, pretrained: str | None, **kwargs) -> torch.nn.Module:
     return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
 
 
-class TimmConvNeXt(VisionExpert):
+class TimmConvNeXt(ConvNeXtExpert):
     """ConvNeXt from timm; hidden-state index k is the output of stage k (1..4)."""
 
     presets = {
@@ -38,28 +39,13 @@ class TimmConvNeXt(VisionExpert):
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
-        resolution = config.resolution or preset.resolution
-        check_divisible(config.id, resolution, 32)
-        self._depth = 4
-        super().__init__(config, resolution)
+        super().__init__(config, config.resolution or preset.resolution)
         self.model = create_timm(preset.arch, config.pretrained, **preset.kwargs)
-        self.info = [(f["num_chs"], f["reduction"]) for f in self.model.feature_info]
+        self._set_trunk(self.model)
 
     @property
-    def depth(self) -> int:
-        return self._depth
-
-    def layer_channels(self, index: int) -> int:
-        return self.info[index - 1][0]
-
-    def layer_grid(self, index: int) -> tuple[int, int]:
-        side = self.resolution // self.info[index - 1][1]
-        return side, side
-
-    def _maps(self, pixels):
-        out = self.model.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
-                                               intermediates_only=True)
-        return dict(zip(self.layers, out))
+    def trunk(self):
+        return self.model
 
 
 class TimmEVA02(VisionExpert):

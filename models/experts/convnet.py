@@ -1,0 +1,41 @@
+"""Geometry shared by ConvNeXt experts, whichever library wraps them: both timm's ConvNeXt and
+open_clip's CLIP-ConvNeXt are a timm trunk with four stages described by `feature_info`.
+Hidden-state index k is the output of stage k (1..4)."""
+from __future__ import annotations
+
+from torch import nn
+
+from models.experts.base import ExpertConfig, VisionExpert
+from models.experts.presets import check_divisible
+
+STAGES = 4
+STRIDE = 32  # the last stage's reduction: the input must tile into it
+
+
+class ConvNeXtExpert(VisionExpert):
+    def __init__(self, config: ExpertConfig, resolution: int):
+        check_divisible(config.id, resolution, STRIDE)
+        super().__init__(config, resolution)
+
+    def _set_trunk(self, trunk: nn.Module) -> None:
+        self.info = [(f["num_chs"], f["reduction"]) for f in trunk.feature_info]
+
+    @property
+    def trunk(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def depth(self) -> int:
+        return STAGES
+
+    def layer_channels(self, index: int) -> int:
+        return self.info[index - 1][0]
+
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        side = self.resolution // self.info[index - 1][1]
+        return side, side
+
+    def _maps(self, pixels):
+        out = self.trunk.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
+                                               intermediates_only=True)
+        return dict(zip(self.layers, out))

@@ -1,0 +1,129 @@
+"""The pipeline end to end on a very small config: the run directory contract, reuse of
+finished runs and stages, exact resume after an interruption, per-stage trainability."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from harness.config import load_run_config
+from harness.pipeline import run
+from harness.train import StageInterrupted
+
+SMALL = """
+name: small
+seed: 3
+data:
+  synthetic: {seed: 1, image_size: 32, train_per_skill: 8, eval_per_skill: 3, captions: 16,
+              text_only: 4, skills: [color, existence]}
+model:
+  experts:
+    - {id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}
+    - {id: sam, preset: tiny, resolution: 32, layers: [-1], resample: unshuffle}
+  fusion: {id: channel_concat, grid: 2}
+  llm: {id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,
+        vocab_size: 300}
+stages:
+  - {name: align, data: align, template: plain, train: [projector], lr: 1.0e-3, steps: 4,
+     batch_size: 4, checkpoint_every: 2}
+  - {name: sft, data: sft, template: vicuna_v1, train: [projector, llm, experts], lr: 1.0e-3,
+     steps: 5, batch_size: 4, checkpoint_every: 2, lrs: {experts: 1.0e-4}}
+eval: {benchmarks: [synth-color, synth-pope], batch_size: 8, max_new_tokens: 3,
+       before_training: true}
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    return load_run_config(path)
+
+
+def _stage_dirs(workdir, name):
+    return sorted((workdir / "stages").glob(f"{name}-*"))
+
+
+def test_run_directory_contract_and_rerun_is_free(cfg, tmp_path):
+    work = tmp_path / "work"
+    result = run(cfg, work, progress=False)
+    d = result.path
+    assert d == work / "runs" / cfg.key
+    assert json.loads((d / "status.json").read_text())["state"] == "DONE"
+    for name in ("config.yaml", "config.json", "metrics.json", "predictions.jsonl", "cost.json",
+                 "stages.json", "metrics_untrained.json", "per_question.json"):
+        assert (d / name).exists(), name
+    preds = (d / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 6  # 3 questions x 2 benchmarks, every one answered
+    assert set(result.metrics["synth-pope"]) >= {"accuracy", "f1", "yes_ratio"}
+    cost = result.cost
+    assert cost["visual_tokens"] == 4
+    assert cost["fusion_channels"] == 64 + 32 * 4  # ViT width + SAM neck unshuffled 2x2
+    assert cost["forward_flops_per_sample"] > 0 and cost["peak_memory_mb"] > 0
+    assert cost["parameters"]["experts.sam"]["trainable"] == 0  # frozen expert
+    # stage logs say what was trainable at start
+    align_log = json.loads((_stage_dirs(work, "align")[0] / "metrics.jsonl")
+                           .read_text().splitlines()[0])
+    assert set(align_log["trainable"]) == {"projector"}
+    sft_log = json.loads((_stage_dirs(work, "sft")[0] / "metrics.jsonl").read_text()
+                         .splitlines()[0])
+    assert set(sft_log["trainable"]) == {"projector", "llm", "experts.clip-vit"}
+    # a second run of the same config trains nothing and returns the same numbers
+    before = (_stage_dirs(work, "sft")[0] / "metrics.jsonl").read_text()
+    again = run(cfg, work, progress=False)
+    assert again.scores == result.scores
+    assert (_stage_dirs(work, "sft")[0] / "metrics.jsonl").read_text() == before
+
+
+def test_interrupted_run_resumes_to_the_same_result(cfg, tmp_path):
+    straight = run(cfg, tmp_path / "a", progress=False)
+    with pytest.raises(StageInterrupted):
+        run(cfg, tmp_path / "b", progress=False, stop_after=3)   # align: 3 of 4 steps
+    status = json.loads((tmp_path / "b" / "runs" / cfg.key / "status.json").read_text())
+    assert status["state"] == "INTERRUPTED"
+    with pytest.raises(StageInterrupted):
+        run(cfg, tmp_path / "b", progress=False, stop_after=3)   # align done, sft 3 of 5
+    resumed = run(cfg, tmp_path / "b", progress=False)
+    wa = torch.load(_stage_dirs(tmp_path / "a", "sft")[0] / "weights.pt")
+    wb = torch.load(_stage_dirs(tmp_path / "b", "sft")[0] / "weights.pt")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert resumed.metrics == straight.metrics
+    losses = lambda w: [m["loss"] for m in map(json.loads, (_stage_dirs(w, "sft")[0] /
+                        "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_runs_sharing_alignment_train_it_once(cfg, tmp_path):
+    work = tmp_path / "work"
+    first = run(cfg, work, progress=False)
+    other = dataclasses.replace(cfg, name="other", stages=[
+        cfg.stages[0], dataclasses.replace(cfg.stages[1], lr=5e-4)])
+    assert other.key != cfg.key
+    second = run(other, work, progress=False)
+    assert len(_stage_dirs(work, "align")) == 1 and len(_stage_dirs(work, "sft")) == 2
+    stages = json.loads((second.path / "stages.json").read_text())
+    assert [s["reused"] for s in stages] == [True, False]
+    assert first.path != second.path
+
+
+def test_identity_is_content_not_name(cfg):
+    renamed = dataclasses.replace(cfg, name="renamed")
+    assert renamed.key == cfg.key
+    expert = dataclasses.replace(cfg.model.experts[0], resolution=64)
+    changed = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, experts=[expert, cfg.model.experts[1]]))
+    assert changed.key != cfg.key
+
+
+def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
+    import harness.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(pipeline, "train_stage", boom)
+    with pytest.raises(RuntimeError):
+        run(cfg, tmp_path, progress=False)
+    status = json.loads((tmp_path / "runs" / cfg.key / "status.json").read_text())
+    assert status["state"] == "FAILED" and "disk on fire" in status["reason"]
