@@ -75,8 +75,11 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
 
 
 def make_deterministic(seed: int) -> None:
+    """Bit-for-bit on the CPU. On CUDA some backward kernels (bilinear upsampling, used when a
+    trainable expert's map is resized) have no deterministic version; there it warns instead
+    of refusing to train."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     torch.manual_seed(seed)
 
 

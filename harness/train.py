@@ -40,7 +40,9 @@ def param_groups(model: MultimodalLM, stage: StageConfig) -> list[dict]:
         for name, module in module_groups(model, group):
             expert_lr = (model.experts[name.removeprefix("experts.")].config.lr
                          if name.startswith("experts.") else None)
-            lr = stage.lrs.get(name) or expert_lr or stage.lrs.get(group.split(".")[0]) or stage.lr
+            # precedence: lrs[experts.NAME] > the expert's own lr > lrs[GROUP] > the stage lr
+            choices = (stage.lrs.get(name), expert_lr, stage.lrs.get(group.split(".")[0]))
+            lr = next((c for c in choices if c is not None), stage.lr)
             params = [p for p in module.parameters()]
             module.requires_grad_(True)
             if params:

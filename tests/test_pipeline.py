@@ -127,3 +127,18 @@ def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
         run(cfg, tmp_path, progress=False)
     status = json.loads((tmp_path / "runs" / cfg.key / "status.json").read_text())
     assert status["state"] == "FAILED" and "disk on fire" in status["reason"]
+
+
+def test_learning_rate_precedence(cfg, tmp_path):
+    from harness.modelbuild import build_model
+    from harness.pipeline import resolve_data
+    from harness.train import param_groups
+    data = resolve_data(cfg, tmp_path)
+    model, _ = build_model(cfg.model, cfg.seed, tmp_path / "llm", data.corpus)
+    expert = dataclasses.replace(cfg.model.experts[0], lr=2e-5)
+    stage = dataclasses.replace(cfg.stages[1], lrs={"llm": 0.0, "experts": 1e-4})
+    model.experts["clip-vit"].config = expert
+    lrs = {g["name"]: g["lr"] for g in param_groups(model, stage)}
+    assert lrs == {"projector": 1e-3, "llm": 0.0, "experts.clip-vit": 2e-5}
+    stage = dataclasses.replace(stage, lrs={"experts.clip-vit": 3e-6})
+    assert {g["name"]: g["lr"] for g in param_groups(model, stage)}["experts.clip-vit"] == 3e-6
