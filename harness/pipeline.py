@@ -59,10 +59,11 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
         parts = {p: (Path(r.json), Path(r.images)) if (r := getattr(d, p)) else None
                  for p in ("align", "sft", "eval")}
         text = []
-        for p in parts.values():
-            if p:  # the tokenizer of a tiny LM must cover the user's text
-                for rec in json.loads(p[0].read_text())[:5000]:
-                    text += [t["value"] for t in rec.get("conversations", [])]
+        if cfg.model.llm.id == "tiny-llama":  # only a locally trained tokenizer needs a corpus
+            for p in parts.values():
+                if p:
+                    for rec in json.loads(p[0].read_text())[:5000]:
+                        text += [t["value"] for t in rec.get("conversations", [])]
     return ResolvedData(parts["align"], parts["sft"], parts["eval"],
                         text + template_corpus())
 
@@ -150,7 +151,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         run_dir.write_json(f"per_question{tag}.json", per_question)
         return metrics
 
-    untrained = evaluate("_untrained") if cfg.eval.before_training else None
+    if cfg.eval.before_training:
+        evaluate("_untrained")
 
     stages_record, upstream, trained_names, step_times = [], None, set(), []
     for stage in cfg.stages:
@@ -191,7 +193,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         upstream = key
     run_dir.write_json("stages.json", stages_record)
 
-    metrics = evaluate("")
+    evaluate("")
     one = Collator(tokenizer, TEMPLATES.get(cfg.stages[-1].template), transforms,
                    getattr(data, cfg.stages[-1].data)[1])
     sample = next(r for r in datasets[cfg.stages[-1].data] if r.image is not None)
@@ -206,10 +208,4 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             "peak_memory_mb": peak_memory_mb(accelerator.device),
             "wall_time_s": time.time() - started}
     run_dir.write_json("cost.json", cost)
-    return load_result_from(run_dir, cfg, metrics, cost, untrained)
-
-
-def load_result_from(run_dir, cfg, metrics, cost, untrained) -> RunResult:
-    return RunResult(cfg.key, cfg.name, run_dir.path,
-                     {b: m["accuracy"] for b, m in metrics.items()}, metrics, cost,
-                     {b: m["accuracy"] for b, m in untrained.items()} if untrained else None)
+    return load_result(run_dir)
