@@ -154,7 +154,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     if cfg.eval.before_training:
         evaluate("_untrained")
 
-    stages_record, upstream, trained_names, step_times = [], None, set(), []
+    stages_record, upstream, trained_names = [], None, set()
     for stage in cfg.stages:
         key = stage_key(cfg, stage, upstream)
         stage_dir = RunDir(workdir / "stages" / f"{stage.name}-{key}")
@@ -186,7 +186,6 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             raise RuntimeError(f"stage {stage.name} weights do not fit the model: "
                                f"{missing.unexpected_keys[:3]}")
         trained_names |= set(loaded)
-        step_times.append(summary["step_time"])
         stages_record.append({"name": stage.name, "key": key, "reused": reused,
                               "dir": str(stage_dir.path), **summary})
         run_dir.log(event="stage", **stages_record[-1])

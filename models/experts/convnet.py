@@ -3,6 +3,8 @@ open_clip's CLIP-ConvNeXt are a timm trunk with four stages described by `featur
 Hidden-state index k is the output of stage k (1..4)."""
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from torch import nn
 
 from models.experts.base import ExpertConfig, VisionExpert
@@ -17,22 +19,23 @@ class ConvNeXtExpert(VisionExpert):
         check_divisible(config.id, resolution, STRIDE)
         super().__init__(config, resolution)
 
-    def _set_trunk(self, trunk: nn.Module) -> None:
-        self.info = [(f["num_chs"], f["reduction"]) for f in trunk.feature_info]
-
     @property
+    @abstractmethod
     def trunk(self) -> nn.Module:
-        raise NotImplementedError
+        """The timm ConvNeXt whose `feature_info` describes the four stages."""
+
+    def _stage(self, index: int) -> dict:
+        return self.trunk.feature_info[index - 1]
 
     @property
     def depth(self) -> int:
         return STAGES
 
     def layer_channels(self, index: int) -> int:
-        return self.info[index - 1][0]
+        return self._stage(index)["num_chs"]
 
     def layer_grid(self, index: int) -> tuple[int, int]:
-        side = self.resolution // self.info[index - 1][1]
+        side = self.resolution // self._stage(index)["reduction"]
         return side, side
 
     def _maps(self, pixels):

@@ -98,7 +98,6 @@ class OpenClipConvNeXt(ConvNeXtExpert):
         preset = pick(config.id, self.presets, config.preset)
         super().__init__(config, config.resolution or preset.resolution)
         self.model = create_open_clip(preset.arch, config.pretrained, self.resolution)
-        self._set_trunk(self.model.trunk)
 
     @property
     def trunk(self):

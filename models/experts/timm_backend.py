@@ -41,7 +41,6 @@ class TimmConvNeXt(ConvNeXtExpert):
         preset = pick(config.id, self.presets, config.preset)
         super().__init__(config, config.resolution or preset.resolution)
         self.model = create_timm(preset.arch, config.pretrained, **preset.kwargs)
-        self._set_trunk(self.model)
 
     @property
     def trunk(self):
