@@ -39,6 +39,66 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from harness.plan import plan_table
+    from harness.spec import load_spec
+    spec = load_spec(args.spec)
+    table, footer = plan_table(spec, Path(args.workdir))
+    print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
+    with _wide():
+        print(table.to_string())
+    print("\n".join(footer))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness.scheduler.submit import prepare
+    from harness.scheduler.views import follow, render, view_spec
+    from harness.spec import load_spec
+    spec = load_spec(args.spec)  # every run validated before anything is submitted
+    report = prepare(spec, Path(args.workdir), args.executor, args.max_parallel,
+                     args.profile, args.tracking_uri)
+    print(f"{spec.name}: {len(spec.runs)} runs; submitting {len(report.submitted)} "
+          f"({report.executor.describe()}), {len(report.done)} already done, "
+          f"{len(report.in_flight)} already in flight"
+          + (f", {len(report.mirrored)} done runs recorded in MLflow" if report.mirrored
+             else ""))
+    print(f"records: MLflow {report.tracking_uri}, experiment '{spec.name}'; run "
+          f"directories under {Path(args.workdir).resolve() / 'runs'}", flush=True)
+    report.execute()
+    workdir = Path(args.workdir)
+    if report.executor.follows and not args.no_follow and (report.submitted or
+                                                           report.in_flight):
+        try:
+            with _wide():
+                views = follow(spec, workdir)
+        except KeyboardInterrupt:
+            print(f"\nstopped following; the jobs go on. `ablate status {args.spec}` shows "
+                  "them.")
+            return 130
+    else:
+        views = view_spec(spec, workdir)
+    if not (report.executor.follows and not args.no_follow and report.submitted):
+        with _wide():
+            print(render(spec, views))
+    return 1 if any(v.state in ("FAILED", "LOST", "INTERRUPTED") for v in views) else 0
+
+
+def cmd_status(args) -> int:
+    from harness.scheduler.views import render, view_spec
+    from harness.spec import load_spec
+    spec = load_spec(args.spec)
+    with _wide():
+        print(render(spec, view_spec(spec, Path(args.workdir))))
+    return 0
+
+
+def _wide():
+    import pandas as pd
+    return pd.option_context("display.width", 250, "display.max_columns", 50,
+                             "display.max_colwidth", 60)
+
+
 def cmd_validate(args) -> int:
     from harness.config import load_run_config
     for path in args.configs:
@@ -66,6 +126,18 @@ def cmd_list(args) -> int:
     return 0
 
 
+def add_workdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                   help=f"runs, records and caches live here (default: ./{DEFAULT_WORKDIR})")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ablate", description="Ablation harness for multimodal LLMs with a mixture of "
@@ -74,10 +146,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train and evaluate run configs in-process; print a table")
     p.add_argument("configs", nargs="+", help="run config YAML files")
-    p.add_argument("--workdir", default=DEFAULT_WORKDIR,
-                   help=f"runs, records and caches live here (default: ./{DEFAULT_WORKDIR})")
+    add_workdir(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", help="show a spec's runs, what is done, what each still trains "
+                                    "and the estimated compute")
+    p.add_argument("spec", help="experiment spec YAML")
+    add_workdir(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="submit a spec's runs that are not done, and follow them")
+    p.add_argument("spec", help="experiment spec YAML")
+    add_workdir(p)
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "inline"],
+                   help="local: jobs on this machine (default); slurm: one job array per "
+                        "submission; inline: in this process, for debugging")
+    p.add_argument("--max-parallel", type=_positive, default=1,
+                   help="local executor: jobs at once (default 1)")
+    p.add_argument("--profile", help="slurm executor: resources profile, e.g. "
+                                     "slurm/local.yaml")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
+                                          "(default: sqlite file WORKDIR/mlflow.db)")
+    p.add_argument("--no-follow", action="store_true", help="submit and return")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="the state of a spec's runs: progress, failures with "
+                                      "their reason and log")
+    p.add_argument("spec", help="experiment spec YAML")
+    add_workdir(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("validate", help="check run configs without running anything")
     p.add_argument("configs", nargs="+")

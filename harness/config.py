@@ -59,7 +59,7 @@ class FusionSpec:
     options: Any = None
 
     @classmethod
-    def bind_from_yaml(cls, value: Any, src: Located, path: str) -> "FusionSpec":
+    def bind_from_yaml(cls, value: Any, src: Located, path: str) -> FusionSpec:
         if not isinstance(value, dict) or "id" not in value:
             raise src.error(path, "expected a mapping with an `id`; allowed ids: "
                                   + ", ".join(FUSIONS.names()))
@@ -110,6 +110,35 @@ class StageConfig:
             raise ValueError("`steps` and `batch_size` must be >= 1")
 
 
+def trainable_lrs(experts: list[ExpertConfig], stage: StageConfig) -> dict[str, float]:
+    """Module name -> learning rate for everything `stage` trains. Precedence:
+    lrs[experts.NAME] > the expert's own lr > lrs[GROUP] > the stage lr."""
+    out: dict[str, float] = {}
+    by_name = {f"experts.{e.key}": e for e in experts}
+    for group in stage.train:
+        if group == "experts":
+            names = [n for n, e in by_name.items() if not e.freeze]
+        else:
+            names = [group]
+        for name in names:
+            expert = by_name.get(name)
+            choices = (stage.lrs.get(name), expert.lr if expert else None,
+                       stage.lrs.get(group.split(".")[0]))
+            out[name] = next((c for c in choices if c is not None), stage.lr)
+    return out
+
+
+def architecture_dict(model: ModelConfig) -> dict:
+    """The model config without what only training reads (expert freeze and lr): two runs
+    that differ only there build the same network, and share stages that train the same
+    modules at the same rates."""
+    out = to_plain(model)
+    out["fusion"] = {"id": model.fusion.id, **to_plain(model.fusion.options)}
+    for e in out["experts"]:
+        e.pop("freeze"), e.pop("lr")
+    return out
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     benchmarks: list[str]
@@ -148,7 +177,7 @@ def content_hash(obj: Any) -> str:
 
 def parse_run_config(src: Located) -> RunConfig:
     cfg = bind(RunConfig, src.data, src, "")
-    cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, Path(src.file).parent))
+    cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, src))
     validate(cfg, src)
     return cfg
 
@@ -157,16 +186,18 @@ def load_run_config(path: str | Path) -> RunConfig:
     return parse_run_config(load_yaml(path))
 
 
-def _absolute_paths(data: DataConfig, base: Path) -> DataConfig:
-    """Relative data paths are relative to the config file; the resolved config holds them
-    absolute so a run does not depend on the directory it was started from."""
-    def fix(ref: DatasetRef | None) -> DatasetRef | None:
+def _absolute_paths(data: DataConfig, src: Located) -> DataConfig:
+    """Relative data paths are relative to the file that wrote them (a run config, or a spec
+    overriding its base); the resolved config holds them absolute so a run does not depend on
+    the directory it was started from."""
+    def fix(part: str) -> DatasetRef | None:
+        ref = getattr(data, part)
         if ref is None:
             return None
-        return DatasetRef(*(str((base / Path(v).expanduser()).resolve())
-                            for v in (ref.json, ref.images)))
-    return dataclasses.replace(data, align=fix(data.align), sft=fix(data.sft),
-                               eval=fix(data.eval))
+        return DatasetRef(*(str((Path(src.file_of(f"data.{part}.{attr}")).parent
+                                 / Path(getattr(ref, attr)).expanduser()).resolve())
+                            for attr in ("json", "images")))
+    return dataclasses.replace(data, align=fix("align"), sft=fix("sft"), eval=fix("eval"))
 
 
 def _check_id(src: Located, path: str, registry, name: str) -> None:
@@ -211,10 +242,16 @@ def validate(cfg: RunConfig, src: Located) -> None:
     if cfg.eval.template:
         _check_id(src, "eval.template", TEMPLATES, cfg.eval.template)
     _validate_data(cfg, src)
-    try:
-        build_architecture(cfg.model, meta=True)
-    except ValueError as exc:
-        raise src.error(_blame(str(exc), cfg), str(exc)) from None
+    arch = content_hash(architecture_dict(cfg.model))
+    if arch not in _BUILDS_ON_META:  # a grid repeats few architectures; build each once
+        try:
+            build_architecture(cfg.model, meta=True)
+        except ValueError as exc:
+            raise src.error(_blame(str(exc), cfg), str(exc)) from None
+        _BUILDS_ON_META.add(arch)
+
+
+_BUILDS_ON_META: set[str] = set()
 
 
 def _blame(message: str, cfg: RunConfig) -> str:

@@ -15,7 +15,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 
-from harness.config import RunConfig, StageConfig, content_hash
+from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
 from harness.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import load_llava_json
@@ -23,7 +23,7 @@ from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
 from harness.evaluation.generate import expected_counts, generate, score
 from harness.modelbuild import build_model
-from harness.rundir import RunDir, atomic_torch_save
+from harness.rundir import RunDir, atomic_torch_save, atomic_write_text, file_lock
 from harness.schema import to_plain
 from harness.train import StageInterrupted, train_stage
 from models.templates import TEMPLATES, template_corpus
@@ -69,10 +69,14 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
 
 
 def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
+    """What determines a stage's weights: the network, the seed, the stage's settings with
+    what it trains at which rate spelled out, its data, and the stage it starts from."""
     d = cfg.data
     data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
-    return content_hash({"model": cfg.to_dict()["model"], "seed": cfg.seed,
-                         "stage": to_plain(stage), "data": data, "upstream": upstream})
+    return content_hash({"model": architecture_dict(cfg.model), "seed": cfg.seed,
+                         "stage": to_plain(stage),
+                         "trains": trainable_lrs(cfg.model.experts, stage),
+                         "data": data, "upstream": upstream})
 
 
 def make_deterministic(seed: int) -> None:
@@ -100,27 +104,51 @@ def load_result(run_dir: RunDir) -> RunResult:
                      {b: m["accuracy"] for b, m in untrained.items()} if untrained else None)
 
 
-def run(cfg: RunConfig, workdir: Path, progress: bool = True,
-        stop_after: int | None = None) -> RunResult:
-    """Train and evaluate `cfg` under workdir/runs/<key>; a finished run is returned as is."""
+class RunHooks:
+    """Told about a run's life (the scheduler's job mirrors it into MLflow). Called with the
+    run's lock held, so one run is never reported by two processes at once."""
+
+    def started(self, cfg: RunConfig, run_dir: RunDir) -> None: ...
+
+    def finished(self, cfg: RunConfig, run_dir: RunDir) -> None: ...
+
+    def stopped(self, cfg: RunConfig, run_dir: RunDir, state: str, reason: str) -> None: ...
+
+
+def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | None = None,
+        hooks: RunHooks | None = None) -> RunResult:
+    """Train and evaluate `cfg` under workdir/runs/<key>; a finished run is returned as is.
+    A second process asking for the same run waits for the first and then reuses its result."""
+    hooks = hooks or RunHooks()
     workdir = Path(workdir).resolve()
     run_dir = RunDir(workdir / "runs" / cfg.key)
-    if run_dir.done:
-        return load_result(run_dir)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_json("config.json", cfg.to_dict())
-    (run_dir.path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    run_dir.set_status("RUNNING", name=cfg.name)
-    try:
-        result = _run(cfg, workdir, run_dir, progress, stop_after)
-    except StageInterrupted as exc:
-        run_dir.set_status("INTERRUPTED", reason=str(exc), name=cfg.name)
-        raise
-    except BaseException as exc:
-        run_dir.set_status("FAILED", reason=f"{type(exc).__name__}: {exc}", name=cfg.name)
-        raise
-    run_dir.set_status("DONE", name=cfg.name)
-    return result
+    with file_lock(run_dir.lock_path):
+        if run_dir.done:
+            hooks.finished(cfg, run_dir)
+            return load_result(run_dir)
+        run_dir.write_json("config.json", cfg.to_dict())
+        atomic_write_text(run_dir.path / "config.yaml",
+                          yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        run_dir.set_status("RUNNING", name=cfg.name)
+        hooks.started(cfg, run_dir)
+        try:
+            result = _run(cfg, workdir, run_dir, progress, stop_after)
+        except (StageInterrupted, KeyboardInterrupt, SystemExit) as exc:
+            # preemption (submitit exits from its signal handler), Ctrl-C, or a test's stop:
+            # the checkpoint is kept and the next attempt resumes from it
+            reason = str(exc) if isinstance(exc, StageInterrupted) else \
+                f"{type(exc).__name__} (preempted, timed out or cancelled); checkpoint kept"
+            run_dir.set_status("INTERRUPTED", reason=reason, name=cfg.name)
+            hooks.stopped(cfg, run_dir, "INTERRUPTED", reason)
+            raise
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            run_dir.set_status("FAILED", reason=reason, name=cfg.name)
+            hooks.stopped(cfg, run_dir, "FAILED", reason)
+            raise
+        run_dir.set_status("DONE", name=cfg.name)
+        hooks.finished(cfg, run_dir)
+        return result
 
 
 def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
@@ -144,8 +172,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                          cfg.eval.batch_size, cfg.eval.max_new_tokens,
                          eval_template.stop_id(tokenizer), accelerator.device, progress)
         with open(run_dir.path / f"predictions{tag}.jsonl", "w") as f:
-            for p in preds:
-                f.write(json.dumps(dataclasses.asdict(p)) + "\n")
+            f.writelines(json.dumps(dataclasses.asdict(p)) + "\n" for p in preds)
         metrics, per_question = score(preds, counts)
         run_dir.write_json(f"metrics{tag}.json", metrics)
         run_dir.write_json(f"per_question{tag}.json", per_question)
@@ -161,25 +188,27 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         weights = stage_dir.path / "weights.pt"
         root = getattr(data, stage.data)[1]
         collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms, root)
-        if stage_dir.done:
-            reused = True
-            summary = stage_dir.read_json("result.json")
-        else:
-            reused = False
-            stage_dir.path.mkdir(parents=True, exist_ok=True)
-            stage_dir.write_json("stage.json", {"stage": to_plain(stage), "upstream": upstream,
-                                                "run": cfg.key})
-            stage_dir.set_status("RUNNING", run=cfg.key)
-            res = train_stage(model, stage, datasets[stage.data], collate, stage_dir, cfg.seed,
-                              accelerator, stop_after=stop_after, progress=progress)
-            trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
-            # Everything trained so far (this stage and the ones it builds on): the rest of the
-            # model is reproducible from its initialization.
-            state = accelerator.unwrap_model(model).state_dict()
-            atomic_torch_save({n: state[n] for n in trained_names}, weights)
-            summary = dataclasses.asdict(res)
-            stage_dir.write_json("result.json", summary)
-            stage_dir.set_status("DONE", run=cfg.key)
+        run_dir.set_status("RUNNING", name=cfg.name, stage=stage.name,
+                           stage_dir=str(stage_dir.path))
+        with file_lock(stage_dir.lock_path):  # runs sharing this stage wait, then reuse it
+            reused = stage_dir.done
+            if reused:
+                summary = stage_dir.read_json("result.json")
+            else:
+                stage_dir.write_json("stage.json", {"stage": to_plain(stage),
+                                                    "upstream": upstream, "run": cfg.key})
+                stage_dir.set_status("RUNNING", run=cfg.key)
+                res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
+                                  cfg.seed, accelerator, stop_after=stop_after,
+                                  progress=progress)
+                trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
+                # Everything trained so far (this stage and the ones it builds on): the rest
+                # of the model is reproducible from its initialization.
+                state = accelerator.unwrap_model(model).state_dict()
+                atomic_torch_save({n: state[n] for n in trained_names}, weights)
+                summary = dataclasses.asdict(res)
+                stage_dir.write_json("result.json", summary)
+                stage_dir.set_status("DONE", run=cfg.key)
         loaded = torch.load(weights, weights_only=True)
         missing = accelerator.unwrap_model(model).load_state_dict(loaded, strict=False)
         if missing.unexpected_keys:

@@ -3,11 +3,13 @@
 that a reader may see half-written is written to a temporary name and renamed into place."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,36 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock held while the block runs. The kernel drops it when the holder dies
+    (even by SIGKILL), so a held lock means a live process is working on the directory; on
+    shared storage flock goes through the NFS lock manager."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_locked(path: Path) -> bool:
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -40,6 +72,15 @@ class RunDir:
     def status(self) -> dict:
         f = self.path / "status.json"
         return json.loads(f.read_text()) if f.exists() else {"state": "NEW"}
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def busy(self) -> bool:
+        """A live process holds this directory's lock."""
+        return is_locked(self.lock_path)
 
     @property
     def done(self) -> bool:

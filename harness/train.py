@@ -9,44 +9,31 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from torch import nn
 from tqdm import tqdm
 
-from harness.config import StageConfig
+from harness.config import StageConfig, trainable_lrs
 from harness.rundir import RunDir, atomic_torch_save
 from models.multimodal import MultimodalLM
 
 
-def module_groups(model: MultimodalLM, group: str) -> list[tuple[str, nn.Module]]:
-    """Resolve a stage's module group name to (name, module) pairs."""
-    if group == "experts":
-        return [(f"experts.{n}", e) for n, e in model.experts.items() if not e.config.freeze]
-    if group.startswith("experts."):
-        return [(group, model.experts[group.removeprefix("experts.")])]
-    return [(group, getattr(model, group))]
-
-
 def param_groups(model: MultimodalLM, stage: StageConfig) -> list[dict]:
-    """Freeze everything, then unfreeze the stage's groups, each with its learning rate."""
+    """Freeze everything, then unfreeze the stage's modules, each with its learning rate."""
     model.requires_grad_(False)
     groups = []
-    for group in stage.train:
-        for name, module in module_groups(model, group):
-            expert_lr = (model.experts[name.removeprefix("experts.")].config.lr
-                         if name.startswith("experts.") else None)
-            # precedence: lrs[experts.NAME] > the expert's own lr > lrs[GROUP] > the stage lr
-            choices = (stage.lrs.get(name), expert_lr, stage.lrs.get(group.split(".")[0]))
-            lr = next((c for c in choices if c is not None), stage.lr)
-            params = [p for p in module.parameters()]
-            module.requires_grad_(True)
-            if params:
-                groups.append({"name": name, "params": params, "lr": lr})
+    lrs = trainable_lrs([e.config for e in model.experts.values()], stage)
+    for name, lr in lrs.items():
+        module = (model.experts[name.removeprefix("experts.")] if name.startswith("experts.")
+                  else getattr(model, name))
+        params = list(module.parameters())
+        module.requires_grad_(True)
+        if params:
+            groups.append({"name": name, "params": params, "lr": lr})
     if not groups:
         raise ValueError(f"stage '{stage.name}' has nothing to train: {stage.train}")
     return groups

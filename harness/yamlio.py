@@ -11,22 +11,47 @@ from harness.errors import ConfigError
 
 
 class Located:
-    """Plain data from a YAML file plus a map from field path ("a.b[2].c") to line number."""
+    """Plain data from YAML plus a map from field path ("a.b[2].c") to line number. Data
+    assembled from several files (a spec's base and its overrides) also maps each path to the
+    file it came from, in `files`; paths not in it come from `file`."""
 
-    def __init__(self, data: Any, lines: dict[str, int], file: str):
+    def __init__(self, data: Any, lines: dict[str, int], file: str,
+                 files: dict[str, str] | None = None):
         self.data, self.lines, self.file = data, lines, file
+        self.files = files or {}
 
-    def line_of(self, path: str) -> int | None:
+    def _nearest(self, path: str) -> str:
         # Walk up to the nearest ancestor that has a recorded line (e.g. a missing field).
         while path:
             if path in self.lines:
-                return self.lines[path]
+                return path
             cut = max(path.rfind("."), path.rfind("["))
             path = path[:cut] if cut > 0 else ""
-        return self.lines.get("", None)
+        return ""
+
+    def line_of(self, path: str) -> int | None:
+        return self.lines.get(self._nearest(path))
+
+    def file_of(self, path: str) -> str:
+        return self.files.get(self._nearest(path), self.file)
+
+    def subtree(self, prefix: str, data: Any) -> Located:
+        """`data` (the value at `prefix`) with this document's lines, relative to `prefix`."""
+        def strip(p: str) -> str | None:
+            if p == prefix:
+                return ""
+            for sep in (".", "["):
+                if p.startswith(prefix + sep):
+                    rest = p[len(prefix):]
+                    return rest[1:] if sep == "." else rest
+            return None
+        lines = {r: v for p, v in self.lines.items() if (r := strip(p)) is not None}
+        files = {r: v for p, v in self.files.items() if (r := strip(p)) is not None}
+        return Located(data, lines, self.file, files)
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, line=self.line_of(path), field=path or None)
+        return ConfigError(message, file=self.file_of(path), line=self.line_of(path),
+                           field=path or None)
 
 
 def _to_plain(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> Any:

@@ -2,7 +2,7 @@
 fusion's declared channel count, the output width the LM's hidden size."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

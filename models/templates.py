@@ -6,8 +6,8 @@ replies (and their end marker) carry labels. The `<image>` placeholder becomes
 IMAGE_TOKEN_INDEX, which the multimodal LM replaces with the visual tokens."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from models.registry import Registry
 

@@ -22,7 +22,7 @@ class ImageTransform:
     std: tuple[float, float, float]
 
     @classmethod
-    def for_expert(cls, expert: VisionExpert) -> "ImageTransform":
+    def for_expert(cls, expert: VisionExpert) -> ImageTransform:
         return cls(expert.input_size, tuple(expert.mean), tuple(expert.std))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:

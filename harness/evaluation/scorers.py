@@ -8,7 +8,7 @@ right answer at 1/3, so one reference is scored as normalized exact match."""
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from models.registry import Registry
 

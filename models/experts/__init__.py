@@ -2,10 +2,10 @@
 library its users load it with. `build_expert(ExpertConfig)` is the only entry point."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from models.experts.base import ExpertConfig, ExpertOutput, TilingConfig, VisionExpert
-from models.experts.hf_backend import HFCLIP, HFDINOv2, HFPix2Struct, HFSAM, HFSigLIP
+from models.experts.hf_backend import HFCLIP, HFSAM, HFDINOv2, HFPix2Struct, HFSigLIP
 from models.experts.open_clip_backend import OpenClipConvNeXt, OpenClipViT
 from models.experts.timm_backend import TimmConvNeXt, TimmEVA02
 from models.registry import Registry

@@ -11,12 +11,29 @@ import math
 
 import torch
 import torch.nn.functional as F
-from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
-                          Pix2StructVisionConfig, Pix2StructVisionModel, SamVisionConfig,
-                          SamVisionModel, SiglipVisionConfig, SiglipVisionModel)
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
+    Pix2StructVisionConfig,
+    Pix2StructVisionModel,
+    SamVisionConfig,
+    SamVisionModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
-from models.experts.base import (CLIP_MEAN, CLIP_STD, HALF_MEAN, HALF_STD, IMAGENET_MEAN,
-                                 IMAGENET_STD, ExpertConfig, VisionExpert)
+from models.experts.base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    HALF_MEAN,
+    HALF_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ExpertConfig,
+    VisionExpert,
+)
 from models.experts.presets import check_divisible, pick
 
 
@@ -189,7 +206,7 @@ class HFPix2Struct(HFExpert):
     }
 
     def native_resolution(self) -> int:
-        return self.patch_size() * int(math.isqrt(self.hf_config.seq_len))
+        return self.patch_size() * math.isqrt(self.hf_config.seq_len)
 
     def patch_size(self) -> int:
         return math.isqrt(self.hf_config.patch_embed_hidden_size // 3)

@@ -1,0 +1,106 @@
+"""What a run will cost, known before it runs: visual tokens, parameters and training compute,
+from the architecture built on the meta device (no weights, no memory).
+
+Training compute per sample is 3x the forward FLOPs of every trained part and 1x of the frozen
+vision side; the vision side is counted by torch's FlopCounterMode on a meta batch, the
+projector and LLM as 2 x parameters x tokens, with the text part of each sample taken as
+TEXT_TOKENS (a nominal length, stated in the plan). `ablate plan` sums this over the stages
+still to train, counting a stage shared by several runs once."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
+from harness.modelbuild import build_architecture
+
+TEXT_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class ArchitectureCost:
+    visual_tokens: int
+    vision_params: int        # experts + fusion
+    vision_forward_flops: float
+    projector_params: int | None
+    llm_params: int | None    # None: the LLM's config is not available here
+
+
+def _llm_shape(cfg: RunConfig) -> tuple[int | None, int | None]:
+    llm = cfg.model.llm
+    try:
+        if llm.id == "tiny-llama":
+            from transformers import LlamaConfig
+            hf = LlamaConfig(vocab_size=llm.vocab_size, hidden_size=llm.hidden_size,
+                             intermediate_size=llm.intermediate_size,
+                             num_hidden_layers=llm.layers, num_attention_heads=llm.heads,
+                             num_key_value_heads=llm.heads, tie_word_embeddings=False)
+        else:
+            from transformers import AutoConfig
+            hf = AutoConfig.from_pretrained(llm.path)
+        from transformers import AutoModelForCausalLM
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf)
+        return sum(p.numel() for p in model.parameters()), hf.hidden_size
+    except Exception:  # no local config and no hub: the estimate says "unknown"
+        return None, None
+
+
+def _measure(cfg: RunConfig) -> ArchitectureCost:
+    from models.projectors import build_projector
+    experts, fusion = build_architecture(cfg.model, meta=True)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter, torch.device("meta"):
+        outputs = {name: e(torch.empty(1, 3, *e.input_size)) for name, e in experts.items()}
+        fusion(outputs)
+    vision_params = sum(p.numel() for m in (*experts.values(), fusion) for p in m.parameters())
+    llm_params, hidden = _llm_shape(cfg)
+    projector_params = None
+    if hidden is not None:
+        with torch.device("meta"):
+            projector = build_projector(cfg.model.projector, fusion.channels, hidden)
+        projector_params = sum(p.numel() for p in projector.parameters())
+    return ArchitectureCost(fusion.num_tokens, vision_params, float(counter.get_total_flops()),
+                            projector_params, llm_params)
+
+
+_MEASURED: dict[str, ArchitectureCost] = {}
+
+
+def architecture_cost(cfg: RunConfig) -> ArchitectureCost:
+    key = content_hash(architecture_dict(cfg.model))
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(cfg)
+    return _MEASURED[key]
+
+
+def stage_samples(cfg: RunConfig, stage: StageConfig) -> int | None:
+    if stage.steps is not None:
+        return stage.steps * stage.batch_size
+    syn = cfg.data.synthetic
+    if syn is not None:
+        n = syn.captions if stage.data == "align" else \
+            syn.train_per_skill * len(syn.skills) + syn.text_only
+    else:
+        ref = getattr(cfg.data, stage.data)
+        n = len(json.loads(Path(ref.json).read_text()))
+    return int(stage.epochs * n)
+
+
+def stage_flops(cfg: RunConfig, stage: StageConfig) -> float | None:
+    """Training FLOPs of one stage (None when the LLM's size is unknown)."""
+    cost = architecture_cost(cfg)
+    samples = stage_samples(cfg, stage)
+    if cost.llm_params is None or samples is None:
+        return None
+    trains = trainable_lrs(cfg.model.experts, stage)
+    vision_factor = 3 if any(n.startswith("experts.") for n in trains) else 1
+    tokens = cost.visual_tokens + TEXT_TOKENS
+    per_sample = (vision_factor * cost.vision_forward_flops
+                  + 3 * 2 * cost.projector_params * cost.visual_tokens
+                  + 3 * 2 * cost.llm_params * tokens)
+    return per_sample * samples

@@ -1,0 +1,52 @@
+"""The job entry point: what every executor runs for one harness run.
+
+It is a submitit Checkpointable: on preemption or at the time limit submitit calls
+`checkpoint`, which resubmits this same callable; the pipeline then resumes from the
+checkpoints in the run and stage directories, so nothing in the job object itself has to be
+saved."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+
+from harness.config import RunConfig
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    uri: str
+    experiment_id: str
+
+
+def current_job_id() -> str:
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:  # not inside a submitit job
+        return "inline"
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    def __init__(self, cfg: RunConfig, workdir: str, tracking: TrackingTarget | None,
+                 tags: dict[str, str], threads: int | None = None, progress: bool = False):
+        self.cfg, self.workdir, self.tracking = cfg, workdir, tracking
+        self.tags, self.threads, self.progress = dict(tags), threads, progress
+
+    def __call__(self) -> dict:
+        from harness.pipeline import run
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        logging.getLogger().setLevel(logging.ERROR)
+        import torch
+        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0")) or None
+        if threads:
+            torch.set_num_threads(threads)
+        hooks = None
+        if self.tracking is not None:
+            from harness.tracking import MlflowMirror
+            hooks = MlflowMirror(self.tracking.uri, self.tracking.experiment_id,
+                                 {**self.tags, "job_id": current_job_id()})
+        result = run(self.cfg, Path(self.workdir), progress=self.progress, hooks=hooks)
+        return {"key": result.key, "name": result.name, "scores": result.scores}

@@ -1,0 +1,72 @@
+"""Slurm profiles (slurm/*.yaml): where and with what resources a spec's jobs run. A profile
+is checked against the live cluster before anything is submitted: a partition the cluster
+does not have is an error naming the profile file, the field and the partitions it has."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.schema import bind_dataclass
+from harness.yamlio import load_yaml
+
+
+@dataclass(frozen=True)
+class SlurmProfile:
+    partition: str
+    time_min: int = 60
+    cpus_per_task: int = 8
+    gpus_per_node: int = 0
+    mem_gb: int = 32
+    array_parallelism: int = 16       # at most this many tasks of one array run at once
+    signal_delay_s: int = 120         # USR2 this long before the limit: requeue, then resume
+    max_requeues: int = 3             # time-limit requeues per job before it counts as failed
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = field(default_factory=list)   # shell lines run before the job
+    extra: dict[str, str] = field(default_factory=dict)  # any other sbatch option
+
+    def __post_init__(self):
+        for name in ("time_min", "cpus_per_task", "mem_gb", "array_parallelism"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1")
+
+    def executor_parameters(self) -> dict:
+        params = {"slurm_partition": self.partition, "slurm_time": self.time_min,
+                  "slurm_cpus_per_task": self.cpus_per_task, "slurm_mem": f"{self.mem_gb}GB",
+                  "slurm_array_parallelism": self.array_parallelism,
+                  "slurm_signal_delay_s": self.signal_delay_s,
+                  "slurm_setup": list(self.setup),
+                  "slurm_additional_parameters": dict(self.extra)}
+        if self.gpus_per_node:
+            params["slurm_gpus_per_node"] = self.gpus_per_node
+        for name in ("account", "qos", "constraint"):
+            if getattr(self, name):
+                params[f"slurm_{name}"] = getattr(self, name)
+        return params
+
+
+def cluster_partitions() -> list[str]:
+    if shutil.which("sinfo") is None:
+        raise HarnessError("the slurm executor needs a Slurm cluster, and `sinfo` is not on "
+                           "PATH; start the local test cluster with `slurm/cluster.sh start`")
+    proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                          timeout=30)
+    if proc.returncode != 0:
+        raise HarnessError(f"cannot talk to the Slurm controller: {proc.stderr.strip()}")
+    return sorted({p.strip().rstrip("*") for p in proc.stdout.split() if p.strip()})
+
+
+def load_profile(path: str | Path, check_cluster: bool = True) -> SlurmProfile:
+    src = load_yaml(path)
+    profile = bind_dataclass(SlurmProfile, src.data, src, "")
+    if check_cluster:
+        partitions = cluster_partitions()
+        if profile.partition not in partitions:
+            raise src.error("partition", f"the cluster has no partition "
+                                         f"'{profile.partition}'; partitions: "
+                            + ", ".join(partitions))
+    return profile

@@ -1,0 +1,80 @@
+"""`ablate run`: from a validated spec to submitted jobs. Everything that can be wrong (the
+executor's profile, the cluster's partitions, the tracking store) is checked before the first
+job is submitted or the first record written. Runs that are done or in flight are skipped;
+done runs missing from this tracking store are mirrored into it without any training."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
+from harness.scheduler.job import RunJob, TrackingTarget
+from harness.scheduler.views import IN_FLIGHT, SUBMITTABLE, view_spec
+from harness.spec import ExperimentSpec, PlannedRun
+from harness.tracking.store import check_reachable, default_uri, open_store
+
+
+@dataclass
+class Submission:
+    """What `ablate run` is about to do; `execute` submits the jobs."""
+    executor: Executor
+    tracking_uri: str
+    submitted: list[PlannedRun] = field(default_factory=list)
+    done: list[PlannedRun] = field(default_factory=list)
+    in_flight: list[PlannedRun] = field(default_factory=list)
+    mirrored: list[PlannedRun] = field(default_factory=list)
+    jobs: list[tuple] = field(default_factory=list)
+
+    def execute(self) -> None:
+        if self.jobs:
+            self.executor.submit(self.jobs)
+
+
+def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, str]:
+    return {"spec": spec.name, "spec_file": spec.file, "executor": executor,
+            **{f"axis.{k}": v for k, v in run.labels.items()}}
+
+
+def _mirrored(run_dir: Path, uri: str) -> bool:
+    f = run_dir / "tracking.json"
+    return f.exists() and json.loads(f.read_text()).get(uri, {}).get("complete", False)
+
+
+def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,
+            profile: str | None = None, tracking_uri: str | None = None) -> Submission:
+    workdir = Path(workdir).resolve()
+    executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile))
+    uri = tracking_uri or default_uri(workdir)
+    if tracking_uri:
+        check_reachable(uri)
+    report = Submission(executor, uri)
+    views = view_spec(spec, workdir)
+    todo = []
+    for v in views:
+        if v.state in SUBMITTABLE:
+            todo.append(v)
+        elif v.state in IN_FLIGHT:
+            report.in_flight.append(v.run)
+        else:
+            report.done.append(v.run)
+    unmirrored = [v for v in views if v.state == "DONE" and not _mirrored(v.run_dir.path, uri)]
+    if not todo and not unmirrored:
+        return report
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = open_store(uri)
+    artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
+    experiment_id = store.experiment(spec.name, artifacts)
+    from harness.tracking import MlflowMirror
+    for v in unmirrored:
+        tags = run_tags(spec, v.run, executor.name)
+        MlflowMirror(uri, experiment_id, tags).finished(v.run.config, v.run_dir)
+        report.mirrored.append(v.run)
+    target = TrackingTarget(uri, experiment_id)
+    report.jobs = [(v.run_dir, RunJob(v.run.config, str(workdir), target,
+                                      run_tags(spec, v.run, executor.name), executor.threads()))
+                   for v in todo]
+    for run_dir, _ in report.jobs:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+    report.submitted = [v.run for v in todo]
+    return report

@@ -1,0 +1,193 @@
+"""What each run of a spec is doing now, read from its run directory and its job: the live
+table `ablate run` follows and `ablate status` prints.
+
+States: DONE, RUNNING (a live process holds the run's lock), STARTING (its job is up but has
+not taken the lock yet), QUEUED (waiting in Slurm or in the local dispatcher), FAILED and
+INTERRUPTED (the run directory says so, with the reason), LOST (the run was started or
+queued but no process or job is behind it any more, e.g. killed), NEW (never submitted).
+A run that is not DONE and not in flight is what `ablate run` submits."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.rundir import RunDir
+from harness.spec import ExperimentSpec, PlannedRun
+
+IN_FLIGHT = {"RUNNING", "STARTING", "QUEUED"}
+FINAL = {"DONE", "FAILED", "INTERRUPTED", "LOST"}
+SUBMITTABLE = {"NEW", "FAILED", "INTERRUPTED", "LOST"}
+
+
+@dataclass
+class RunView:
+    run: PlannedRun
+    run_dir: RunDir
+    state: str
+    detail: str = ""
+    job_id: str | None = None
+    log: str | None = None
+    reason: str | None = None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child not yet reaped is a zombie, not a live job
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def slurm_queue() -> dict[str, str]:
+    """Job id (array tasks as 123_4) -> Slurm state, for this user's queued and running jobs."""
+    if shutil.which("squeue") is None:
+        return {}
+    proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
+                          capture_output=True, text=True, timeout=30)
+    out = {}
+    for line in proc.stdout.splitlines():
+        job, state, reason = (line.split("|") + ["", ""])[:3]
+        out[job.strip()] = f"{state} ({reason})" if state == "PENDING" and reason else state
+    return out
+
+
+def _progress(status: dict) -> str:
+    stage_dir = status.get("stage_dir")
+    if not stage_dir:
+        return "preparing"
+    log = Path(stage_dir) / "metrics.jsonl"
+    step = total = None
+    try:
+        with open(log, "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return status.get("stage", "")
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        total = rec.get("total", total)
+        step = rec.get("step", step)
+    if (Path(stage_dir) / "result.json").exists():
+        return f"{status.get('stage')} done, evaluating"
+    return f"{status.get('stage')} {step or 0}/{total or '?'}"
+
+
+def _score(run_dir: RunDir) -> str:
+    try:
+        metrics = run_dir.read_json("metrics.json")
+    except (OSError, json.JSONDecodeError):
+        return ""
+    accs = [m["accuracy"] for m in metrics.values() if "accuracy" in m]
+    return f"avg {100 * sum(accs) / len(accs):.1f}" if accs else ""
+
+
+def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None) -> RunView:
+    run_dir = RunDir(workdir / "runs" / run.key)
+    status = run_dir.status()
+    state = status["state"]
+    job_file = run_dir.path / "job.json"
+    job = json.loads(job_file.read_text()) if job_file.exists() else {}
+    v = RunView(run, run_dir, state, job_id=job.get("job_id"),
+                log=job.get("stderr") or job.get("dispatcher_log"), reason=status.get("reason"))
+    if state == "DONE":
+        v.detail = _score(run_dir)
+        return v
+    if run_dir.busy:
+        v.state, v.detail = "RUNNING", _progress(status)
+        return v
+    here = job.get("host") == socket.gethostname()
+    if job.get("executor") == "slurm" and v.job_id:
+        slurm_state = (queue or {}).get(v.job_id)
+        if slurm_state:
+            v.state = "QUEUED" if slurm_state.startswith("PENDING") else "STARTING"
+            v.detail = slurm_state.lower()
+            return v
+    elif job.get("executor") == "local" and here:
+        if v.job_id and pid_alive(int(v.job_id)):
+            v.state = "STARTING"
+            return v
+        if not v.job_id and pid_alive(job.get("dispatcher_pid")):
+            v.state, v.detail = "QUEUED", "waiting for a free slot"
+            return v
+    if state in ("RUNNING", "NEW") and job:
+        v.state = "LOST"
+        v.reason = ("its job ended without finishing the run (killed, or crashed before "
+                    "writing a status); submitting again resumes from the last checkpoint")
+    return v
+
+
+def view_spec(spec: ExperimentSpec, workdir: Path) -> list[RunView]:
+    uses_slurm = any((workdir / "runs" / r.key / "job.json").exists() and
+                     '"slurm"' in (workdir / "runs" / r.key / "job.json").read_text()
+                     for r in spec.runs)
+    queue = slurm_queue() if uses_slurm else {}
+    return [view_run(r, workdir, queue) for r in spec.runs]
+
+
+def render(spec: ExperimentSpec, views: list[RunView]) -> str:
+    import pandas as pd
+    rows = []
+    for i, v in enumerate(views):
+        row = {"#": i}
+        row.update(v.run.labels)
+        row.update({"run": v.run.key, "state": v.state, "progress": v.detail,
+                    "job": v.job_id or ""})
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("#").to_string()
+    counts = {}
+    for v in views:
+        counts[v.state] = counts.get(v.state, 0) + 1
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    lines = [f"{spec.name}: {len(views)} runs: {summary}", table]
+    for i, v in enumerate(views):
+        if v.state in ("FAILED", "LOST", "INTERRUPTED"):
+            lines.append(f"  #{i} {v.state}: {v.reason or 'no reason recorded'}")
+            if v.log:
+                lines.append(f"      log: {v.log}")
+    return "\n".join(lines)
+
+
+def follow(spec: ExperimentSpec, workdir: Path, interval_s: float = 2.0,
+           stream=None) -> list[RunView]:
+    """Redraw the table until no run is in flight (on a terminal), or print each change of
+    state (otherwise, e.g. in a log file). Returns the final views."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    drawn, last = 0, {}
+    while True:
+        views = view_spec(spec, workdir)
+        if tty:
+            text = render(spec, views)
+            if drawn:
+                stream.write(f"\x1b[{drawn}F\x1b[J")
+            stream.write(text + "\n")
+            drawn = text.count("\n") + 1
+        else:
+            for v in views:
+                now = (v.state, v.detail if v.state != "RUNNING" else v.detail.split(" ")[0])
+                if last.get(v.run.key) != now:
+                    last[v.run.key] = now
+                    stream.write(f"{time.strftime('%H:%M:%S')} {v.run.name}: {v.state} "
+                                 f"{v.detail}\n".rstrip() + "\n")
+        stream.flush()
+        if not any(v.state in IN_FLIGHT for v in views):
+            return views
+        time.sleep(interval_s)
