@@ -63,7 +63,8 @@ def slurm_queue() -> dict[str, str]:
     out = {}
     for line in proc.stdout.splitlines():
         job, state, reason = (line.split("|") + ["", ""])[:3]
-        out[job.strip()] = f"{state} ({reason})" if state == "PENDING" and reason else state
+        waiting = state == "PENDING" and reason not in ("", "None", "(null)")
+        out[job.strip()] = f"{state} ({reason})" if waiting else state
     return out
 
 

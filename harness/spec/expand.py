@@ -250,7 +250,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise src.error("axes.variant", "'variant' is reserved for the `variants` labels")
     variant_names = [v.name for v in spec.variants]
     for i, name in enumerate(variant_names):
-        if variant_names.count(name) > 1:
+        if name in variant_names[:i]:
             raise src.error(f"variants[{i}].name", f"variant name '{name}' is used twice")
     variants = [AxisValue(v.name, tuple(Override(p, val, f"variants[{i}].set.{p}",
                                                  f"variant '{v.name}'")
