@@ -1,6 +1,8 @@
-"""Shared fixtures: quiet libraries, a per-test work directory."""
+"""Shared fixtures: quiet libraries, tiny specs, the local Slurm cluster."""
 import logging
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +61,19 @@ def tiny_spec(tmp_path):
         path.write_text((body or GRID).replace("NAME", name))
         return path
     return write
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The one-node cluster from slurm/cluster.sh. Where ABLATE_REQUIRE_SLURM is set (CI), a
+    missing cluster fails the Slurm tests instead of skipping them."""
+    script = ROOT / "slurm" / "cluster.sh"
+    if subprocess.run([str(script), "status"], capture_output=True).returncode != 0:
+        message = "no Slurm cluster is up: start one with `slurm/cluster.sh start`"
+        if os.environ.get("ABLATE_REQUIRE_SLURM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return ROOT / "slurm" / "local.yaml"

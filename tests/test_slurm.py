@@ -1,0 +1,108 @@
+"""The slurm executor against a real one-node Slurm cluster (slurm/cluster.sh): a grid as one
+job array, a job that hits its time limit, is requeued and resumes from its checkpoint to
+the same result as an uninterrupted run, and a profile naming a missing partition."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from harness.cli import main
+from harness.spec import load_spec
+
+pytestmark = pytest.mark.slurm
+
+
+def _mlflow(work, experiment):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_grid_as_one_job_array(slurm_cluster, tiny_spec, tmp_path, capsys):
+    spec_path = tiny_spec("slurm_grid")
+    work = tmp_path / "work"
+    assert main(["run", str(spec_path), "--workdir", str(work), "--executor", "slurm",
+                 "--profile", str(slurm_cluster)]) == 0
+    assert "submitting 4 (slurm partition debug" in capsys.readouterr().out
+    spec = load_spec(spec_path)
+    jobs = [json.loads((work / "runs" / r.key / "job.json").read_text()) for r in spec.runs]
+    arrays = {j["job_id"].split("_")[0] for j in jobs}
+    assert len(arrays) == 1, jobs          # one array ...
+    assert sorted(j["job_id"].split("_")[1] for j in jobs) == ["0", "1", "2", "3"]
+    for r in spec.runs:
+        assert json.loads((work / "runs" / r.key / "status.json").read_text())["state"] == "DONE"
+    runs = _mlflow(work, "slurm_grid")
+    assert sorted(r.data.tags["job_id"] for r in runs) == sorted(j["job_id"] for j in jobs)
+    assert all(r.info.status == "FINISHED" and r.data.tags["executor"] == "slurm" for r in runs)
+    # again: nothing to submit
+    assert main(["run", str(spec_path), "--workdir", str(work), "--executor", "slurm",
+                 "--profile", str(slurm_cluster)]) == 0
+    assert "submitting 0" in capsys.readouterr().out
+
+
+def _profile(tmp_path, name, **fields):
+    base = {"partition": "debug", "cpus_per_task": 1, "mem_gb": 3, "array_parallelism": 2,
+            "max_requeues": 6}
+    base.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in base.items()))
+    return path
+
+
+def _state(work, key):
+    f = work / "runs" / key / "status.json"
+    return json.loads(f.read_text())["state"] if f.exists() else "NEW"
+
+
+def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
+                                                                 tmp_path):
+    # ~70 s of training on one CPU against a 1-minute limit: Slurm signals the job before
+    # its limit, submitit requeues it, and the next attempt resumes from the checkpoint.
+    spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=1500,
+                          sft_batch=16)
+    key = load_spec(spec_path).runs[0].key
+    short = _profile(tmp_path, "short", time_min=1, signal_delay_s=20)
+    long = _profile(tmp_path, "long", time_min=30)
+    limited, straight = tmp_path / "limited", tmp_path / "straight"
+    assert main(["run", str(spec_path), "--workdir", str(limited), "--executor", "slurm",
+                 "--profile", str(short), "--no-follow"]) == 0
+    assert main(["run", str(spec_path), "--workdir", str(straight), "--executor", "slurm",
+                 "--profile", str(long), "--no-follow"]) == 0
+    job_id = json.loads((limited / "runs" / key / "job.json").read_text())["job_id"]
+    deadline, released = time.monotonic() + 480, 0
+    while time.monotonic() < deadline:
+        if _state(limited, key) == "DONE" and _state(straight, key) == "DONE":
+            break
+        queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"],
+                               capture_output=True, text=True).stdout
+        if "BeginTime" in queue:  # Slurm holds a requeued job ~2 minutes; let it go now
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                           check=True)
+            released += 1
+        time.sleep(2)
+    assert _state(limited, key) == "DONE" and _state(straight, key) == "DONE"
+    assert released >= 1, "the job was never requeued"
+    log = [json.loads(line) for line in
+           next((limited / "stages").glob("sft-*/metrics.jsonl")).read_text().splitlines()]
+    starts = [rec["step"] for rec in log if rec.get("event") == "start"]
+    assert len(starts) >= 2 and starts[-1] > 0, starts   # resumed, not restarted
+    a = json.loads((straight / "runs" / key / "metrics.json").read_text())
+    b = json.loads((limited / "runs" / key / "metrics.json").read_text())
+    assert a == b
+    runs = _mlflow(limited, "requeue")   # one MLflow run across the attempts
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["job_id"] == job_id
+
+
+def test_profile_with_missing_partition_submits_nothing(slurm_cluster, tiny_spec, tmp_path,
+                                                        capsys):
+    spec_path = tiny_spec()
+    profile = _profile(tmp_path, "bad", partition="a100")
+    work = tmp_path / "work"
+    assert main(["run", str(spec_path), "--workdir", str(work), "--executor", "slurm",
+                 "--profile", str(profile)]) == 2
+    err = capsys.readouterr().err
+    assert f"{profile}:1: partition: the cluster has no partition 'a100'" in err
+    assert "debug" in err
+    assert not work.exists()
