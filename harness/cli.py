@@ -78,10 +78,25 @@ def cmd_run(args) -> int:
             return 130
     else:
         views = view_spec(spec, workdir)
-    if not (report.executor.follows and not args.no_follow and report.submitted):
+    if not report.executor.follows or args.no_follow or not (report.submitted or
+                                                             report.in_flight):
         with _wide():
             print(render(spec, views))
+    _print_results(views)
     return 1 if any(v.state in ("FAILED", "LOST", "INTERRUPTED") for v in views) else 0
+
+
+def _print_results(views) -> None:
+    from harness.pipeline import load_result
+    from harness.summary import results_table
+    done = [v for v in views if v.state == "DONE"]
+    if not done:
+        return
+    table = results_table([load_result(v.run_dir) for v in done],
+                          [v.run.labels or {"run": v.run.name} for v in done])
+    print()
+    with _wide():
+        print(table.to_string())
 
 
 def cmd_status(args) -> int:

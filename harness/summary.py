@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 
 
-def results_table(results) -> pd.DataFrame:
+def results_table(results, labels: list[dict[str, str]] | None = None) -> pd.DataFrame:
+    """One row per run: `labels` (a spec's axis values) index the rows when given, else the
+    run names do."""
     rows = []
-    for r in results:
-        row = {"run": r.name}
+    for i, r in enumerate(results):
+        row = dict(labels[i]) if labels else {"run": r.name}
         row.update({b.removeprefix("synth-"): round(100 * s, 1) for b, s in r.scores.items()})
         row["avg"] = round(100 * sum(r.scores.values()) / len(r.scores), 1)
         if r.untrained_scores:
@@ -19,4 +21,5 @@ def results_table(results) -> pd.DataFrame:
         row["GFLOPs/sample"] = round(r.cost["forward_flops_per_sample"] / 1e9, 3)
         row["train s"] = round(r.cost["wall_time_s"], 0)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("run")
+    index = list(labels[0]) if labels else ["run"]
+    return pd.DataFrame(rows).set_index(index)

@@ -23,6 +23,11 @@ def test_grid_on_local_executor_records_everything_and_reruns_for_free(tiny_spec
                                                                         capsys):
     spec_path = tiny_spec()
     work = tmp_path / "work"
+    assert main(["plan", str(spec_path), "--workdir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("align (shared)") == 2 and out.count(" NEW ") == 4
+    assert "4 runs: 0 done, 4 to run; 8 stages in those runs, 6 to train" in out
+    assert not work.exists()  # planning writes nothing
     assert main(["run", str(spec_path), "--workdir", str(work), "--max-parallel", "2"]) == 0
     out = capsys.readouterr().out
     assert "submitting 4 (local, at most 2 at a time)" in out
@@ -69,6 +74,39 @@ def test_grid_on_local_executor_records_everything_and_reruns_for_free(tiny_spec
     assert "submitting 0" in out and "4 already done" in out
     _, again = mlflow_runs(work, "tiny_grid")
     assert len(again) == 4
+    assert main(["plan", str(spec_path), "--workdir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("DONE (avg") == 4 and "4 runs: 4 done, 0 to run" in out
+
+
+def test_a_failing_run_reports_its_reason_and_log(tiny_spec, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    record = {"id": "r0", "image": "missing.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]}
+    (data / "bad.json").write_text(json.dumps([record]))
+    body = f"""\
+name: NAME
+base: base.yaml
+variants:
+  - name: real-data
+    set:
+      data.synthetic: null
+      data.align: {{json: {data}/bad.json, images: {data}/img}}
+      data.sft: {{json: {data}/bad.json, images: {data}/img}}
+      data.eval: {{json: {data}/bad.json, images: {data}/img}}
+"""
+    spec_path = tiny_spec("failing", body)
+    work = tmp_path / "work"
+    assert main(["run", str(spec_path), "--workdir", str(work)]) == 1
+    capsys.readouterr()
+    assert main(["status", str(spec_path), "--workdir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "missing.png" in out
+    log = out.split("log: ")[1].split()[0]
+    assert "missing.png" in open(log).read()   # the job's own log holds the traceback
+    _, runs = mlflow_runs(work, "failing")
+    assert runs[0].info.status == "FAILED" and "missing.png" in runs[0].data.tags["reason"]
 
 
 def _wait(predicate, timeout, what):

@@ -100,12 +100,19 @@ def _score(run_dir: RunDir) -> str:
     return f"avg {100 * sum(accs) / len(accs):.1f}" if accs else ""
 
 
-def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None) -> RunView:
+def _job(run_dir: RunDir) -> dict:
+    f = run_dir.path / "job.json"
+    try:
+        return json.loads(f.read_text()) if f.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None) -> RunView:
     run_dir = RunDir(workdir / "runs" / run.key)
     status = run_dir.status()
     state = status["state"]
-    job_file = run_dir.path / "job.json"
-    job = json.loads(job_file.read_text()) if job_file.exists() else {}
+    job = _job(run_dir)
     v = RunView(run, run_dir, state, job_id=job.get("job_id"),
                 log=job.get("stderr") or job.get("dispatcher_log"), reason=status.get("reason"))
     if state == "DONE":
@@ -136,10 +143,10 @@ def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None) -> Ru
 
 
 def view_spec(spec: ExperimentSpec, workdir: Path) -> list[RunView]:
-    uses_slurm = any((workdir / "runs" / r.key / "job.json").exists() and
-                     '"slurm"' in (workdir / "runs" / r.key / "job.json").read_text()
-                     for r in spec.runs)
-    queue = slurm_queue() if uses_slurm else {}
+    workdir = Path(workdir).resolve()
+    on_slurm = any(_job(RunDir(workdir / "runs" / r.key)).get("executor") == "slurm"
+                   for r in spec.runs)
+    queue = slurm_queue() if on_slurm else {}
     return [view_run(r, workdir, queue) for r in spec.runs]
 
 
