@@ -28,6 +28,8 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 def bind(tp: Any, value: Any, src: Located, path: str) -> Any:
     """Convert `value` (from `src` at `path`) to type `tp`, raising ConfigError on mismatch."""
+    if tp is Any:
+        return value
     optional, inner = _is_optional(tp)
     if value is None:
         if optional:

@@ -72,10 +72,10 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
     job_id = json.loads((limited / "runs" / key / "job.json").read_text())["job_id"]
     deadline, released = time.monotonic() + 480, 0
     while time.monotonic() < deadline:
-        if _state(limited, key) == "DONE" and _state(straight, key) == "DONE":
-            break
         queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"],
                                capture_output=True, text=True).stdout
+        if _state(limited, key) == "DONE" and _state(straight, key) == "DONE" and not queue:
+            break
         if "BeginTime" in queue:  # Slurm holds a requeued job ~2 minutes; let it go now
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
                            check=True)

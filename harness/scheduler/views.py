@@ -108,6 +108,22 @@ def _job(run_dir: RunDir) -> dict:
         return {}
 
 
+def _job_in_flight(job: dict, queue: dict[str, str] | None) -> tuple[str, str] | None:
+    """(state, detail) while the run's job is queued or up, else None."""
+    job_id = job.get("job_id")
+    if job.get("executor") == "slurm" and job_id:
+        slurm_state = (queue or {}).get(job_id)
+        if slurm_state:
+            return ("QUEUED" if slurm_state.startswith("PENDING") else "STARTING",
+                    slurm_state.lower())
+    elif job.get("executor") == "local" and job.get("host") == socket.gethostname():
+        if job_id and pid_alive(int(job_id)):
+            return "STARTING", ""
+        if not job_id and pid_alive(job.get("dispatcher_pid")):
+            return "QUEUED", "waiting for a free slot"
+    return None
+
+
 def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None) -> RunView:
     run_dir = RunDir(workdir / "runs" / run.key)
     status = run_dir.status()
@@ -115,27 +131,20 @@ def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None
     job = _job(run_dir)
     v = RunView(run, run_dir, state, job_id=job.get("job_id"),
                 log=job.get("stderr") or job.get("dispatcher_log"), reason=status.get("reason"))
+    busy = run_dir.busy
+    flight = None if busy else _job_in_flight(job, queue)
     if state == "DONE":
-        v.detail = _score(run_dir)
+        # trained and evaluated; in flight until its job has written the MLflow records
+        if busy or flight:
+            v.state, v.detail = ("RUNNING" if busy else flight[0]), "recording results"
+        else:
+            v.detail = _score(run_dir)
         return v
-    if run_dir.busy:
+    if busy:
         v.state, v.detail = "RUNNING", _progress(status)
-        return v
-    here = job.get("host") == socket.gethostname()
-    if job.get("executor") == "slurm" and v.job_id:
-        slurm_state = (queue or {}).get(v.job_id)
-        if slurm_state:
-            v.state = "QUEUED" if slurm_state.startswith("PENDING") else "STARTING"
-            v.detail = slurm_state.lower()
-            return v
-    elif job.get("executor") == "local" and here:
-        if v.job_id and pid_alive(int(v.job_id)):
-            v.state = "STARTING"
-            return v
-        if not v.job_id and pid_alive(job.get("dispatcher_pid")):
-            v.state, v.detail = "QUEUED", "waiting for a free slot"
-            return v
-    if state in ("RUNNING", "NEW") and job:
+    elif flight:
+        v.state, v.detail = flight
+    elif state in ("RUNNING", "NEW") and job:
         v.state = "LOST"
         v.reason = ("its job ended without finishing the run (killed, or crashed before "
                     "writing a status); submitting again resumes from the last checkpoint")
