@@ -41,7 +41,8 @@ def test_each_eagle_expert_geometry():
                    "eva02": (1024, (64, 64))}
 
 
-@pytest.mark.parametrize("family,preset,res", [("sam", "large", 1024), ("eva02", "large-1024", 1024),
+@pytest.mark.parametrize("family,preset,res", [("sam", "large", 1024),
+                                               ("eva02", "large-1024", 1024),
                                                ("convnext", "xxlarge", 1024),
                                                ("clip-vit-hf", "large-336", 336),
                                                ("dinov2", "large", 448)])
