@@ -165,15 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("plan", help="show a spec's runs, what is done, what each still trains "
-                                    "and the estimated compute")
-    p.add_argument("spec", help="experiment spec YAML")
-    add_workdir(p)
-    p.set_defaults(func=cmd_plan)
+    def spec_command(name: str, summary: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary)
+        p.add_argument("spec", help="experiment spec YAML")
+        add_workdir(p)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("run", help="submit a spec's runs that are not done, and follow them")
-    p.add_argument("spec", help="experiment spec YAML")
-    add_workdir(p)
+    spec_command("plan", "show a spec's runs, what is done, what each still trains and the "
+                         "estimated compute", cmd_plan)
+    p = spec_command("run", "submit a spec's runs that are not done, and follow them", cmd_run)
     p.add_argument("--executor", default="local", choices=["local", "slurm", "inline"],
                    help="local: jobs on this machine (default); slurm: one job array per "
                         "submission; inline: in this process, for debugging")
@@ -184,13 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
                                           "(default: sqlite file WORKDIR/mlflow.db)")
     p.add_argument("--no-follow", action="store_true", help="submit and return")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("status", help="the state of a spec's runs: progress, failures with "
-                                      "their reason and log")
-    p.add_argument("spec", help="experiment spec YAML")
-    add_workdir(p)
-    p.set_defaults(func=cmd_status)
+    spec_command("status", "the state of a spec's runs: progress, failures with their reason "
+                           "and log", cmd_status)
 
     p = sub.add_parser("validate", help="check run configs without running anything")
     p.add_argument("configs", nargs="+")

@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tiny import tiny_run_yaml
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logging.getLogger().setLevel(logging.ERROR)
@@ -16,27 +17,6 @@ def _quiet_transformers():
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-
-TINY_BASE = """\
-name: tiny
-seed: 3
-data:
-  synthetic: {seed: 1, image_size: 32, train_per_skill: 8, eval_per_skill: 3, captions: 16,
-              text_only: 4, skills: [color, existence]}
-model:
-  experts:
-    - {id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}
-    - {id: sam, preset: tiny, resolution: 32, layers: [-1], resample: unshuffle}
-  fusion: {id: channel_concat, grid: 2}
-  llm: {id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,
-        vocab_size: 300}
-stages:
-  - {name: align, data: align, template: plain, train: [projector], lr: 1.0e-3, steps: 4,
-     batch_size: 4, checkpoint_every: 2}
-  - {name: sft, data: sft, template: vicuna_v1, train: [projector, llm, experts], lr: 1.0e-3,
-     steps: SFT_STEPS, batch_size: SFT_BATCH, checkpoint_every: 25, lrs: {experts: 1.0e-4}}
-eval: {benchmarks: [synth-color, synth-pope], batch_size: 8, max_new_tokens: 3}
-"""
 
 GRID = """\
 name: NAME
@@ -55,8 +35,7 @@ def tiny_spec(tmp_path):
               sft_batch: int = 4, folder: str = "spec"):
         d = tmp_path / folder
         d.mkdir(exist_ok=True)
-        (d / "base.yaml").write_text(TINY_BASE.replace("SFT_STEPS", str(sft_steps))
-                                     .replace("SFT_BATCH", str(sft_batch)))
+        (d / "base.yaml").write_text(tiny_run_yaml(sft_steps=sft_steps, sft_batch=sft_batch))
         path = d / f"{name}.yaml"
         path.write_text((body or GRID).replace("NAME", name))
         return path

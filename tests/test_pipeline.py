@@ -5,32 +5,13 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_run_yaml
 
 from harness.config import load_run_config
 from harness.pipeline import run
 from harness.train import StageInterrupted
 
-SMALL = """
-name: small
-seed: 3
-data:
-  synthetic: {seed: 1, image_size: 32, train_per_skill: 8, eval_per_skill: 3, captions: 16,
-              text_only: 4, skills: [color, existence]}
-model:
-  experts:
-    - {id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}
-    - {id: sam, preset: tiny, resolution: 32, layers: [-1], resample: unshuffle}
-  fusion: {id: channel_concat, grid: 2}
-  llm: {id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,
-        vocab_size: 300}
-stages:
-  - {name: align, data: align, template: plain, train: [projector], lr: 1.0e-3, steps: 4,
-     batch_size: 4, checkpoint_every: 2}
-  - {name: sft, data: sft, template: vicuna_v1, train: [projector, llm, experts], lr: 1.0e-3,
-     steps: 5, batch_size: 4, checkpoint_every: 2, lrs: {experts: 1.0e-4}}
-eval: {benchmarks: [synth-color, synth-pope], batch_size: 8, max_new_tokens: 3,
-       before_training: true}
-"""
+SMALL = tiny_run_yaml("small", sft_checkpoint_every=2, before_training=True)
 
 
 @pytest.fixture

@@ -1,0 +1,28 @@
+"""The smallest run config that exercises everything (two expert families, a frozen one, two
+stages, two benchmarks), shared by the pipeline, scheduler, Slurm and MLflow tests."""
+
+
+def tiny_run_yaml(name: str = "tiny", sft_steps: int = 5, sft_batch: int = 4,
+                  sft_checkpoint_every: int = 25, before_training: bool = False) -> str:
+    return f"""\
+name: {name}
+seed: 3
+data:
+  synthetic: {{seed: 1, image_size: 32, train_per_skill: 8, eval_per_skill: 3, captions: 16,
+              text_only: 4, skills: [color, existence]}}
+model:
+  experts:
+    - {{id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}}
+    - {{id: sam, preset: tiny, resolution: 32, layers: [-1], resample: unshuffle}}
+  fusion: {{id: channel_concat, grid: 2}}
+  llm: {{id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,
+        vocab_size: 300}}
+stages:
+  - {{name: align, data: align, template: plain, train: [projector], lr: 1.0e-3, steps: 4,
+     batch_size: 4, checkpoint_every: 2}}
+  - {{name: sft, data: sft, template: vicuna_v1, train: [projector, llm, experts], lr: 1.0e-3,
+     steps: {sft_steps}, batch_size: {sft_batch}, checkpoint_every: {sft_checkpoint_every},
+     lrs: {{experts: 1.0e-4}}}}
+eval: {{benchmarks: [synth-color, synth-pope], batch_size: 8, max_new_tokens: 3,
+       before_training: {str(before_training).lower()}}}
+"""
