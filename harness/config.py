@@ -79,6 +79,11 @@ class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     max_length: int = 512
 
+    def to_dict(self) -> dict:
+        out = to_plain(self)
+        out["fusion"] = {"id": self.fusion.id, **to_plain(self.fusion.options)}
+        return out
+
 
 TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts")
 
@@ -132,8 +137,7 @@ def architecture_dict(model: ModelConfig) -> dict:
     """The model config without what only training reads (expert freeze and lr): two runs
     that differ only there build the same network, and share stages that train the same
     modules at the same rates."""
-    out = to_plain(model)
-    out["fusion"] = {"id": model.fusion.id, **to_plain(model.fusion.options)}
+    out = model.to_dict()
     for e in out["experts"]:
         e.pop("freeze"), e.pop("lr")
     return out
@@ -161,8 +165,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out = to_plain(self)
-        fusion = self.model.fusion
-        out["model"]["fusion"] = {"id": fusion.id, **to_plain(fusion.options)}
+        out["model"] = self.model.to_dict()
         return out
 
     @property

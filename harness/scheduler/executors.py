@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.rundir import RunDir
 from harness.scheduler.job import RunJob
 from harness.scheduler.profiles import SlurmProfile, load_profile
@@ -102,11 +103,9 @@ class LocalExecutor(Executor):
         deadline = time.monotonic() + 120
         while not (folder / "ready").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                from harness.errors import HarnessError
                 raise HarnessError("the local dispatcher did not start; its log: "
                                    f"{folder / 'dispatcher.log'}")
             time.sleep(0.1)
-        self.dispatcher = proc
 
 
 @EXECUTORS.register("slurm", "one Slurm job array per submission (--profile slurm/X.yaml)")
@@ -116,7 +115,6 @@ class SlurmExecutor(Executor):
     def __init__(self, options: ExecutorOptions):
         super().__init__(options)
         if not options.profile:
-            from harness.errors import HarnessError
             raise HarnessError("the slurm executor needs --profile slurm/NAME.yaml (partition, "
                                "GPUs, CPUs, memory, time); see slurm/local.yaml")
         self.profile: SlurmProfile = load_profile(options.profile)

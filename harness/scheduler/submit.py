@@ -4,7 +4,6 @@ job is submitted or the first record written. Runs that are done or in flight ar
 done runs missing from this tracking store are mirrored into it without any training."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from harness.scheduler.executors import Executor, ExecutorOptions, build_executo
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.views import IN_FLIGHT, SUBMITTABLE, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
+from harness.tracking.mirror import MlflowMirror, tracking_record
 from harness.tracking.store import check_reachable, default_uri, open_store
 
 
@@ -36,11 +36,6 @@ def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, 
             **{f"axis.{k}": v for k, v in run.labels.items()}}
 
 
-def _mirrored(run_dir: Path, uri: str) -> bool:
-    f = run_dir / "tracking.json"
-    return f.exists() and json.loads(f.read_text()).get(uri, {}).get("complete", False)
-
-
 def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,
             profile: str | None = None, tracking_uri: str | None = None) -> Submission:
     workdir = Path(workdir).resolve()
@@ -58,14 +53,14 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
             report.in_flight.append(v.run)
         else:
             report.done.append(v.run)
-    unmirrored = [v for v in views if v.state == "DONE" and not _mirrored(v.run_dir.path, uri)]
+    unmirrored = [v for v in views if v.state == "DONE"
+                  and not tracking_record(v.run_dir).get(uri, {}).get("complete")]
     if not todo and not unmirrored:
         return report
     workdir.mkdir(parents=True, exist_ok=True)
     store = open_store(uri)
     artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
     experiment_id = store.experiment(spec.name, artifacts)
-    from harness.tracking import MlflowMirror
     for v in unmirrored:
         tags = run_tags(spec, v.run, executor.name)
         MlflowMirror(uri, experiment_id, tags).finished(v.run.config, v.run_dir)

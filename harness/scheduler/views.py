@@ -69,26 +69,28 @@ def slurm_queue() -> dict[str, str]:
 
 
 def _progress(status: dict) -> str:
+    """"stage step/total" from the stage's metrics.jsonl: the total is on its first line (the
+    start record), the step on its last, so only the two ends of the file are read."""
     stage_dir = status.get("stage_dir")
     if not stage_dir:
         return "preparing"
-    log = Path(stage_dir) / "metrics.jsonl"
-    step = total = None
-    try:
-        with open(log, "rb") as f:
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return status.get("stage", "")
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        total = rec.get("total", total)
-        step = rec.get("step", step)
     if (Path(stage_dir) / "result.json").exists():
         return f"{status.get('stage')} done, evaluating"
-    return f"{status.get('stage')} {step or 0}/{total or '?'}"
+    try:
+        with open(Path(stage_dir) / "metrics.jsonl", "rb") as f:
+            first = f.readline()
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().splitlines()
+    except OSError:
+        return status.get("stage", "")
+
+    def field(line: bytes, name: str):
+        try:
+            return json.loads(line).get(name)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    step = next((v for line in reversed(tail) if (v := field(line, "step")) is not None), 0)
+    return f"{status.get('stage')} {step}/{field(first, 'total') or '?'}"
 
 
 def _score(run_dir: RunDir) -> str:
@@ -124,11 +126,12 @@ def _job_in_flight(job: dict, queue: dict[str, str] | None) -> tuple[str, str] |
     return None
 
 
-def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None) -> RunView:
+def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None,
+             job: dict | None = None) -> RunView:
     run_dir = RunDir(workdir / "runs" / run.key)
     status = run_dir.status()
     state = status["state"]
-    job = _job(run_dir)
+    job = _job(run_dir) if job is None else job
     v = RunView(run, run_dir, state, job_id=job.get("job_id"),
                 log=job.get("stderr") or job.get("dispatcher_log"), reason=status.get("reason"))
     busy = run_dir.busy
@@ -153,10 +156,9 @@ def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None
 
 def view_spec(spec: ExperimentSpec, workdir: Path) -> list[RunView]:
     workdir = Path(workdir).resolve()
-    on_slurm = any(_job(RunDir(workdir / "runs" / r.key)).get("executor") == "slurm"
-                   for r in spec.runs)
-    queue = slurm_queue() if on_slurm else {}
-    return [view_run(r, workdir, queue) for r in spec.runs]
+    jobs = [_job(RunDir(workdir / "runs" / r.key)) for r in spec.runs]
+    queue = slurm_queue() if any(j.get("executor") == "slurm" for j in jobs) else {}
+    return [view_run(r, workdir, queue, j) for r, j in zip(spec.runs, jobs)]
 
 
 def render(spec: ExperimentSpec, views: list[RunView]) -> str:

@@ -38,6 +38,12 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def tracking_record(run_dir: RunDir) -> dict:
+    """tracking URI -> {run_id, experiment_id, params, complete, metrics} for this run."""
+    f = run_dir.path / "tracking.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -55,18 +61,14 @@ class MlflowMirror(RunHooks):
         return self._client
 
     # bookkeeping in the run directory --------------------------------------------------------
-    def _record(self, run_dir: RunDir) -> dict:
-        f = run_dir.path / "tracking.json"
-        return json.loads(f.read_text()) if f.exists() else {}
-
     def _save(self, run_dir: RunDir, entry: dict) -> None:
-        record = self._record(run_dir)
+        record = tracking_record(run_dir)
         record[self.uri] = entry
         run_dir.write_json("tracking.json", record)
 
     def _ensure_run(self, cfg: RunConfig, run_dir: RunDir) -> dict:
         from mlflow.entities import Param, RunTag
-        entry = self._record(run_dir).get(self.uri)
+        entry = tracking_record(run_dir).get(self.uri)
         if entry is None:
             run = retry(lambda: self.client.create_run(
                 self.experiment_id, run_name=cfg.name, tags={"run_key": cfg.key}))
@@ -97,7 +99,7 @@ class MlflowMirror(RunHooks):
         retry(lambda: self.client.set_terminated(entry["run_id"], MLFLOW_STATE[state]))
 
     def finished(self, cfg: RunConfig, run_dir: RunDir) -> None:
-        entry = self._record(run_dir).get(self.uri)
+        entry = tracking_record(run_dir).get(self.uri)
         if entry and entry.get("complete"):
             return
         entry = self._ensure_run(cfg, run_dir)
