@@ -103,3 +103,12 @@ def test_cli_validate_and_list(capsys):
     assert main(["list", "experts"]) == 0
     out = capsys.readouterr().out
     assert "pix2struct" in out and "presets:" in out
+
+
+def test_slurm_profile_whose_limit_leaves_no_room_for_the_requeue_signal(tmp_path):
+    from harness.scheduler.profiles import load_profile
+    path = tmp_path / "p.yaml"
+    path.write_text("partition: debug\ntime_min: 1\nsignal_delay_s: 20\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(path, check_cluster=False)
+    assert err.value.file == str(path) and "signal_delay_s + 90" in str(err.value)

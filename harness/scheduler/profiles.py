@@ -33,6 +33,14 @@ class SlurmProfile:
         for name in ("time_min", "cpus_per_task", "mem_gb", "array_parallelism"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1")
+        # Slurm may send the signal up to a minute before `signal_delay_s` asks (its event
+        # resolution); a signal that arrives before Python has installed submitit's handler
+        # kills the job instead of requeueing it.
+        if self.time_min * 60 < self.signal_delay_s + 90:
+            raise ValueError(f"`time_min` {self.time_min} leaves too little time before the "
+                             f"requeue signal (`signal_delay_s` {self.signal_delay_s}, which "
+                             f"Slurm may send up to 60 s early): time_min * 60 must be at "
+                             f"least signal_delay_s + 90")
 
     def executor_parameters(self) -> dict:
         params = {"slurm_partition": self.partition, "slurm_time": self.time_min,
