@@ -54,8 +54,28 @@ def test_tiling_stitches_tiles_and_adds_thumbnail():
 
 
 def test_layer_index_out_of_range_names_the_allowed_range():
-    with pytest.raises(ValueError, match=r"allowed 1\.\.4"):
+    with pytest.raises(ValueError, match=r"allowed 0\.\.4"):
         build_expert(ExpertConfig(id="clip-vit", layers=[9]))
+
+
+@pytest.mark.parametrize("family", ["clip-vit", "clip-vit-hf", "siglip"])
+def test_blockwise_run_matches_the_library_forward(family):
+    # the block-by-block path (MR-adapter, hidden state 0) computes what the library does
+    torch.manual_seed(0)
+    expert = build_expert(ExpertConfig(id=family, layers=[1, 3, 4], resolution=80))
+    pixels = torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        blockwise = expert.blockwise_maps(pixels, [0, 1, 3, 4])
+        if family == "clip-vit":
+            ref = expert.model.forward_intermediates(pixels, indices=[0, 2, 3],
+                                                     intermediates_only=True)
+            library = dict(zip([1, 3, 4], ref["image_intermediates"]))
+        else:
+            hidden = expert.model(pixel_values=pixels, output_hidden_states=True,
+                                  interpolate_pos_encoding=True).hidden_states
+            library = {i: expert.patch_map(hidden[i], expert.layer_grid(0)) for i in (0, 1, 3, 4)}
+    for i, m in library.items():
+        torch.testing.assert_close(blockwise[i], m, atol=1e-5, rtol=0)
 
 
 def test_unknown_preset_and_bad_resolution():

@@ -104,6 +104,10 @@ class VisionExpert(nn.Module, ABC):
     def _maps(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
         """Backend forward on [b, 3, res, res] -> {index: [b, C, H, W]} for self.layers."""
 
+    def use_layers(self, layers: list[int]) -> None:
+        """Serve these hidden states instead of the configured ones (a fusion asked)."""
+        self.layers = [self.resolve_index(i) for i in layers]
+
     def resolve_index(self, index: int) -> int:
         resolved = index + self.depth + 1 if index < 0 else index
         if not self.min_index <= resolved <= self.depth:
@@ -168,3 +172,37 @@ class VisionExpert(nn.Module, ABC):
     def freeze_(self, frozen: bool) -> None:
         for p in self.parameters():
             p.requires_grad_(not frozen)
+
+
+class BlockwiseViT(ABC):
+    """A ViT that can be run one block at a time. Fusions that act *between* blocks need it
+    (LLaVA-HR's MR-adapter adds the high-resolution path into the token stream after blocks
+    L/4, L/2 and 3L/4, and later blocks must see that), and it gives hidden state 0 (the
+    embeddings after any pre-norm) to fusions that average every layer (Dense Connector)."""
+
+    prefix_tokens: int   # class/register tokens in front of the patch tokens
+
+    @abstractmethod
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, res, res] -> hidden state 0: [B, prefix + H*W, C]."""
+
+    @abstractmethod
+    def block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Apply block `index` (1-based): hidden state index-1 -> hidden state index."""
+
+    def patch_map(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """[B, prefix + H*W, C] -> [B, C, H, W] (prefix tokens dropped)."""
+        patches = tokens[:, self.prefix_tokens:]
+        return patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)
+
+    def blockwise_maps(self, pixels: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+        """The requested hidden states as maps, running only the blocks they need."""
+        grid = self.layer_grid(0)
+        tokens = self.embed(pixels)
+        maps = {0: self.patch_map(tokens, grid)} if 0 in layers else {}
+        for k in range(1, max(layers) + 1):
+            tokens = self.block(k, tokens)
+            if k in layers:
+                maps[k] = self.patch_map(tokens, grid)
+        return maps
+

@@ -31,6 +31,7 @@ from models.experts.base import (
     HALF_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BlockwiseViT,
     ExpertConfig,
     VisionExpert,
 )
@@ -104,7 +105,29 @@ class HFViT(HFExpert):
         return maps
 
 
-class HFCLIP(HFViT):
+class HFBlockwise(HFViT, BlockwiseViT):
+    """CLIP and SigLIP towers: embeddings, an optional pre-norm, then a list of encoder layers
+    that each take (hidden_states, attention_mask)."""
+
+    def _interpolate(self) -> dict:
+        return {"interpolate_pos_encoding": self.resolution != self.native_resolution()}
+
+    @property
+    def _tower(self):
+        # transformers 5 flattened the tower into the model; 4.x nests it as `vision_model`
+        return getattr(self.model, "vision_model", self.model)
+
+    def embed(self, pixels):
+        vision = self._tower
+        x = vision.embeddings(pixels, **self._interpolate())
+        pre_norm = getattr(vision, "pre_layrnorm", None)
+        return pre_norm(x) if pre_norm is not None else x
+
+    def block(self, index, tokens):
+        return self._tower.encoder.layers[index - 1](tokens, None)
+
+
+class HFCLIP(HFBlockwise):
     """CLIP ViT through transformers' CLIPVisionModel (index 0 = embeddings after pre-LN)."""
     mean, std = CLIP_MEAN, CLIP_STD
     model_cls, config_cls = CLIPVisionModel, CLIPVisionConfig
@@ -116,7 +139,7 @@ class HFCLIP(HFViT):
     }
 
 
-class HFSigLIP(HFViT):
+class HFSigLIP(HFBlockwise):
     """SigLIP vision tower (no class token). so400m/384 floors 384/14: a 27x27 grid over the
     top-left 378 px, as the released model does; the grid declared here says so."""
     mean, std = HALF_MEAN, HALF_STD

@@ -13,7 +13,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from models.experts.base import CLIP_MEAN, CLIP_STD, ExpertConfig, VisionExpert
+from models.experts.base import CLIP_MEAN, CLIP_STD, BlockwiseViT, ExpertConfig, VisionExpert
 from models.experts.convnet import ConvNeXtExpert
 from models.experts.presets import Preset, check_divisible, pick
 
@@ -44,10 +44,13 @@ def save_open_clip_dir(model: torch.nn.Module, arch: str, directory: str | Path)
     torch.save(model.state_dict(), directory / "open_clip_pytorch_model.bin")
 
 
-class OpenClipViT(VisionExpert):
-    """CLIP ViT image tower; index k is the output of residual block k."""
+class OpenClipViT(VisionExpert, BlockwiseViT):
+    """CLIP ViT image tower; index 0 is the embeddings after ln_pre, k the output of residual
+    block k."""
 
     mean, std = CLIP_MEAN, CLIP_STD
+    min_index = 0
+    prefix_tokens = 1
     presets = {
         "large-336": Preset("ViT-L-14-336", 336),
         "large-224": Preset("ViT-L-14", 224),
@@ -78,10 +81,18 @@ class OpenClipViT(VisionExpert):
         side = self.resolution // self.patch
         return side, side
 
+    def embed(self, pixels):
+        vit = self.model
+        x = vit.conv1(pixels).flatten(2).transpose(1, 2)           # [B, H*W, C]
+        cls = vit.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + vit.positional_embedding.to(x.dtype)
+        return vit.ln_pre(vit.patch_dropout(x))
+
+    def block(self, index, tokens):
+        return self.model.transformer.resblocks[index - 1](tokens)
+
     def _maps(self, pixels):
-        out = self.model.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
-                                               intermediates_only=True)
-        return dict(zip(self.layers, out["image_intermediates"]))
+        return self.blockwise_maps(pixels, self.layers)
 
 
 class OpenClipConvNeXt(ConvNeXtExpert):
