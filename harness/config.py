@@ -16,7 +16,7 @@ from typing import Any, Literal
 from harness.schema import bind, bind_dataclass, to_plain
 from harness.yamlio import Located, load_yaml
 from models.experts import EXPERTS, ExpertConfig
-from models.fusion import FUSIONS
+from models.fusion import FUSIONS, FusionOptionError
 from models.llm import LLMS, LLMConfig
 from models.projectors import PROJECTORS
 from models.registry import UnknownIdError
@@ -249,6 +249,9 @@ def validate(cfg: RunConfig, src: Located) -> None:
     if arch not in _BUILDS_ON_META:  # a grid repeats few architectures; build each once
         try:
             build_architecture(cfg.model, meta=True)
+        except FusionOptionError as exc:
+            where = f"model.fusion.{exc.option}" if exc.option else "model.fusion"
+            raise src.error(where, str(exc)) from None
         except ValueError as exc:
             raise src.error(_blame(str(exc), cfg), str(exc)) from None
         _BUILDS_ON_META.add(arch)

@@ -23,7 +23,8 @@ TEXT_TOKENS = 64
 
 @dataclass(frozen=True)
 class ArchitectureCost:
-    visual_tokens: int
+    visual_tokens: int        # what the LM sees
+    fused_tokens: int         # what the projector sees (more when it is downsampled after)
     vision_params: int        # experts + fusion
     vision_forward_flops: float
     projector_params: int | None
@@ -55,8 +56,8 @@ def _measure(cfg: RunConfig) -> ArchitectureCost:
     experts, fusion = build_architecture(cfg.model, meta=True)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter, torch.device("meta"):
-        outputs = {name: e(torch.empty(1, 3, *e.input_size)) for name, e in experts.items()}
-        fusion(outputs)
+        fusion.encode(experts, {name: torch.empty(1, 3, *e.input_size)
+                                for name, e in experts.items()})
     vision_params = sum(p.numel() for m in (*experts.values(), fusion) for p in m.parameters())
     llm_params, hidden = _llm_shape(cfg)
     projector_params = None
@@ -64,7 +65,8 @@ def _measure(cfg: RunConfig) -> ArchitectureCost:
         with torch.device("meta"):
             projector = build_projector(cfg.model.projector, fusion.channels, hidden)
         projector_params = sum(p.numel() for p in projector.parameters())
-    return ArchitectureCost(fusion.num_tokens, vision_params, float(counter.get_total_flops()),
+    return ArchitectureCost(fusion.output_tokens, fusion.num_tokens, vision_params,
+                            float(counter.get_total_flops()),
                             projector_params, llm_params)
 
 
@@ -101,6 +103,6 @@ def stage_flops(cfg: RunConfig, stage: StageConfig) -> float | None:
     vision_factor = 3 if any(n.startswith("experts.") for n in trains) else 1
     tokens = cost.visual_tokens + TEXT_TOKENS
     per_sample = (vision_factor * cost.vision_forward_flops
-                  + 3 * 2 * cost.projector_params * cost.visual_tokens
+                  + 3 * 2 * cost.projector_params * cost.fused_tokens
                   + 3 * 2 * cost.llm_params * tokens)
     return per_sample * samples

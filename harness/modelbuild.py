@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from models.experts import VisionExpert, build_expert
-from models.fusion import FeatureSpec, Fusion, build_fusion
-from models.llm import LoadedLLM, load_llm
+from models.experts.base import BlockwiseViT
+from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion
+from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
 
@@ -25,18 +26,32 @@ def feature_specs(experts: dict[str, VisionExpert]) -> list[FeatureSpec]:
     return specs
 
 
-def build_architecture(model_cfg, meta: bool = False
+# On the meta device an LM whose config cannot be read (no hub) still validates: the text
+# width only sizes gate weights, never a shape the checks depend on.
+_PLACEHOLDER_TEXT_WIDTH = 8
+
+
+def build_architecture(model_cfg, meta: bool = False, text_width: int | None = None
                        ) -> tuple[dict[str, VisionExpert], Fusion]:
     """Experts and fusion. On meta, pretrained weights are not touched: only geometry."""
     device = torch.device("meta") if meta else torch.empty(0).device
+    fusion_cls = FUSIONS.get(model_cfg.fusion.id)
+    options = model_cfg.fusion.options
+    options = options if options is not None else fusion_cls.Options()
+    if text_width is None:
+        text_width = llm_hidden_size(model_cfg.llm) or (_PLACEHOLDER_TEXT_WIDTH if meta else None)
     with device:
         experts = {}
         for cfg in model_cfg.experts:
             if meta:
                 cfg = dataclasses.replace(cfg, pretrained=None)
             experts[cfg.key] = build_expert(cfg)
-        fusion = build_fusion(model_cfg.fusion.id, feature_specs(experts),
-                              model_cfg.fusion.options)
+        for name, layers in fusion_cls.requested_layers(options, experts).items():
+            experts[name].use_layers(layers)
+        context = BuildContext(text_width, {n: e.depth for n, e in experts.items()},
+                               frozenset(n for n, e in experts.items()
+                                         if isinstance(e, BlockwiseViT)))
+        fusion = fusion_cls(feature_specs(experts), options, context)
     return experts, fusion
 
 
@@ -46,7 +61,8 @@ def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
     the LM comes from its own (pretrained or fixed-seed) weights."""
     llm = load_llm(model_cfg.llm, cache_dir, corpus)
     torch.manual_seed(seed)
-    experts, fusion = build_architecture(model_cfg)
+    experts, fusion = build_architecture(model_cfg,
+                                         text_width=llm.model.config.hidden_size)
     projector = build_projector(model_cfg.projector, fusion.channels,
                                 llm.model.config.hidden_size)
     model = MultimodalLM(experts, fusion, projector, llm.model,

@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from harness.config import StageConfig, trainable_lrs
+from harness.data.batching import to_device
 from harness.rundir import RunDir, atomic_torch_save
 from models.multimodal import MultimodalLM
 
@@ -125,7 +126,7 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
         t0 = time.perf_counter()
         batch = collate([dataset[i] for i in batch_indices(step, stage.batch_size,
                                                             len(dataset), seed)])
-        batch = _to(batch, accelerator.device)
+        batch = to_device(batch, accelerator.device)
         with accelerator.autocast():
             loss = model(**batch)
         accelerator.backward(loss)
@@ -163,11 +164,3 @@ class StageInterrupted(RuntimeError):
     def __init__(self, step: int):
         super().__init__(f"stopped after step {step} (checkpoint kept)")
         self.step = step
-
-
-def _to(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch

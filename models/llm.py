@@ -57,6 +57,17 @@ class LoadedLLM:
 LLMS: Registry[Callable[..., LoadedLLM]] = Registry("llm")
 
 
+def llm_hidden_size(cfg: LLMConfig) -> int | None:
+    """The LM's hidden size without loading it (None when its config is not reachable)."""
+    if cfg.id == "tiny-llama":
+        return cfg.hidden_size
+    try:
+        from transformers import AutoConfig
+        return AutoConfig.from_pretrained(cfg.path).hidden_size
+    except Exception:  # no local config and no hub
+        return None
+
+
 def _load(path: str, dtype: str) -> LoadedLLM:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))

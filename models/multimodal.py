@@ -24,15 +24,27 @@ class MultimodalLM(nn.Module):
 
     @property
     def num_visual_tokens(self) -> int:
-        return self.fusion.num_tokens
+        return self.fusion.output_tokens
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids.clamp_min(0))
 
     def encode_images(self, pixels: dict[str, torch.Tensor],
                       text: TextContext | None = None) -> torch.Tensor:
-        outputs = {name: expert(pixels[name]) for name, expert in self.experts.items()}
-        return self.projector(self.fusion(outputs, text))
+        fused = self.fusion.encode(self.experts, pixels, text)
+        return self.fusion.after_projector(self.projector(fused))
+
+    def text_context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor | None, sample_ids: list[str] | None = None
+                     ) -> TextContext:
+        """The prompt as the LM embeds it, for gates that read the question: answer tokens
+        (those with labels) and the image placeholder are masked out, so training never
+        shows a gate the answer it is being trained to produce."""
+        mask = attention_mask.bool() & (input_ids != IMAGE_TOKEN_INDEX)
+        if labels is not None:
+            mask &= labels == IGNORE_INDEX
+        return TextContext(self.embed_text(input_ids), mask.to(attention_mask.dtype),
+                           sample_ids)
 
     def _splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor | None, visual: torch.Tensor | None,
@@ -74,23 +86,43 @@ class MultimodalLM(nn.Module):
                 out_labels[i, sl] = labs[i]
         return out, mask, out_labels
 
-    def _visual(self, pixels: dict[str, torch.Tensor], has_image: torch.Tensor
-                ) -> torch.Tensor | None:
+    def _visual(self, pixels: dict[str, torch.Tensor], has_image: torch.Tensor,
+                text: TextContext) -> torch.Tensor | None:
         if not bool(has_image.any()):
             return None
         idx = has_image.nonzero().flatten()
-        return self.encode_images({k: v[idx] for k, v in pixels.items()})
+        ids = [text.sample_ids[i] for i in idx.tolist()] if text.sample_ids else None
+        text = TextContext(text.embeddings[idx], text.mask[idx], ids)
+        return self.encode_images({k: v[idx] for k, v in pixels.items()}, text)
 
-    def forward(self, input_ids, attention_mask, labels, pixels, has_image):
-        visual = self._visual(pixels, has_image)
+    def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None):
+        text = self.text_context(input_ids, attention_mask, labels, sample_ids)
+        visual = self._visual(pixels, has_image, text)
         embeds, mask, labels = self._splice(input_ids, attention_mask, labels, visual,
                                             has_image, left_pad=False)
         return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
     @torch.no_grad()
+    def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
+                        sample_ids=None) -> torch.Tensor:
+        """[B] mean next-token loss over each sample's answer tokens (routing labels compare
+        models sample by sample)."""
+        text = self.text_context(input_ids, attention_mask, labels, sample_ids)
+        visual = self._visual(pixels, has_image, text)
+        embeds, mask, labels = self._splice(input_ids, attention_mask, labels, visual,
+                                            has_image, left_pad=False)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
+        target = labels[:, 1:]
+        losses = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2).float(), target.clamp_min(0), reduction="none")
+        counted = (target != IGNORE_INDEX).to(losses.dtype)
+        return (losses * counted).sum(1) / counted.sum(1).clamp_min(1.0)
+
+    @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,
-                 stop_id: int) -> list[list[int]]:
-        visual = self._visual(pixels, has_image)
+                 stop_id: int, sample_ids=None) -> list[list[int]]:
+        text = self.text_context(input_ids, attention_mask, None, sample_ids)
+        visual = self._visual(pixels, has_image, text)
         embeds, mask, _ = self._splice(input_ids, attention_mask, None, visual, has_image,
                                        left_pad=True)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,

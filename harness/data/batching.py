@@ -62,7 +62,17 @@ class Collator:
             pixels[name] = torch.stack([transform(im) if im is not None else blank
                                         for im in opened])
         batch = {"input_ids": input_ids, "attention_mask": mask, "pixels": pixels,
-                 "has_image": has_image}
+                 "has_image": has_image, "sample_ids": [s.id for s in samples]}
         if not self.for_generation:
             batch["labels"] = labels
         return batch
+
+
+def to_device(batch, device):
+    """Tensors (also inside dicts) to `device`; anything else (sample ids) as is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+

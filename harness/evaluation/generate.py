@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from harness.data.batching import Collator
+from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.scorers import SCORERS
@@ -35,10 +35,10 @@ def generate(model: MultimodalLM, tokenizer, collate: Collator, records: list[Co
         chunk = questions[start:start + batch_size]
         prompts = [Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra) for _, r in chunk]
         batch = collate(prompts)
-        batch = {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict)
-                     else v.to(device)) for k, v in batch.items()}
+        batch = to_device(batch, device)
         tokens = model.generate(batch["input_ids"], batch["attention_mask"], batch["pixels"],
-                                batch["has_image"], max_new_tokens, stop_id)
+                                batch["has_image"], max_new_tokens, stop_id,
+                                sample_ids=batch["sample_ids"])
         for (name, rec), toks in zip(chunk, tokens):
             text = tokenizer.decode(toks, skip_special_tokens=True).strip()
             answers = rec.extra.get("answers") or [rec.turns[0][1]]

@@ -3,16 +3,24 @@
 A fusion is built from the declared geometry of its inputs (one FeatureSpec per expert and
 layer), so it states T and C before seeing data; the projector width and the LM sequence
 length are derived from those. `forward` also receives an optional text context ([B, L, D]
-embeddings and mask) for strategies whose gates read the question (MoVA)."""
+embeddings and mask) for strategies whose gates read the question (MoVA).
+
+Three optional hooks cover strategies that are more than a function of final feature maps:
+`requested_layers` (a fusion that reads chosen hidden states, e.g. Dense Connector, asks the
+experts for them), `encode` (a fusion that acts between an expert's blocks, e.g. LLaVA-HR's
+MR-adapter, drives the experts itself) and `after_projector` (Efficient Dense Connector
+downsamples the projected tokens)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.experts.base import ExpertOutput
+from models.experts.base import ExpertOutput, VisionExpert
 
 
 @dataclass(frozen=True)
@@ -26,18 +34,58 @@ class FeatureSpec:
     thumbnail_grid: tuple[int, int] | None = None
 
 
+class FusionOptionError(ValueError):
+    """A fusion option its experts cannot serve; `option` names the field ("" = the fusion as
+    a whole), so the config error points at the line that set it."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
 @dataclass
 class TextContext:
-    embeddings: torch.Tensor   # [B, L, D] LM input embeddings of the prompt
-    mask: torch.Tensor         # [B, L] 1 for real tokens
+    embeddings: torch.Tensor   # [B, L, D] LM input embeddings of the prompt (no answer)
+    mask: torch.Tensor         # [B, L] 1 for prompt tokens
+    sample_ids: list[str] | None = None   # the samples' ids (routing labels are keyed by them)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a fusion may need to know beyond its inputs' geometry."""
+    text_width: int | None = None                       # the LM's hidden size
+    depths: dict[str, int] = field(default_factory=dict)  # each expert's largest index
+    blockwise: frozenset[str] = frozenset()              # experts that run block by block
 
 
 class Fusion(nn.Module, ABC):
+    Options: type
+
     def __init__(self, inputs: list[FeatureSpec]):
         super().__init__()
         if not inputs:
             raise ValueError("a fusion needs at least one expert feature map")
         self.inputs = list(inputs)
+
+    @classmethod
+    def requested_layers(cls, options: Any, experts: Mapping[str, VisionExpert]
+                         ) -> dict[str, list[int]]:
+        """Hidden-state indices this fusion needs from some experts, overriding their
+        configured `layers` (raise ValueError on options the experts cannot serve)."""
+        return {}
+
+    @property
+    def output_tokens(self) -> int:
+        """Visual tokens the LM sees (after `after_projector`)."""
+        return self.num_tokens
+
+    def after_projector(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+    def encode(self, experts: Mapping[str, VisionExpert], pixels: Mapping[str, torch.Tensor],
+               text: TextContext | None = None) -> torch.Tensor:
+        """Run the experts and fuse; fusions that act inside an expert override this."""
+        return self({name: expert(pixels[name]) for name, expert in experts.items()}, text)
 
     @property
     @abstractmethod
@@ -47,10 +95,11 @@ class Fusion(nn.Module, ABC):
     @abstractmethod
     def channels(self) -> int: ...
 
-    @abstractmethod
     def fuse(self, maps: list[torch.Tensor], thumbs: list[torch.Tensor | None],
              text: TextContext | None) -> torch.Tensor:
-        """maps[i] is [B, C_i, H_i, W_i] for self.inputs[i]; returns [B, T, C]."""
+        """maps[i] is [B, C_i, H_i, W_i] for self.inputs[i]; returns [B, T, C]. Fusions that
+        act inside an expert override `encode` instead."""
+        raise NotImplementedError(f"{type(self).__name__} runs through encode()")
 
     def forward(self, outputs: dict[str, ExpertOutput], text: TextContext | None = None
                 ) -> torch.Tensor:
@@ -59,7 +108,9 @@ class Fusion(nn.Module, ABC):
             out = outputs[spec.expert]
             maps.append(out.maps[spec.layer])
             thumbs.append(out.thumbnail[spec.layer] if out.thumbnail else None)
-        tokens = self.fuse(maps, thumbs, text)
+        return self.checked(self.fuse(maps, thumbs, text))
+
+    def checked(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.shape[1:] != (self.num_tokens, self.channels):
             raise RuntimeError(f"{type(self).__name__} produced {tuple(tokens.shape[1:])}, "
                                f"declared {(self.num_tokens, self.channels)}")

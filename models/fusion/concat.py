@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.fusion.base import FeatureSpec, Fusion, TextContext
+from models.fusion.base import BuildContext, FeatureSpec, Fusion, TextContext
 from models.fusion.resample import resample, resampled_channels
 
 
@@ -22,7 +22,8 @@ class ChannelConcat(Fusion):
 
     Options = ChannelConcatOptions
 
-    def __init__(self, inputs: list[FeatureSpec], options: ChannelConcatOptions):
+    def __init__(self, inputs: list[FeatureSpec], options: ChannelConcatOptions,
+                 context: BuildContext | None = None):
         super().__init__(inputs)
         for spec in inputs:
             if spec.thumbnail_grid is not None:
@@ -58,7 +59,8 @@ class SequenceAppend(Fusion):
 
     Options = SequenceAppendOptions
 
-    def __init__(self, inputs: list[FeatureSpec], options: SequenceAppendOptions):
+    def __init__(self, inputs: list[FeatureSpec], options: SequenceAppendOptions,
+                 context: BuildContext | None = None):
         super().__init__(inputs)
         self.grid = options.grid
         self.width = options.width or max(resampled_channels(s, self.grid) if self.grid
