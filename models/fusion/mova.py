@@ -1,0 +1,199 @@
+"""MoVA's MoV-Adapter (Zong et al., 2024, Sec. 3.3): the base encoder's tokens take in the
+routed experts' knowledge through per-expert cross-attention, weighted by a gate that reads
+the question and the image.
+
+One block, with X the base tokens [B, N, C], E_i expert i's tokens (each expert's layers
+resized to `expert_grid` and concatenated on channels, then projected to C):
+
+    A_i = CrossAttn_i(LN(X), E_i)                          expert knowledge extractor
+    w   = softmax over the routed experts of W_g [mean(X), mean(T)]   (T: the question's
+          token embeddings, projected to C; `gating: uniform` gives every routed expert 1/k)
+    X  <- X + sum_i w_i A_i
+    X  <- X + SelfAttn(LN(X));  X <- X + MLP(LN(X))
+
+`depth` blocks are stacked (MoVA uses 2). The router (models/fusion/routing.py) picks the
+experts once per sample, from the first block's gate or a label file, and every block uses
+that choice. A sample routed to no expert keeps its base tokens (plus the self-attention
+block)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.experts.base import VisionExpert
+from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
+from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
+
+
+@dataclass(frozen=True)
+class MoVAOptions:
+    base: str | None = None          # the base encoder; None = the first expert
+    depth: int = 2                   # adapter blocks
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    gating: str = "learned"          # learned | uniform
+    router: str = "all"              # all | random | topk | dynamic | oracle
+    k: int = 3                       # random / topk / dynamic: experts per sample (at most)
+    threshold: float | None = None   # dynamic: gate probability to keep an expert (1/E)
+    labels: str | None = None        # oracle: routing-label JSON {sample id: [experts]}
+    unlabeled: str = "all"           # oracle, a sample the file lacks: all | none | error
+    expert_grid: int | None = None   # experts' tokens on this grid; None = the base grid
+
+
+GATINGS = ("learned", "uniform")
+
+
+class MoVABlock(nn.Module):
+    def __init__(self, width: int, expert_widths: list[int], text_width: int, heads: int,
+                 mlp_ratio: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.expert_in = nn.ModuleList(nn.Linear(c, width) for c in expert_widths)
+        self.cross = nn.ModuleList(nn.MultiheadAttention(width, heads, batch_first=True)
+                                   for _ in expert_widths)
+        self.text_in = nn.Linear(text_width, width)
+        self.gate = nn.Linear(2 * width, len(expert_widths))
+        self.norm_self = nn.LayerNorm(width)
+        self.self_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def gate_logits(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[B, E] from the pooled image tokens and the pooled (projected) question."""
+        return self.gate(torch.cat([x.mean(1), self.text_in(text)], dim=-1))
+
+    def forward(self, x: torch.Tensor, experts: list[torch.Tensor], weights: torch.Tensor
+                ) -> torch.Tensor:
+        q = self.norm(x)
+        for i, (proj, attn) in enumerate(zip(self.expert_in, self.cross)):
+            kv = proj(experts[i])
+            x = x + weights[:, i, None, None] * attn(q, kv, kv, need_weights=False)[0]
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm_mlp(x))
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the experts with mask 1; all zeros for a sample with none."""
+    weights = logits.masked_fill(mask == 0, float("-inf")).softmax(-1)
+    return torch.nan_to_num(weights, nan=0.0)
+
+
+class MoVAAdapter(Fusion):
+    Options = MoVAOptions
+
+    @classmethod
+    def requested_layers(cls, options: MoVAOptions, experts: Mapping[str, VisionExpert]
+                         ) -> dict[str, list[int]]:
+        base = options.base or next(iter(experts))
+        if base not in experts:
+            raise FusionOptionError("base", f"no expert named '{base}'; experts: "
+                                    + ", ".join(experts))
+        if len(experts) < 2:
+            raise FusionOptionError("", "mova routes between experts besides the base encoder; "
+                                    f"the model has only '{base}'")
+        return {}
+
+    def __init__(self, inputs: list[FeatureSpec], options: MoVAOptions,
+                 context: BuildContext | None = None):
+        super().__init__(inputs)
+        context = context or BuildContext()
+        names = list(dict.fromkeys(s.expert for s in inputs))
+        self.base_name = options.base or names[0]
+        base_specs = [s for s in inputs if s.expert == self.base_name]
+        self.expert_names = [n for n in names if n != self.base_name]
+        if not base_specs or not self.expert_names:
+            raise FusionOptionError("", "mova needs a base encoder and at least one expert")
+        if len(base_specs) != 1:
+            raise FusionOptionError("base", f"the base encoder '{self.base_name}' must give one "
+                                    f"layer, it gives {len(base_specs)}")
+        if options.gating not in GATINGS:
+            raise FusionOptionError("gating", f"unknown gating '{options.gating}'; allowed: "
+                                    + ", ".join(GATINGS))
+        if options.router not in ROUTERS:
+            raise FusionOptionError("router", f"unknown router '{options.router}'; allowed: "
+                                    + ", ".join(ROUTERS.names()))
+        if options.depth < 1 or options.k < 1:
+            raise FusionOptionError("depth", "mova needs depth >= 1 and k >= 1")
+        if context.text_width is None:
+            raise ValueError("mova's gate reads the question: build it with the LM's width")
+        self.options = options
+        self.base = base_specs[0]
+        width = self.base.channels
+        if width % options.heads:
+            raise FusionOptionError("heads", f"mova: {options.heads} heads do not divide the "
+                                    f"base width {width}")
+        self.grid = ((options.expert_grid, options.expert_grid) if options.expert_grid
+                     else self.base.grid)
+        self.base_index = inputs.index(self.base)
+        self.expert_inputs = [[inputs.index(s) for s in inputs if s.expert == n]
+                              for n in self.expert_names]
+        widths = [sum(inputs[i].channels for i in idx) for idx in self.expert_inputs]
+        self.blocks = nn.ModuleList(MoVABlock(width, widths, context.text_width, options.heads,
+                                              options.mlp_ratio)
+                                    for _ in range(options.depth))
+        router_args = dict(k=options.k, threshold=options.threshold)
+        if options.router == "oracle":
+            if not options.labels:
+                raise FusionOptionError("labels", "router 'oracle' needs `labels`: a routing-"
+                                        "label JSON (ablate routing-labels writes one)")
+            try:
+                labels = load_routing_labels(options.labels, self.expert_names)
+            except ValueError as exc:
+                raise FusionOptionError("labels", str(exc)) from None
+            if options.unlabeled not in UNLABELED:
+                raise FusionOptionError("unlabeled", f"unknown choice '{options.unlabeled}'; "
+                                        f"allowed: {', '.join(UNLABELED)}")
+            router_args.update(labels=labels, source=options.labels,
+                               unlabeled=options.unlabeled)
+        self.router = ROUTERS.get(options.router)(**router_args)
+        self.last_routing: torch.Tensor | None = None   # [B, E] of the latest forward
+
+    @property
+    def num_tokens(self) -> int:
+        return self.base.grid[0] * self.base.grid[1]
+
+    @property
+    def channels(self) -> int:
+        return self.base.channels
+
+    def expert_tokens(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for idx in self.expert_inputs:
+            parts = [maps[i] if tuple(maps[i].shape[-2:]) == self.grid else
+                     F.interpolate(maps[i], size=self.grid, mode="bilinear",
+                                   align_corners=False) for i in idx]
+            out.append(torch.cat(parts, dim=1).flatten(2).transpose(1, 2))
+        return out
+
+    @staticmethod
+    def pooled_text(text: TextContext | None, batch: int, like: torch.Tensor,
+                    width: int) -> torch.Tensor:
+        if text is None:   # no question (cost probes): the gate sees an empty prompt
+            return like.new_zeros(batch, width)
+        mask = text.mask.to(text.embeddings.dtype).unsqueeze(-1)
+        return (text.embeddings * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def fuse(self, maps, thumbs, text=None):
+        x = maps[self.base_index].flatten(2).transpose(1, 2)
+        experts = self.expert_tokens(maps)
+        b = x.shape[0]
+        pooled = self.pooled_text(text, b, x, self.blocks[0].text_in.in_features)
+        logits = self.blocks[0].gate_logits(x, pooled)
+        mask = self.router(RoutingInputs(logits.softmax(-1),
+                                         text.sample_ids if text is not None else None,
+                                         self.expert_names))
+        self.last_routing = mask.detach()
+        for i, block in enumerate(self.blocks):
+            if self.options.gating == "uniform":
+                weights = mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
+            else:
+                weights = masked_softmax(logits if i == 0 else block.gate_logits(x, pooled),
+                                         mask)
+            x = block(x, experts, weights)
+        return x

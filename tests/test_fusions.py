@@ -1,0 +1,289 @@
+"""Every fusion strategy: the papers' shape numbers at full size (meta device), numerical
+agreement with the plain loop-based references in tests/reference_fusions.py, the routers,
+and clear errors for options the experts cannot serve."""
+import json
+
+import pytest
+import torch
+
+import tests.reference_fusions as ref
+from harness.config import FusionSpec, ModelConfig
+from harness.modelbuild import build_architecture
+from models.experts import ExpertConfig, ExpertOutput
+from models.experts.hf_backend import HFCLIP
+from models.fusion import FUSIONS, BuildContext, FeatureSpec, TextContext
+from models.fusion.dense_connector import DenseConnector, DenseConnectorOptions
+from models.fusion.mini_gemini import DeformableMiningOptions, PatchInfoMiningOptions
+from models.fusion.mova import MoVAOptions
+from models.fusion.mr_adapter import MRAdapterOptions
+from models.fusion.routing import ROUTERS, RoutingInputs
+
+ATOL = 1e-4
+
+
+def test_registry_has_every_strategy():
+    assert set(FUSIONS.names()) >= {"sequence_append", "channel_concat", "mr_adapter",
+                                    "patch_info_mining", "deformable_mining",
+                                    "dense_connector", "mova"}
+
+
+# --- full-size shapes --------------------------------------------------------------------------
+def _meta(experts, fusion_id, options):
+    return build_architecture(ModelConfig(experts, FusionSpec(fusion_id, options)), meta=True)
+
+
+CLIP_L = ExpertConfig("clip-vit", preset="large-336")
+SIGLIP = ExpertConfig("siglip", preset="so400m-384")
+
+
+@pytest.mark.parametrize("expert,options,tokens,channels", [
+    (CLIP_L, DenseConnectorOptions("sti", [8, 16]), 720, 1024),
+    (CLIP_L, DenseConnectorOptions("sci", [8, 16]), 576, 3072),
+    (CLIP_L, DenseConnectorOptions("dci", groups=2), 576, 3072),
+    (SIGLIP, DenseConnectorOptions("sti", [8, 16]), 911, 1152),
+])
+def test_dense_connector_paper_shapes(expert, options, tokens, channels):
+    experts, fusion = _meta([expert], "dense_connector", options)
+    assert (fusion.num_tokens, fusion.channels) == (tokens, channels)
+    # paper layer k is hidden state k-1; the final layer is the penultimate state
+    served = experts[expert.key].layers
+    if options.mode == "dci":
+        assert served == list(range(24))           # groups 0-11 and 12-23
+    else:
+        assert served == [7, 15, experts[expert.key].depth - 1]
+
+
+def test_efficient_dense_connector_downsamples_projected_tokens_576_to_144():
+    _, fusion = _meta([CLIP_L], "dense_connector", DenseConnectorOptions("sci", downsample=12))
+    assert (fusion.num_tokens, fusion.output_tokens) == (576, 144)
+    projected = torch.randn(1, 576, 4096, device="meta")
+    assert fusion.after_projector(projected).shape == (1, 144, 4096)
+
+
+def test_mini_gemini_576_queries_over_192x192_map_see_64_keys_each():
+    specs = [FeatureSpec("clip", 23, 1024, (24, 24)), FeatureSpec("convnext", 4, 1536, (192, 192))]
+    with torch.device("meta"):
+        fusion = FUSIONS.get("patch_info_mining")(specs, PatchInfoMiningOptions())
+        out = fusion({"clip": ExpertOutput({23: torch.empty(1, 1024, 24, 24)}),
+                      "convnext": ExpertOutput({4: torch.empty(1, 1536, 192, 192)})})
+    assert fusion.keys_per_query == 64 and out.shape == (1, 576, 1024)
+
+
+def test_llava_hr_injects_after_blocks_6_12_18_of_24():
+    experts = [ExpertConfig("clip-vit", preset="large-336", layers=[-2]),
+               ExpertConfig("convnext", preset="large", resolution=1024)]
+    built, fusion = _meta(experts, "mr_adapter", MRAdapterOptions())
+    assert fusion.blocks == [6, 12, 18] and fusion.final_layer == 23
+    assert (fusion.num_tokens, fusion.channels) == (576, 1024)
+    assert built["convnext"].layers == [1, 2, 3, 4]
+    assert [s.grid for s in fusion.stage_specs] == [(256, 256), (128, 128), (64, 64), (32, 32)]
+
+
+# --- numerical agreement with the loop references ----------------------------------------------
+def _randomize(module, std=0.3):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * std)
+
+
+DEPTH = 6   # a synthetic ViT with hidden states 0..6 on a 4x4 grid, width 4
+
+
+@pytest.mark.parametrize("mode", ["sti", "sci", "dci"])
+@pytest.mark.parametrize("learned", [False, True])
+def test_dense_connector_matches_reference(mode, learned):
+    options = DenseConnectorOptions(mode, layers=[2, 4], groups=3, alpha=4, learned=learned)
+    final, groups = DenseConnector.plan(options, DEPTH)
+    layers = sorted({final, *(i for g in groups for i in g)})
+    specs = [FeatureSpec("vit", i, 4, (4, 4)) for i in layers]
+    fusion = FUSIONS.get("dense_connector")(specs, options, BuildContext(depths={"vit": DEPTH}))
+    _randomize(fusion)
+    torch.manual_seed(0)
+    hidden = {i: torch.randn(2, 4, 4, 4) for i in layers}
+    with torch.no_grad():
+        got = fusion({"vit": ExpertOutput(hidden)})
+        want = ref.dense_connector(fusion, hidden, 2, DEPTH)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_efficient_dense_connector_matches_reference():
+    options = DenseConnectorOptions("sci", layers=[2], downsample=2)
+    specs = [FeatureSpec("vit", i, 4, (4, 4)) for i in (1, 5)]
+    fusion = FUSIONS.get("dense_connector")(specs, options, BuildContext(depths={"vit": DEPTH}))
+    projected = torch.randn(2, 16, 3)
+    torch.testing.assert_close(fusion.after_projector(projected),
+                               ref.efficient_downsample(projected, 2), atol=ATOL, rtol=0)
+
+
+MINING_SPECS = [FeatureSpec("lr", 3, 6, (3, 3)), FeatureSpec("hr", 2, 4, (6, 6)),
+                FeatureSpec("hr", 3, 5, (3, 3))]
+
+
+def _mining_inputs():
+    torch.manual_seed(0)
+    maps = {f"{s.expert}:{s.layer}": torch.randn(2, s.channels, *s.grid) for s in MINING_SPECS}
+    outputs = {"lr": ExpertOutput({3: maps["lr:3"]}),
+               "hr": ExpertOutput({2: maps["hr:2"], 3: maps["hr:3"]})}
+    return maps, outputs
+
+
+def test_patch_info_mining_matches_reference():
+    fusion = FUSIONS.get("patch_info_mining")(MINING_SPECS, PatchInfoMiningOptions(width=5))
+    _randomize(fusion)
+    maps, outputs = _mining_inputs()
+    assert fusion.window == (2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(fusion(outputs), ref.patch_info_mining(fusion, maps, 2),
+                                   atol=ATOL, rtol=0)
+
+
+def test_deformable_mining_matches_reference():
+    fusion = FUSIONS.get("deformable_mining")(MINING_SPECS,
+                                              DeformableMiningOptions(points=3, heads=2))
+    _randomize(fusion, std=0.5)   # offsets large enough to leave the map (zero padding)
+    maps, outputs = _mining_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(fusion(outputs), ref.deformable_mining(fusion, maps, 2),
+                                   atol=ATOL, rtol=0)
+
+
+def test_deformable_mining_starts_with_points_spread_over_each_cell():
+    fusion = FUSIONS.get("deformable_mining")(MINING_SPECS, DeformableMiningOptions(points=4))
+    offsets = fusion.initial_offsets()
+    assert offsets.shape == (1, 4, 2)
+    assert len({tuple(p) for p in offsets[0].round(decimals=4).tolist()}) == 4
+    assert offsets.norm(dim=-1).max() <= 1.0 + 1e-6    # half of a 2x2 cell
+
+
+def test_mr_adapter_matches_reference(monkeypatch):
+    # a CLIP ViT small enough for the loop reference's convolutions: 4 blocks, width 16
+    monkeypatch.setitem(HFCLIP.presets, "micro", dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
+        image_size=32, patch_size=8, projection_dim=8))
+    torch.manual_seed(0)
+    experts, fusion = build_architecture(ModelConfig(
+        [ExpertConfig("clip-vit-hf", preset="micro"),
+         ExpertConfig("convnext", resolution=32)], FusionSpec("mr_adapter", MRAdapterOptions())))
+    _randomize(fusion)   # the zero-initialised projections too, so every path counts
+    pixels = {n: torch.randn(2, 3, *e.input_size) for n, e in experts.items()}
+    with torch.no_grad():
+        got = fusion.encode(experts, pixels)
+        stages = experts["convnext"](pixels["convnext"]).maps
+        want = ref.mr_adapter(fusion, experts["clip-vit-hf"],
+                              [stages[i] for i in (1, 2, 3, 4)], pixels["clip-vit-hf"])
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_mr_adapter_starts_as_the_plain_vit():
+    torch.manual_seed(0)
+    experts, fusion = build_architecture(ModelConfig(
+        [ExpertConfig("clip-vit"), ExpertConfig("convnext", resolution=128)],
+        FusionSpec("mr_adapter", MRAdapterOptions())))
+    pixels = {n: torch.randn(1, 3, *e.input_size) for n, e in experts.items()}
+    with torch.no_grad():
+        vit = experts["clip-vit"](pixels["clip-vit"]).maps[4].flatten(2).transpose(1, 2)
+        high = torch.nn.functional.interpolate(experts["convnext"](pixels["convnext"]).maps[4],
+                                               size=(8, 8), mode="bilinear")
+        plain = fusion.project_low(vit) + fusion.project_high(high.flatten(2).transpose(1, 2))
+        torch.testing.assert_close(fusion.encode(experts, pixels), plain, atol=1e-5, rtol=0)
+
+
+MOVA_SPECS = [FeatureSpec("base", 2, 8, (3, 3)), FeatureSpec("a", 1, 4, (6, 6)),
+              FeatureSpec("b", 1, 5, (3, 3)), FeatureSpec("b", 2, 3, (2, 2))]
+
+
+@pytest.mark.parametrize("gating,router", [("learned", "all"), ("learned", "topk"),
+                                           ("uniform", "random"), ("learned", "oracle")])
+def test_mova_matches_reference(gating, router, tmp_path):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"s0": ["b"], "s1": []}))   # s1: no expert helps
+    options = MoVAOptions(depth=2, heads=2, gating=gating, router=router, k=1,
+                          labels=str(labels))
+    fusion = FUSIONS.get("mova")(MOVA_SPECS, options, BuildContext(text_width=6))
+    _randomize(fusion, std=0.2)
+    torch.manual_seed(0)
+    maps = {f"{s.expert}:{s.layer}": torch.randn(2, s.channels, *s.grid) for s in MOVA_SPECS}
+    outputs = {"base": ExpertOutput({2: maps["base:2"]}), "a": ExpertOutput({1: maps["a:1"]}),
+               "b": ExpertOutput({1: maps["b:1"], 2: maps["b:2"]})}
+    text = TextContext(torch.randn(2, 5, 6), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
+                       ["s0", "s1"])
+    with torch.no_grad():
+        got = fusion(outputs, text)
+        want = ref.mova(fusion, maps, text.embeddings, text.mask, fusion.last_routing)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    if router == "oracle":
+        assert fusion.last_routing.tolist() == [[0.0, 1.0], [0.0, 0.0]]
+
+
+# --- routers -----------------------------------------------------------------------------------
+PROBS = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.35, 0.45], [0.34, 0.33, 0.33]])
+
+
+def _route(name, **args):
+    return ROUTERS.get(name)(**args)(RoutingInputs(PROBS, ["x", "y", "z"], ["p", "q", "r"]))
+
+
+def test_routers():
+    assert _route("all").tolist() == [[1, 1, 1]] * 3
+    assert _route("topk", k=1).tolist() == [[1, 0, 0], [0, 0, 1], [1, 0, 0]]
+    assert _route("topk", k=2).sum(1).tolist() == [2, 2, 2]
+    # dynamic: above 1/3, at least one, at most k
+    assert _route("dynamic", k=3).tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 0]]
+    assert _route("dynamic", k=1).tolist() == [[1, 0, 0], [0, 0, 1], [1, 0, 0]]
+    torch.manual_seed(0)
+    picks = _route("random", k=2)
+    assert picks.sum(1).tolist() == [2, 2, 2]
+    oracle = _route("oracle", labels={"x": ["r"], "y": [], "z": ["p", "q"]})
+    assert oracle.tolist() == [[0, 0, 1], [0, 0, 0], [1, 1, 0]]
+    partial = {"x": [], "y": ["q"]}
+    assert _route("oracle", labels=partial).tolist() == [[0, 0, 0], [0, 1, 0], [1, 1, 1]]
+    assert _route("oracle", labels=partial, unlabeled="none")[2].tolist() == [0, 0, 0]
+    with pytest.raises(KeyError, match="no entry for sample 'z'"):
+        _route("oracle", labels=partial, source="l.json", unlabeled="error")
+
+
+# --- bad options: named file, line and field before anything runs -----------------------------
+BASE = "experiments/tiny/two_experts.yaml"
+ONE_VIT = "    - {id: clip-vit, preset: tiny, resolution: 64, layers: [-1], freeze: false}\n"
+CONVNEXT = "    - {id: convnext, preset: tiny, resolution: 64, layers: [3], freeze: false}\n"
+
+
+@pytest.mark.parametrize("experts,fusion,field,message", [
+    (ONE_VIT, "{id: dense_connector, mode: sti, layers: [2, 9]}", "model.fusion.layers",
+     "layer 9 is not below the final layer 4; allowed: 1..3"),
+    (ONE_VIT, "{id: dense_connector, mode: dci, groups: 3}", "model.fusion.groups",
+     "3 DCI groups do not divide the 4 layers 1..4; allowed: 1, 2, 4"),
+    (ONE_VIT + CONVNEXT.replace("resolution: 64", "resolution: 96").replace("[3]", "[2]"),
+     "{id: patch_info_mining}", "model.fusion",
+     "the 8x8 query grid does not tile the 12x12 high-resolution map"),
+    (ONE_VIT, "{id: mova}", "model.fusion", "mova routes between experts besides the base"),
+    (ONE_VIT + CONVNEXT, "{id: mova, router: oracle}", "model.fusion.labels",
+     "router 'oracle' needs `labels`"),
+    (ONE_VIT + CONVNEXT, "{id: mova, heads: 5}", "model.fusion.heads",
+     "5 heads do not divide the base width 64"),
+    (CONVNEXT + CONVNEXT.replace("convnext,", "convnext, name: hr,"), "{id: mr_adapter}",
+     "model.fusion.vit", "mr_adapter needs a ViT that runs block by block"),
+])
+def test_bad_fusion_options_are_named_with_their_line(tmp_path, experts, fusion, field, message):
+    from pathlib import Path
+
+    from harness.cli import main
+    from harness.config import load_run_config
+    from harness.errors import ConfigError
+    text = Path(BASE).read_text()
+    start = text.index("  experts:\n") + len("  experts:\n")
+    end = text.index("  fusion:")
+    text = text[:start] + experts + f"  fusion: {fusion}\n" + text[text.index("  projector"):]
+    assert end > start
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert err.value.field == field, str(err.value)
+    assert message in str(err.value)
+    assert err.value.file == str(path) and err.value.line is not None
+    work = tmp_path / "work"
+    assert main(["train", str(path), "--workdir", str(work)]) == 2
+    assert not (work / "runs").exists()
