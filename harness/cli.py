@@ -141,6 +141,26 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_routing_labels(args) -> int:
+    from collections import Counter
+
+    from harness.routing_labels import build_routing_labels
+    experts = {}
+    for item in args.expert:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise HarnessError(f"--expert {item!r}: expected NAME=RUN_DIR")
+        experts[name] = path
+    labels = build_routing_labels(args.base, experts, args.out, args.data, args.limit,
+                                  args.max_experts, args.margin)
+    counts = Counter(len(v) for v in labels.values())
+    uses = Counter(n for v in labels.values() for n in v)
+    print(f"{args.out}: {len(labels)} samples; experts per sample: "
+          + ", ".join(f"{k}: {counts[k]}" for k in sorted(counts))
+          + "; samples per expert: " + ", ".join(f"{n}: {uses[n]}" for n in experts))
+    return 0
+
+
 def add_workdir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default=DEFAULT_WORKDIR,
                    help=f"runs, records and caches live here (default: ./{DEFAULT_WORKDIR})")
@@ -187,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-follow", action="store_true", help="submit and return")
     spec_command("status", "the state of a spec's runs: progress, failures with their reason "
                            "and log", cmd_status)
+
+    p = sub.add_parser("routing-labels", help="MoVA routing labels: per sample, the experts "
+                                              "whose run lowers the base run's loss")
+    p.add_argument("--base", required=True, help="the base-only run's directory "
+                                                 "(WORKDIR/runs/<key>)")
+    p.add_argument("--expert", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="a single-expert run, named as the MoVA model names that expert; "
+                        "repeat for each expert")
+    p.add_argument("--out", required=True, help="JSON file to write {sample id: [experts]}")
+    p.add_argument("--data", default="sft", choices=["align", "sft", "eval"],
+                   help="which of the runs' data to label (default sft)")
+    p.add_argument("--limit", type=_positive, help="label only the first N samples")
+    p.add_argument("--max-experts", type=_positive, default=3, help="at most this many per "
+                                                                    "sample (default 3)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="an expert must lower the loss by more than this (default 0)")
+    p.set_defaults(func=cmd_routing_labels)
 
     p = sub.add_parser("validate", help="check run configs without running anything")
     p.add_argument("configs", nargs="+")
