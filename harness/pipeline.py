@@ -17,7 +17,7 @@ from accelerate import Accelerator
 
 from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
 from harness.cost import forward_flops, parameter_counts, peak_memory_mb
-from harness.data.batching import Collator, ImageTransform
+from harness.data.batching import Collator, ImageTransform, to_device
 from harness.data.llava import load_llava_json
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
@@ -225,14 +225,15 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     one = Collator(tokenizer, TEMPLATES.get(cfg.stages[-1].template), transforms,
                    getattr(data, cfg.stages[-1].data)[1])
     sample = next(r for r in datasets[cfg.stages[-1].data] if r.image is not None)
-    batch = {k: ({n: t.to(accelerator.device) for n, t in v.items()} if isinstance(v, dict)
-                 else v.to(accelerator.device)) for k, v in one([sample]).items()}
+    batch = to_device(one([sample]), accelerator.device)
     cost = {"parameters": parameter_counts(model),
             "visual_tokens": model.num_visual_tokens,
             "fusion_channels": model.fusion.channels,
             "fusion_added_parameters": model.fusion.added_parameters(),
             "forward_flops_per_sample": forward_flops(model, batch),
             "step_time_s": {s["name"]: s["step_time"] for s in stages_record},
+            "train_samples_per_s": {s["name"]: s["samples_per_second"]
+                                    for s in stages_record},
             "peak_memory_mb": peak_memory_mb(accelerator.device),
             "wall_time_s": time.time() - started}
     run_dir.write_json("cost.json", cost)

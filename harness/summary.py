@@ -18,7 +18,11 @@ def results_table(results, labels: list[dict[str, str]] | None = None) -> pd.Dat
                                          / len(r.untrained_scores), 1)
         row["visual tokens"] = r.cost["visual_tokens"]
         row["params (M)"] = round(sum(m["total"] for m in r.cost["parameters"].values()) / 1e6, 2)
+        row["fusion params (k)"] = round(r.cost.get("fusion_added_parameters", 0) / 1e3, 1)
         row["GFLOPs/sample"] = round(r.cost["forward_flops_per_sample"] / 1e9, 3)
+        speed = r.cost.get("train_samples_per_s", {})
+        if speed:
+            row["samples/s"] = round(list(speed.values())[-1], 1)   # the last stage's
         row["train s"] = round(r.cost["wall_time_s"], 0)
         rows.append(row)
     index = list(labels[0]) if labels else ["run"]

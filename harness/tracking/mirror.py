@@ -143,10 +143,12 @@ class MlflowMirror(RunHooks):
         for module, counts in cost.pop("parameters").items():
             add(f"cost/params/{module}/total", counts["total"])
             add(f"cost/params/{module}/trainable", counts["trainable"])
-        for stage, seconds in cost.pop("step_time_s").items():
-            add(f"cost/step_time_s/{stage}", seconds)
         for key, value in cost.items():
-            add(f"cost/{key}", value)
+            if isinstance(value, dict):   # per stage: step_time_s, train_samples_per_s
+                for stage, number in value.items():
+                    add(f"cost/{key}/{stage}", number)
+            else:
+                add(f"cost/{key}", value)
         tags: dict[str, str] = {}
         for stage in run_dir.read_json("stages.json"):
             tags[f"stage.{stage['name']}.key"] = stage["key"]
