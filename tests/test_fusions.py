@@ -287,3 +287,45 @@ def test_bad_fusion_options_are_named_with_their_line(tmp_path, experts, fusion,
     work = tmp_path / "work"
     assert main(["train", str(path), "--workdir", str(work)]) == 2
     assert not (work / "runs").exists()
+
+
+# --- every strategy trains, and records its cost -----------------------------------------------
+VIT = "{id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}"
+HIGH_RES = "{id: convnext, preset: tiny, resolution: 64, layers: [2]}"
+SAM = "{id: sam, preset: tiny, resolution: 32, layers: [-1]}"
+TRAINING_CASES = {
+    "sequence_append": ([VIT, HIGH_RES], "{id: sequence_append}"),
+    "channel_concat": ([VIT, HIGH_RES], "{id: channel_concat, grid: 4}"),
+    "mr_adapter": ([VIT, HIGH_RES], "{id: mr_adapter}"),
+    "patch_info_mining": ([VIT, HIGH_RES], "{id: patch_info_mining}"),
+    "deformable_mining": ([VIT, HIGH_RES], "{id: deformable_mining, heads: 2}"),
+    "dc_sti": ([VIT], "{id: dense_connector, mode: sti, layers: [2, 3], alpha: 4}"),
+    "dc_sci_learned": ([VIT], "{id: dense_connector, mode: sci, layers: [2], learned: true}"),
+    "dc_dci_efficient": ([VIT], "{id: dense_connector, mode: dci, groups: 2, downsample: 2}"),
+    "mova_topk": ([VIT, HIGH_RES, SAM], "{id: mova, depth: 1, router: topk, k: 1}"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(TRAINING_CASES))
+def test_every_strategy_trains_with_decreasing_loss_and_records_its_cost(case, tmp_path):
+    from harness.config import load_run_config
+    from harness.pipeline import run
+    from tests.tiny import tiny_run_yaml
+    experts, fusion = TRAINING_CASES[case]
+    path = tmp_path / "run.yaml"
+    path.write_text(tiny_run_yaml(case, sft_steps=40, sft_batch=8, experts=experts,
+                                  fusion=fusion))
+    cfg = load_run_config(path)
+    result = run(cfg, tmp_path / "work", progress=False)
+    log = [json.loads(line) for line in
+           next((tmp_path / "work" / "stages").glob("sft-*/metrics.jsonl")).read_text()
+           .splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8, losses
+    cost = result.cost
+    experts_built, fusion_built = build_architecture(cfg.model, meta=True)
+    assert cost["visual_tokens"] == fusion_built.output_tokens
+    assert cost["fusion_added_parameters"] == fusion_built.added_parameters()
+    assert cost["forward_flops_per_sample"] > 0 and cost["train_samples_per_s"]["sft"] > 0

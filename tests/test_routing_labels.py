@@ -25,11 +25,8 @@ def test_choose_experts_keeps_helpers_best_first_at_most_k():
 
 
 def _config(tmp_path, name, experts, fusion):
-    text = tiny_run_yaml(name)
-    start, end = text.index("  experts:\n"), text.index("  llm:")
-    body = "  experts:\n" + "".join(f"    - {e}\n" for e in experts) + f"  fusion: {fusion}\n"
     path = tmp_path / f"{name}.yaml"
-    path.write_text(text[:start] + body + text[end:])
+    path.write_text(tiny_run_yaml(name, experts=experts, fusion=fusion))
     return path
 
 

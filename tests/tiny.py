@@ -2,8 +2,15 @@
 stages, two benchmarks), shared by the pipeline, scheduler, Slurm and MLflow tests."""
 
 
+TINY_EXPERTS = ["{id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}",
+                "{id: sam, preset: tiny, resolution: 32, layers: [-1], resample: unshuffle}"]
+
+
 def tiny_run_yaml(name: str = "tiny", sft_steps: int = 5, sft_batch: int = 4,
-                  sft_checkpoint_every: int = 25, before_training: bool = False) -> str:
+                  sft_checkpoint_every: int = 25, before_training: bool = False,
+                  experts: list[str] | None = None,
+                  fusion: str = "{id: channel_concat, grid: 2}") -> str:
+    expert_lines = "".join(f"    - {e}\n" for e in (experts or TINY_EXPERTS))
     return f"""\
 name: {name}
 seed: 3
@@ -12,9 +19,7 @@ data:
               text_only: 4, skills: [color, existence]}}
 model:
   experts:
-    - {{id: clip-vit, preset: tiny, resolution: 32, layers: [-1], freeze: false}}
-    - {{id: sam, preset: tiny, resolution: 32, layers: [-1], resample: unshuffle}}
-  fusion: {{id: channel_concat, grid: 2}}
+{expert_lines}  fusion: {fusion}
   llm: {{id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,
         vocab_size: 300}}
 stages:
