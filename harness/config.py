@@ -180,9 +180,26 @@ def content_hash(obj: Any) -> str:
 
 def parse_run_config(src: Located) -> RunConfig:
     cfg = bind(RunConfig, src.data, src, "")
-    cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, src))
+    cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, src),
+                              model=_pinned_fusion_files(cfg.model, src))
     validate(cfg, src)
     return cfg
+
+
+def _pinned_fusion_files(model: ModelConfig, src: Located) -> ModelConfig:
+    """A fusion option naming a file (MoVA's routing `labels`) is made absolute against the
+    file that wrote it, and the file's content hash is recorded next to it, so a run's key
+    changes when the file does."""
+    options = model.fusion.options
+    path = getattr(options, "labels", None)
+    if not path:
+        return model
+    resolved = (Path(src.file_of("model.fusion.labels")).parent / Path(path).expanduser())
+    if not resolved.is_file():
+        raise src.error("model.fusion.labels", f"file not found: {resolved.resolve()}")
+    digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]
+    pinned = dataclasses.replace(options, labels=str(resolved.resolve()), labels_sha256=digest)
+    return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, pinned))
 
 
 def load_run_config(path: str | Path) -> RunConfig:

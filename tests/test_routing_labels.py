@@ -72,3 +72,20 @@ def test_routing_labels_refuses_an_unfinished_run(tmp_path, capsys):
     assert main(["routing-labels", "--base", str(tmp_path / "runs" / "abc"), "--expert",
                  f"sam={tmp_path}", "--out", str(tmp_path / "l.json")]) == 2
     assert "not a finished run directory" in capsys.readouterr().err
+
+
+def test_labels_file_is_pinned_by_content(tmp_path):
+    from harness.config import load_run_config
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"s": ["sam"]}))
+    fusion = "{id: mova, router: oracle, labels: labels.json}"   # relative to the config
+    path = _config(tmp_path, "oracle", [CLIP, SAM], fusion)
+    first = load_run_config(path)
+    assert first.model.fusion.options.labels == str(labels)
+    labels.write_text(json.dumps({"s": []}))
+    assert load_run_config(path).key != first.key
+    labels.unlink()
+    from harness.errors import ConfigError
+    with pytest.raises(ConfigError, match="file not found") as err:
+        load_run_config(path)
+    assert err.value.field == "model.fusion.labels"

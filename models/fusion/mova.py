@@ -41,6 +41,7 @@ class MoVAOptions:
     threshold: float | None = None   # dynamic: gate probability to keep an expert (1/E)
     labels: str | None = None        # oracle: routing-label JSON {sample id: [experts]}
     unlabeled: str = "all"           # oracle, a sample the file lacks: all | none | error
+    labels_sha256: str | None = None  # set by the harness: `labels`' content hash (identity)
     expert_grid: int | None = None   # experts' tokens on this grid; None = the base grid
 
 
