@@ -17,14 +17,12 @@ that choice. A sample routed to no expert keeps its base tokens (plus the self-a
 block)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.experts.base import VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
 
@@ -88,28 +86,20 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class MoVAAdapter(Fusion):
     Options = MoVAOptions
 
-    @classmethod
-    def requested_layers(cls, options: MoVAOptions, experts: Mapping[str, VisionExpert]
-                         ) -> dict[str, list[int]]:
-        base = options.base or next(iter(experts))
-        if base not in experts:
-            raise FusionOptionError("base", f"no expert named '{base}'; experts: "
-                                    + ", ".join(experts))
-        if len(experts) < 2:
-            raise FusionOptionError("", "mova routes between experts besides the base encoder; "
-                                    f"the model has only '{base}'")
-        return {}
-
     def __init__(self, inputs: list[FeatureSpec], options: MoVAOptions,
                  context: BuildContext | None = None):
         super().__init__(inputs)
         context = context or BuildContext()
         names = list(dict.fromkeys(s.expert for s in inputs))
         self.base_name = options.base or names[0]
+        if self.base_name not in names:
+            raise FusionOptionError("base", f"no expert named '{self.base_name}'; experts: "
+                                    + ", ".join(names))
         base_specs = [s for s in inputs if s.expert == self.base_name]
         self.expert_names = [n for n in names if n != self.base_name]
-        if not base_specs or not self.expert_names:
-            raise FusionOptionError("", "mova needs a base encoder and at least one expert")
+        if not self.expert_names:
+            raise FusionOptionError("", "mova routes between experts besides the base encoder; "
+                                    f"the model has only '{self.base_name}'")
         if len(base_specs) != 1:
             raise FusionOptionError("base", f"the base encoder '{self.base_name}' must give one "
                                     f"layer, it gives {len(base_specs)}")
