@@ -46,11 +46,10 @@ class MultimodalLM(nn.Module):
         return TextContext(self.embed_text(input_ids), mask.to(attention_mask.dtype),
                            sample_ids)
 
-    def _splice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None, visual: torch.Tensor | None,
-                has_image: torch.Tensor, left_pad: bool):
+    def _splice(self, input_ids: torch.Tensor, embeds: torch.Tensor,
+                attention_mask: torch.Tensor, labels: torch.Tensor | None,
+                visual: torch.Tensor | None, has_image: torch.Tensor, left_pad: bool):
         """Replace each sample's IMAGE_TOKEN_INDEX by its visual tokens; re-pad the batch."""
-        embeds = self.embed_text(input_ids)
         seqs, labs = [], []
         v = 0
         for i in range(input_ids.shape[0]):
@@ -95,11 +94,17 @@ class MultimodalLM(nn.Module):
         text = TextContext(text.embeddings[idx], text.mask[idx], ids)
         return self.encode_images({k: v[idx] for k, v in pixels.items()}, text)
 
-    def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None):
+    def _lm_inputs(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
+                   left_pad: bool):
+        """(embeddings, mask, labels) of the batch with the visual tokens spliced in."""
         text = self.text_context(input_ids, attention_mask, labels, sample_ids)
         visual = self._visual(pixels, has_image, text)
-        embeds, mask, labels = self._splice(input_ids, attention_mask, labels, visual,
-                                            has_image, left_pad=False)
+        return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
+                            has_image, left_pad)
+
+    def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None):
+        embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
+                                               has_image, sample_ids, left_pad=False)
         return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
     @torch.no_grad()
@@ -107,10 +112,8 @@ class MultimodalLM(nn.Module):
                         sample_ids=None) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare
         models sample by sample)."""
-        text = self.text_context(input_ids, attention_mask, labels, sample_ids)
-        visual = self._visual(pixels, has_image, text)
-        embeds, mask, labels = self._splice(input_ids, attention_mask, labels, visual,
-                                            has_image, left_pad=False)
+        embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
+                                               has_image, sample_ids, left_pad=False)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
         target = labels[:, 1:]
         losses = torch.nn.functional.cross_entropy(
@@ -121,10 +124,8 @@ class MultimodalLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,
                  stop_id: int, sample_ids=None) -> list[list[int]]:
-        text = self.text_context(input_ids, attention_mask, None, sample_ids)
-        visual = self._visual(pixels, has_image, text)
-        embeds, mask, _ = self._splice(input_ids, attention_mask, None, visual, has_image,
-                                       left_pad=True)
+        embeds, mask, _ = self._lm_inputs(input_ids, attention_mask, None, pixels, has_image,
+                                          sample_ids, left_pad=True)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                 max_new_tokens=max_new_tokens, eos_token_id=stop_id,
                                 pad_token_id=self.pad_token_id, num_beams=1)
