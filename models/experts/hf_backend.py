@@ -92,11 +92,14 @@ class HFViT(HFExpert):
     prefix_tokens = 1
     interpolate_arg = True
 
-    def _maps(self, pixels):
-        extra = {}
+    def _interpolate(self) -> dict:
+        """The position-embedding interpolation argument, for families that take one."""
         if self.interpolate_arg and self.resolution != self.native_resolution():
-            extra["interpolate_pos_encoding"] = True
-        out = self.model(pixel_values=pixels, output_hidden_states=True, **extra)
+            return {"interpolate_pos_encoding": True}
+        return {}
+
+    def _maps(self, pixels):
+        out = self.model(pixel_values=pixels, output_hidden_states=True, **self._interpolate())
         h, w = self.layer_grid(0)
         maps = {}
         for i in self.layers:
@@ -108,9 +111,6 @@ class HFViT(HFExpert):
 class HFBlockwise(HFViT, BlockwiseViT):
     """CLIP and SigLIP towers: embeddings, an optional pre-norm, then a list of encoder layers
     that each take (hidden_states, attention_mask)."""
-
-    def _interpolate(self) -> dict:
-        return {"interpolate_pos_encoding": self.resolution != self.native_resolution()}
 
     @property
     def _tower(self):
