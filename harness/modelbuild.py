@@ -9,7 +9,7 @@ import torch
 
 from models.experts import VisionExpert, build_expert
 from models.experts.base import BlockwiseViT
-from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion
+from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusion
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
@@ -51,7 +51,7 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
         context = BuildContext(text_width, {n: e.depth for n, e in experts.items()},
                                frozenset(n for n, e in experts.items()
                                          if isinstance(e, BlockwiseViT)))
-        fusion = fusion_cls(feature_specs(experts), options, context)
+        fusion = build_fusion(model_cfg.fusion.id, feature_specs(experts), options, context)
     return experts, fusion
 
 
