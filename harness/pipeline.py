@@ -104,6 +104,16 @@ def load_result(run_dir: RunDir) -> RunResult:
                      {b: m["accuracy"] for b, m in untrained.items()} if untrained else None)
 
 
+def load_stage_weights(model: torch.nn.Module, weights: Path) -> set[str]:
+    """Load a finished stage's weights.pt (everything trained up to it) into `model`; returns
+    the names it set. Weights that name parameters the model lacks are an error."""
+    loaded = torch.load(weights, weights_only=True)
+    unexpected = model.load_state_dict(loaded, strict=False).unexpected_keys
+    if unexpected:
+        raise RuntimeError(f"{weights} does not fit the model: {unexpected[:3]}")
+    return set(loaded)
+
+
 class RunHooks:
     """Told about a run's life (the scheduler's job mirrors it into MLflow). Called with the
     run's lock held, so one run is never reported by two processes at once."""
@@ -209,12 +219,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                 summary = dataclasses.asdict(res)
                 stage_dir.write_json("result.json", summary)
                 stage_dir.set_status("DONE", run=cfg.key)
-        loaded = torch.load(weights, weights_only=True)
-        missing = accelerator.unwrap_model(model).load_state_dict(loaded, strict=False)
-        if missing.unexpected_keys:
-            raise RuntimeError(f"stage {stage.name} weights do not fit the model: "
-                               f"{missing.unexpected_keys[:3]}")
-        trained_names |= set(loaded)
+        trained_names |= load_stage_weights(accelerator.unwrap_model(model), weights)
         stages_record.append({"name": stage.name, "key": key, "reused": reused,
                               "dir": str(stage_dir.path), **summary})
         run_dir.log(event="stage", **stages_record[-1])

@@ -44,7 +44,7 @@ def load_trained_run(run_path: str | Path) -> TrainedRun:
     the model with every trained stage's weights, its data."""
     from harness.config import load_run_config
     from harness.modelbuild import build_model
-    from harness.pipeline import resolve_data
+    from harness.pipeline import load_stage_weights, resolve_data
 
     run_dir = RunDir(Path(run_path))
     status = run_dir.path / "status.json"
@@ -56,11 +56,7 @@ def load_trained_run(run_path: str | Path) -> TrainedRun:
     data = resolve_data(cfg, workdir)
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     last = run_dir.read_json("stages.json")[-1]
-    weights = torch.load(Path(last["dir"]) / "weights.pt", weights_only=True)
-    unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
-    if unexpected:
-        raise HarnessError(f"{run_dir.path}: stage weights do not fit its model: "
-                           f"{unexpected[:3]}")
+    load_stage_weights(model, Path(last["dir"]) / "weights.pt")
     model.eval()
     return TrainedRun(run_dir.path.name, cfg, model, llm.tokenizer, data)
 
