@@ -119,10 +119,20 @@ def bind_dataclass(cls: type, value: Any, src: Located, path: str) -> Any:
         raise src.error(path, str(exc)) from None
 
 
+def _omitted(obj: Any, f: dataclasses.Field) -> bool:
+    """Options added after results exist (metadata `omit_if_default`, see
+    models.experts.base.ADDED_OPTION) are left out at their default, so adding an option
+    changes no existing run or stage key."""
+    return (f.metadata.get("omit_if_default", False)
+            and getattr(obj, f.name) == (f.default if f.default is not dataclasses.MISSING
+                                         else f.default_factory()))
+
+
 def to_plain(obj: Any) -> Any:
     """Dataclass tree -> plain dicts/lists, for hashing and writing the resolved config."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not _omitted(obj, f)}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     if isinstance(obj, dict):

@@ -11,7 +11,8 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from harness.data.llava import Conversation
-from models.experts.base import VisionExpert
+from harness.data.views import apply_view
+from models.experts.base import InputView, VisionExpert
 from models.templates import IGNORE_INDEX, Template
 
 
@@ -20,13 +21,15 @@ class ImageTransform:
     size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    view: InputView | None = None
 
     @classmethod
     def for_expert(cls, expert: VisionExpert) -> ImageTransform:
-        return cls(expert.input_size, tuple(expert.mean), tuple(expert.std))
+        return cls(expert.input_size, tuple(expert.mean), tuple(expert.std),
+                   expert.config.view)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.resize(self.size[::-1], Image.BICUBIC)
+        image = apply_view(image, self.view).resize(self.size[::-1], Image.BICUBIC)
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
 
 

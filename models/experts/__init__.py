@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.experts.base import ExpertConfig, ExpertOutput, TilingConfig, VisionExpert
+from models.experts.base import (
+    ADDED_OPTION,
+    ExpertConfig,
+    ExpertOutput,
+    InputView,
+    TilingConfig,
+    VisionExpert,
+)
 from models.experts.hf_backend import HFCLIP, HFSAM, HFDINOv2, HFPix2Struct, HFSigLIP
 from models.experts.open_clip_backend import OpenClipConvNeXt, OpenClipViT
 from models.experts.timm_backend import TimmConvNeXt, TimmEVA02
@@ -36,5 +43,5 @@ def presets_of(family: str) -> list[str]:
     return list(EXPERTS.get(family).presets)
 
 
-__all__ = ["EXPERTS", "ExpertConfig", "ExpertOutput", "TilingConfig", "VisionExpert",
-           "build_expert", "presets_of"]
+__all__ = ["ADDED_OPTION", "EXPERTS", "ExpertConfig", "ExpertOutput", "InputView",
+           "TilingConfig", "VisionExpert", "build_expert", "presets_of"]

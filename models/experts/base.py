@@ -40,6 +40,35 @@ class TilingConfig:
 
 
 @dataclass(frozen=True)
+class InputView:
+    """A controlled restriction of what an expert sees, applied by the preprocessing before
+    the resize to the expert's input: for known-answer experiments (an expert that cannot see
+    colour, fine detail or part of the field) and input ablations.
+
+    color: rgb | gray (luminance) | silhouette (ink vs. paper: luminance below `threshold` is
+    black, the rest white); pixels: shrink the image to this side and back (box filter), so
+    detail finer than image/pixels is gone; crop: [left, top, right, bottom] as fractions."""
+    color: Literal["rgb", "gray", "silhouette"] = "rgb"
+    pixels: int | None = None
+    crop: list[float] | None = None
+    threshold: int = 210
+
+    def __post_init__(self):
+        if self.pixels is not None and self.pixels < 1:
+            raise ValueError("view.pixels must be >= 1")
+        if self.crop is not None and (len(self.crop) != 4 or not
+                                      0 <= self.crop[0] < self.crop[2] <= 1 or not
+                                      0 <= self.crop[1] < self.crop[3] <= 1):
+            raise ValueError("view.crop must be [left, top, right, bottom] fractions with "
+                             "0 <= left < right <= 1 and 0 <= top < bottom <= 1")
+
+
+# Options added after results exist carry this metadata: at their default they are left out
+# of the config's hashed form (harness.schema.to_plain), so earlier run keys stay valid.
+ADDED_OPTION = {"omit_if_default": True}
+
+
+@dataclass(frozen=True)
 class ExpertConfig:
     """Typed constructor arguments of any vision expert.
 
@@ -57,6 +86,7 @@ class ExpertConfig:
     lr: float | None = None
     resample: Literal["bilinear", "unshuffle", "avgpool"] = "bilinear"
     tiling: TilingConfig | None = None
+    view: InputView | None = field(default=None, metadata=ADDED_OPTION)
 
     @property
     def key(self) -> str:
