@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from harness.schema import bind, bind_dataclass, to_plain
 from harness.yamlio import Located, load_yaml
-from models.experts import EXPERTS, ExpertConfig
+from models.experts import ADDED_OPTION, EXPERTS, ExpertConfig
 from models.fusion import FUSIONS, FusionOptionError
 from models.llm import LLMS, LLMConfig
 from models.projectors import PROJECTORS
@@ -92,7 +92,15 @@ TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts")
 class StageConfig:
     """One training stage. `train` lists module groups: projector, fusion, llm, experts (every
     expert whose `freeze` is false) or experts.NAME (that expert). `lrs` overrides the stage lr
-    per group; an expert's own `lr` applies when no `lrs` entry names it."""
+    per group; an expert's own `lr` applies when no `lrs` entry names it.
+
+    per_expert (Eagle's pre-alignment): the stage trains each expert alone, with a projector
+    of its own and the LLM frozen, before the experts are combined; `train` may list only
+    `projector` and `experts` (each expert is trained whatever its `freeze`, which governs the
+    joint stages). Its key depends on that one expert only, so every combination containing
+    the expert reuses it; the expert's weights carry on, its projector is dropped. Per-expert
+    stages come before the joint ones. enabled: false drops the stage (an axis can toggle it).
+    """
     name: str
     data: Literal["align", "sft"]
     train: list[str]
@@ -107,6 +115,8 @@ class StageConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     checkpoint_every: int = 100
+    per_expert: bool = field(default=False, metadata=ADDED_OPTION)
+    enabled: bool = field(default=True, metadata=ADDED_OPTION)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):
@@ -183,7 +193,7 @@ def parse_run_config(src: Located) -> RunConfig:
     cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, src),
                               model=_pinned_fusion_files(cfg.model, src))
     validate(cfg, src)
-    return cfg
+    return dataclasses.replace(cfg, stages=[s for s in cfg.stages if s.enabled])
 
 
 def _pinned_fusion_files(model: ModelConfig, src: Located) -> ModelConfig:
@@ -228,7 +238,7 @@ def _check_id(src: Located, path: str, registry, name: str) -> None:
 def validate(cfg: RunConfig, src: Located) -> None:
     """Everything that can be checked before work starts; raises ConfigError."""
     from harness.evaluation.benchmarks import BENCHMARKS
-    from harness.modelbuild import build_architecture
+    from harness.modelbuild import ExpertBuildError, build_architecture
 
     names = [e.key for e in cfg.model.experts]
     if not names:
@@ -242,8 +252,9 @@ def validate(cfg: RunConfig, src: Located) -> None:
     _check_id(src, "model.llm.id", LLMS, cfg.model.llm.id)
     if cfg.model.llm.id == "hf" and not cfg.model.llm.path:
         raise src.error("model.llm.path", "llm 'hf' needs a hub id or local directory")
-    if not cfg.stages:
-        raise src.error("stages", "at least one stage is required")
+    if not any(s.enabled for s in cfg.stages):
+        raise src.error("stages", "at least one enabled stage is required")
+    _validate_per_expert(cfg, src)
     for i, stage in enumerate(cfg.stages):
         _check_id(src, f"stages[{i}].template", TEMPLATES, stage.template)
         for j, group in enumerate(stage.train):
@@ -269,12 +280,43 @@ def validate(cfg: RunConfig, src: Located) -> None:
         except FusionOptionError as exc:
             where = f"model.fusion.{exc.option}" if exc.option else "model.fusion"
             raise src.error(where, str(exc)) from None
+        except ExpertBuildError as exc:
+            index = [e.key for e in cfg.model.experts].index(exc.expert)
+            raise src.error(f"model.experts[{index}]", str(exc)) from None
         except ValueError as exc:
             raise src.error(_blame(str(exc), cfg), str(exc)) from None
         _BUILDS_ON_META.add(arch)
 
 
 _BUILDS_ON_META: set[str] = set()
+
+PER_EXPERT_GROUPS = ("projector", "experts")
+
+
+def _validate_per_expert(cfg: RunConfig, src: Located) -> None:
+    enabled = [(i, s) for i, s in enumerate(cfg.stages) if s.enabled]
+    joint_seen = None
+    for i, stage in enabled:
+        if not stage.per_expert:
+            joint_seen = joint_seen if joint_seen is not None else i
+            continue
+        if joint_seen is not None:
+            raise src.error(f"stages[{i}].per_expert", f"per-expert stage '{stage.name}' comes "
+                            f"after the joint stage '{cfg.stages[joint_seen].name}'; per-expert "
+                            "stages (pre-alignment) come first")
+        for j, group in enumerate(stage.train):
+            if group not in PER_EXPERT_GROUPS:
+                raise src.error(f"stages[{i}].train[{j}]", f"a per-expert stage trains only "
+                                f"{' and '.join(PER_EXPERT_GROUPS)} (the LLM stays frozen so "
+                                f"every expert aligns to the same LM; a lone expert has no "
+                                f"fusion); got '{group}'")
+        for group in stage.lrs:
+            if group not in PER_EXPERT_GROUPS:
+                raise src.error(f"stages[{i}].lrs.{group}", "a per-expert stage sets lrs only "
+                                "for " + " and ".join(PER_EXPERT_GROUPS))
+    if joint_seen is None:
+        raise src.error("stages", "only per-expert stages: at least one joint stage must "
+                                  "follow them to train the combined model")
 
 
 def _blame(message: str, cfg: RunConfig) -> str:
@@ -287,7 +329,7 @@ def _blame(message: str, cfg: RunConfig) -> str:
 
 def _validate_data(cfg: RunConfig, src: Located) -> None:
     d = cfg.data
-    needed = {s.data for s in cfg.stages} | {"eval"}
+    needed = {s.data for s in cfg.stages if s.enabled} | {"eval"}
     if d.synthetic is None:
         for part in sorted(needed):
             if getattr(d, part) is None:

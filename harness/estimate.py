@@ -8,6 +8,7 @@ TEXT_TOKENS (a nominal length, stated in the plan). `ablate plan` sums this over
 still to train, counting a stage shared by several runs once."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
-from harness.modelbuild import build_architecture
+from harness.modelbuild import build_architecture, solo_config
 
 TEXT_TOKENS = 64
 
@@ -93,8 +94,13 @@ def stage_samples(cfg: RunConfig, stage: StageConfig) -> int | None:
     return int(stage.epochs * n)
 
 
-def stage_flops(cfg: RunConfig, stage: StageConfig) -> float | None:
-    """Training FLOPs of one stage (None when the LLM's size is unknown)."""
+def stage_flops(cfg: RunConfig, stage: StageConfig, expert: str | None = None
+                ) -> float | None:
+    """Training FLOPs of one stage (None when the LLM's size is unknown); of one expert's
+    part of a per-expert stage when `expert` is given."""
+    if expert is not None:
+        lone = next(e for e in cfg.model.experts if e.key == expert)
+        cfg = dataclasses.replace(cfg, model=solo_config(cfg.model, lone))
     cost = architecture_cost(cfg)
     samples = stage_samples(cfg, stage)
     if cost.llm_params is None or samples is None:

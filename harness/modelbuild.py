@@ -7,12 +7,22 @@ from pathlib import Path
 
 import torch
 
+from harness.config import FusionSpec, ModelConfig
 from models.experts import VisionExpert, build_expert
 from models.experts.base import BlockwiseViT
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusion
+from models.fusion.concat import SequenceAppendOptions
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
+
+
+class ExpertBuildError(ValueError):
+    """An expert's config cannot be built; `expert` names which (several may share a family)."""
+
+    def __init__(self, expert: str, message: str):
+        super().__init__(message)
+        self.expert = expert
 
 
 def feature_specs(experts: dict[str, VisionExpert]) -> list[FeatureSpec]:
@@ -45,7 +55,10 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
         for cfg in model_cfg.experts:
             if meta:
                 cfg = dataclasses.replace(cfg, pretrained=None)
-            experts[cfg.key] = build_expert(cfg)
+            try:
+                experts[cfg.key] = build_expert(cfg)
+            except ValueError as exc:
+                raise ExpertBuildError(cfg.key, str(exc)) from None
         for name, layers in fusion_cls.requested_layers(options, experts).items():
             experts[name].use_layers(layers)
         context = BuildContext(text_width, {n: e.depth for n, e in experts.items()},
@@ -53,6 +66,28 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
                                          if isinstance(e, BlockwiseViT)))
         fusion = build_fusion(model_cfg.fusion.id, feature_specs(experts), options, context)
     return experts, fusion
+
+
+def solo_config(model_cfg, expert_cfg):
+    """The model a per-expert stage trains: this expert alone (trainable whatever its `freeze`)
+    behind a plain token sequence and a projector of the combined model's kind, on the same
+    LLM. Depends on nothing else in `model_cfg`, so its stages are shared by every
+    combination that contains the expert."""
+    return ModelConfig(experts=[dataclasses.replace(expert_cfg, freeze=False)],
+                       fusion=FusionSpec("sequence_append", SequenceAppendOptions()),
+                       projector=model_cfg.projector, llm=model_cfg.llm,
+                       max_length=model_cfg.max_length)
+
+
+def build_solo(model_cfg, expert_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
+    """solo_config's model, initialised from the seed alone, sharing `llm`'s (frozen) module."""
+    solo = solo_config(model_cfg, expert_cfg)
+    hidden = llm.model.config.hidden_size
+    torch.manual_seed(seed)
+    experts, fusion = build_architecture(solo, text_width=hidden)
+    projector = build_projector(solo.projector, fusion.channels, hidden)
+    return MultimodalLM(experts, fusion, projector, llm.model,
+                        pad_token_id=llm.tokenizer.pad_token_id, max_length=solo.max_length)
 
 
 def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]

@@ -5,6 +5,7 @@ runs that share their first stages share those stages' training."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -22,10 +23,11 @@ from harness.data.llava import load_llava_json
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
 from harness.evaluation.generate import expected_counts, generate, score
-from harness.modelbuild import build_model
+from harness.modelbuild import build_model, build_solo, solo_config
 from harness.rundir import RunDir, atomic_torch_save, atomic_write_text, file_lock
 from harness.schema import to_plain
 from harness.train import StageInterrupted, train_stage
+from models.experts import ExpertConfig
 from models.templates import TEMPLATES, template_corpus
 
 
@@ -77,6 +79,64 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
                          "stage": to_plain(stage),
                          "trains": trainable_lrs(cfg.model.experts, stage),
                          "data": data, "upstream": upstream})
+
+
+def expert_stage_key(cfg: RunConfig, stage: StageConfig, expert: ExpertConfig,
+                     upstream: str | None) -> str:
+    """A per-expert stage's key: the lone expert's model (harness.modelbuild.solo_config), the
+    seed, the stage, its data and the expert's previous per-expert stage; nothing about the
+    other experts or the fusion, so every combination containing the expert shares it."""
+    solo = solo_config(cfg.model, expert)
+    d = cfg.data
+    data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
+    return content_hash({"model": architecture_dict(solo), "seed": cfg.seed,
+                         "stage": to_plain(stage), "trains": trainable_lrs(solo.experts, stage),
+                         "data": data, "upstream": upstream})
+
+
+def stage_keys(cfg: RunConfig) -> list[tuple[str, str | None, str]]:
+    """(stage name, expert or None, key) of every stage `cfg` trains, in order: what the
+    pipeline keys its stage directories by, for plans and counts without running anything."""
+    out, upstream = [], None
+    expert_upstream: dict[str, str | None] = {e.key: None for e in cfg.model.experts}
+    for stage in cfg.stages:
+        if stage.per_expert:
+            for e in cfg.model.experts:
+                expert_upstream[e.key] = expert_stage_key(cfg, stage, e, expert_upstream[e.key])
+                out.append((stage.name, e.key, expert_upstream[e.key]))
+            continue
+        if upstream is None and any(expert_upstream.values()):
+            upstream = content_hash({"per_expert": expert_upstream})
+        upstream = stage_key(cfg, stage, upstream)
+        out.append((stage.name, None, upstream))
+    return out
+
+
+def stage_dir_name(name: str, expert: str | None, key: str) -> str:
+    return f"{name}-{expert}-{key}" if expert else f"{name}-{key}"
+
+
+def _label(record: dict) -> str:
+    return f"{record['name']}[{record['expert']}]" if record.get("expert") else record["name"]
+
+
+def _stage(run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig, stage: StageConfig,
+           expert: str | None, upstream: str | None, train) -> tuple[bool, dict]:
+    """Reuse the stage if it is done, else train it with `train()` (which writes weights.pt
+    and returns the summary). Runs sharing the stage wait on its lock, then reuse it."""
+    run_dir.set_status("RUNNING", name=cfg.name, stage=_label({"name": stage.name,
+                                                               "expert": expert}),
+                       stage_dir=str(stage_dir.path))
+    with file_lock(stage_dir.lock_path):
+        if stage_dir.done:
+            return True, stage_dir.read_json("result.json")
+        stage_dir.write_json("stage.json", {"stage": to_plain(stage), "expert": expert,
+                                            "upstream": upstream, "run": cfg.key})
+        stage_dir.set_status("RUNNING", run=cfg.key)
+        summary = train()
+        stage_dir.write_json("result.json", summary)
+        stage_dir.set_status("DONE", run=cfg.key)
+        return False, summary
 
 
 def make_deterministic(seed: int) -> None:
@@ -191,39 +251,54 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     if cfg.eval.before_training:
         evaluate("_untrained")
 
-    stages_record, upstream, trained_names = [], None, set()
-    for stage in cfg.stages:
-        key = stage_key(cfg, stage, upstream)
-        stage_dir = RunDir(workdir / "stages" / f"{stage.name}-{key}")
-        weights = stage_dir.path / "weights.pt"
-        root = getattr(data, stage.data)[1]
-        collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms, root)
-        run_dir.set_status("RUNNING", name=cfg.name, stage=stage.name,
-                           stage_dir=str(stage_dir.path))
-        with file_lock(stage_dir.lock_path):  # runs sharing this stage wait, then reuse it
-            reused = stage_dir.done
-            if reused:
-                summary = stage_dir.read_json("result.json")
-            else:
-                stage_dir.write_json("stage.json", {"stage": to_plain(stage),
-                                                    "upstream": upstream, "run": cfg.key})
-                stage_dir.set_status("RUNNING", run=cfg.key)
-                res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
-                                  cfg.seed, accelerator, stop_after=stop_after,
-                                  progress=progress)
-                trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
-                # Everything trained so far (this stage and the ones it builds on): the rest
-                # of the model is reproducible from its initialization.
-                state = accelerator.unwrap_model(model).state_dict()
-                atomic_torch_save({n: state[n] for n in trained_names}, weights)
-                summary = dataclasses.asdict(res)
-                stage_dir.write_json("result.json", summary)
-                stage_dir.set_status("DONE", run=cfg.key)
-        trained_names |= load_stage_weights(accelerator.unwrap_model(model), weights)
-        stages_record.append({"name": stage.name, "key": key, "reused": reused,
-                              "dir": str(stage_dir.path), **summary})
+    stages_record, trained_names = [], set()
+    unwrapped = accelerator.unwrap_model(model)
+    stages = {s.name: s for s in cfg.stages}
+    experts = {e.key: e for e in cfg.model.experts}
+    upstream: dict[str | None, str | None] = {}   # expert (None: joint) -> its last stage key
+
+    def train_joint(stage: StageConfig, stage_dir: RunDir) -> dict:
+        nonlocal trained_names
+        collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms,
+                           getattr(data, stage.data)[1])
+        res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
+                          cfg.seed, accelerator, stop_after=stop_after, progress=progress)
+        trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
+        # Everything trained so far (this stage and the ones it builds on): the rest of the
+        # model is reproducible from its initialization.
+        state = unwrapped.state_dict()
+        atomic_torch_save({n: state[n] for n in trained_names}, stage_dir.path / "weights.pt")
+        return dataclasses.asdict(res)
+
+    def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
+        solo = build_solo(cfg.model, expert, cfg.seed, llm).to(accelerator.device)
+        collate = Collator(tokenizer, TEMPLATES.get(stage.template),
+                           {n: ImageTransform.for_expert(e) for n, e in solo.experts.items()},
+                           getattr(data, stage.data)[1])
+        res = train_stage(solo, stage, datasets[stage.data], collate, stage_dir, cfg.seed,
+                          accelerator, stop_after=stop_after, progress=progress)
+        prefix = f"experts.{expert.key}."
+        state = accelerator.unwrap_model(solo).state_dict()
+        # the expert carries on into the combination; its own projector does not
+        atomic_torch_save({n: v for n, v in state.items() if n.startswith(prefix)},
+                          stage_dir.path / "weights.pt")
+        return dataclasses.asdict(res)
+
+    for name, expert, key in stage_keys(cfg):
+        stage = stages[name]
+        stage_dir = RunDir(workdir / "stages" / stage_dir_name(name, expert, key))
+        if expert:
+            train = functools.partial(train_alone, stage, stage_dir, experts[expert])
+        else:
+            train = functools.partial(train_joint, stage, stage_dir)
+        reused, summary = _stage(run_dir, stage_dir, cfg, stage, expert,
+                                 upstream.get(expert), train)
+        trained_names |= load_stage_weights(unwrapped, stage_dir.path / "weights.pt")
+        upstream[expert] = key
+        stages_record.append({"name": name, **({"expert": expert} if expert else {}),
+                              "key": key, "reused": reused, "dir": str(stage_dir.path),
+                              **summary})
         run_dir.log(event="stage", **stages_record[-1])
-        upstream = key
     run_dir.write_json("stages.json", stages_record)
 
     evaluate("")
@@ -236,8 +311,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             "fusion_channels": model.fusion.channels,
             "fusion_added_parameters": model.fusion.added_parameters(),
             "forward_flops_per_sample": forward_flops(model, batch),
-            "step_time_s": {s["name"]: s["step_time"] for s in stages_record},
-            "train_samples_per_s": {s["name"]: s["samples_per_second"]
+            "step_time_s": {_label(s): s["step_time"] for s in stages_record},
+            "train_samples_per_s": {_label(s): s["samples_per_second"]
                                     for s in stages_record},
             "peak_memory_mb": peak_memory_mb(accelerator.device),
             "wall_time_s": time.time() - started}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.estimate import TEXT_TOKENS, architecture_cost, stage_flops
-from harness.pipeline import stage_key
+from harness.pipeline import stage_dir_name, stage_keys
 from harness.rundir import RunDir
 from harness.scheduler.views import view_spec
 from harness.spec import ExperimentSpec
@@ -20,23 +20,23 @@ def plan_table(spec: ExperimentSpec, workdir: Path) -> tuple[pd.DataFrame, list[
     planned: set[str] = set()
     total, unknown, stages_to_train, stage_uses, rows = 0.0, False, 0, 0, []
     for i, (run, view) in enumerate(zip(spec.runs, views)):
-        cfg, upstream = run.config, None
+        cfg = run.config
+        stages = {s.name: s for s in cfg.stages}
         trains, reuses, flops = [], [], 0.0
-        for stage in cfg.stages:
-            key = stage_key(cfg, stage, upstream)
-            upstream = key
+        for name, expert, key in stage_keys(cfg):
             if view.state == "DONE":
                 continue
             stage_uses += 1
-            if RunDir(workdir / "stages" / f"{stage.name}-{key}").done:
-                reuses.append(f"{stage.name} (done)")
+            label = f"{name}[{expert}]" if expert else name
+            if RunDir(workdir / "stages" / stage_dir_name(name, expert, key)).done:
+                reuses.append(f"{label} (done)")
             elif key in planned:
-                reuses.append(f"{stage.name} (shared)")
+                reuses.append(f"{label} (shared)")
             else:
                 planned.add(key)
-                trains.append(stage.name)
+                trains.append(label)
                 stages_to_train += 1
-                f = stage_flops(cfg, stage)
+                f = stage_flops(cfg, stages[name], expert)
                 if f is None:
                     unknown = True
                 else:
