@@ -141,6 +141,26 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from harness.search import GreedySearch, load_search_spec
+    spec = load_search_spec(args.spec)   # validated before anything is submitted
+    search = GreedySearch(spec, Path(args.workdir), args.executor, args.max_parallel,
+                          args.profile, args.tracking_uri)
+    print(f"{spec.name}: greedy expert addition from {' + '.join(spec.start)} over "
+          f"{', '.join(spec.pool)}; objective: "
+          + ", ".join(f"{b} (/{n.max:g})" for b, n in spec.objective.items())
+          + f"; {len(spec.seeds)} seed(s); state in {search.dir}", flush=True)
+    rounds = search.run()
+    from harness.search import candidate_table, lineage_table
+    with _wide():
+        print("\ncandidates:")
+        print(candidate_table(rounds).to_string(index=False))
+        print("\nlineage:")
+        print(lineage_table(rounds).to_string(index=False))
+    print(f"\nwritten: {search.dir}/lineage.csv, candidates.csv, round-N.json")
+    return 0
+
+
 def cmd_routing_labels(args) -> int:
     from collections import Counter
 
@@ -194,17 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     spec_command("plan", "show a spec's runs, what is done, what each still trains and the "
                          "estimated compute", cmd_plan)
+    def add_executor(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--executor", default="local", choices=["local", "slurm", "inline"],
+                       help="local: jobs on this machine (default); slurm: one job array per "
+                            "submission; inline: in this process, for debugging")
+        p.add_argument("--max-parallel", type=_positive, default=1,
+                       help="local executor: jobs at once (default 1)")
+        p.add_argument("--profile", help="slurm executor: resources profile, e.g. "
+                                         "slurm/local.yaml")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
+                                              "(default: sqlite file WORKDIR/mlflow.db)")
+
     p = spec_command("run", "submit a spec's runs that are not done, and follow them", cmd_run)
-    p.add_argument("--executor", default="local", choices=["local", "slurm", "inline"],
-                   help="local: jobs on this machine (default); slurm: one job array per "
-                        "submission; inline: in this process, for debugging")
-    p.add_argument("--max-parallel", type=_positive, default=1,
-                   help="local executor: jobs at once (default 1)")
-    p.add_argument("--profile", help="slurm executor: resources profile, e.g. "
-                                     "slurm/local.yaml")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
-                                          "(default: sqlite file WORKDIR/mlflow.db)")
+    add_executor(p)
     p.add_argument("--no-follow", action="store_true", help="submit and return")
+    p = spec_command("search", "greedy expert addition: each round trains every remaining "
+                               "candidate at once and adds the best", cmd_search)
+    add_executor(p)
     spec_command("status", "the state of a spec's runs: progress, failures with their reason "
                            "and log", cmd_status)
 

@@ -116,15 +116,17 @@ def stage_dir_name(name: str, expert: str | None, key: str) -> str:
     return f"{name}-{expert}-{key}" if expert else f"{name}-{key}"
 
 
-def _label(record: dict) -> str:
-    return f"{record['name']}[{record['expert']}]" if record.get("expert") else record["name"]
+def stage_label(record: dict) -> str:
+    """A stage record's name in cost.json and the records: `NAME`, or `NAME.EXPERT` for one
+    expert's part of a per-expert stage."""
+    return f"{record['name']}.{record['expert']}" if record.get("expert") else record["name"]
 
 
 def _stage(run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig, stage: StageConfig,
            expert: str | None, upstream: str | None, train) -> tuple[bool, dict]:
     """Reuse the stage if it is done, else train it with `train()` (which writes weights.pt
     and returns the summary). Runs sharing the stage wait on its lock, then reuse it."""
-    run_dir.set_status("RUNNING", name=cfg.name, stage=_label({"name": stage.name,
+    run_dir.set_status("RUNNING", name=cfg.name, stage=stage_label({"name": stage.name,
                                                                "expert": expert}),
                        stage_dir=str(stage_dir.path))
     with file_lock(stage_dir.lock_path):
@@ -311,8 +313,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             "fusion_channels": model.fusion.channels,
             "fusion_added_parameters": model.fusion.added_parameters(),
             "forward_flops_per_sample": forward_flops(model, batch),
-            "step_time_s": {_label(s): s["step_time"] for s in stages_record},
-            "train_samples_per_s": {_label(s): s["samples_per_second"]
+            "step_time_s": {stage_label(s): s["step_time"] for s in stages_record},
+            "train_samples_per_s": {stage_label(s): s["samples_per_second"]
                                     for s in stages_record},
             "peak_memory_mb": peak_memory_mb(accelerator.device),
             "wall_time_s": time.time() - started}

@@ -16,12 +16,14 @@ def apply_view(image: Image.Image, view: InputView | None) -> Image.Image:
         left, top, right, bottom = view.crop
         image = image.crop((round(left * w), round(top * h), round(right * w),
                             round(bottom * h)))
-    if view.pixels is not None:
-        size = image.size
-        image = image.resize((view.pixels, view.pixels), Image.BOX).resize(size, Image.NEAREST)
+    # colour before resolution: a silhouette shrunk afterwards carries no trace of the
+    # colours' different luminances
     if view.color == "gray":
         image = image.convert("L").convert("RGB")
     elif view.color == "silhouette":
         image = image.convert("L").point(lambda v: 0 if v < view.threshold else 255)
         image = image.convert("RGB")
+    if view.pixels is not None:
+        size = image.size
+        image = image.resize((view.pixels, view.pixels), Image.BOX).resize(size, Image.NEAREST)
     return image

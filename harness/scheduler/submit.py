@@ -11,7 +11,7 @@ from harness.scheduler.executors import Executor, ExecutorOptions, build_executo
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.views import IN_FLIGHT, SUBMITTABLE, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
-from harness.tracking.mirror import MlflowMirror, tracking_record
+from harness.tracking.mirror import MlflowMirror, mlflow_name, tracking_record
 from harness.tracking.store import check_reachable, default_uri, open_store
 
 
@@ -33,7 +33,7 @@ class Submission:
 
 def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, str]:
     return {"spec": spec.name, "spec_file": spec.file, "executor": executor,
-            **{f"axis.{k}": v for k, v in run.labels.items()}}
+            **{mlflow_name(f"axis.{k}"): v for k, v in run.labels.items()}}
 
 
 def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,

@@ -10,12 +10,13 @@ is logged once."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig
-from harness.pipeline import RunHooks
+from harness.pipeline import RunHooks, stage_label
 from harness.rundir import RunDir
 from harness.tracking.store import open_store, retry
 
@@ -47,6 +48,12 @@ def tracking_record(run_dir: RunDir) -> dict:
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+def mlflow_name(name: str) -> str:
+    """MLflow accepts only alphanumerics, _ - . space : / in metric and tag names (an expert or
+    benchmark name may hold more)."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
 
 
 class MlflowMirror(RunHooks):
@@ -127,7 +134,7 @@ class MlflowMirror(RunHooks):
 
         def add(key: str, value: Any, step: int = 0) -> None:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out.append(Metric(key, float(value), now, step))
+                out.append(Metric(mlflow_name(key), float(value), now, step))
 
         for tag, fname in (("", "metrics.json"), ("untrained/", "metrics_untrained.json")):
             path = run_dir.path / fname
@@ -151,12 +158,14 @@ class MlflowMirror(RunHooks):
                 add(f"cost/{key}", value)
         tags: dict[str, str] = {}
         for stage in run_dir.read_json("stages.json"):
-            tags[f"stage.{stage['name']}.key"] = stage["key"]
-            tags[f"stage.{stage['name']}.reused"] = str(stage["reused"]).lower()
+            label = stage_label(stage)
+            label = mlflow_name(label)
+            tags[f"stage.{label}.key"] = stage["key"]
+            tags[f"stage.{label}.reused"] = str(stage["reused"]).lower()
             trained_by = RunDir(Path(stage["dir"])).read_json("stage.json").get("run")
-            tags[f"stage.{stage['name']}.trained_by"] = str(trained_by)
+            tags[f"stage.{label}.trained_by"] = str(trained_by)
             for rec in RunDir(Path(stage["dir"])).metrics_log():
                 if "loss" in rec and "step" in rec:
-                    add(f"train/{stage['name']}/loss", rec["loss"], rec["step"])
-                    add(f"train/{stage['name']}/lr", rec["lr"], rec["step"])
+                    add(f"train/{label}/loss", rec["loss"], rec["step"])
+                    add(f"train/{label}/lr", rec["lr"], rec["step"])
         return out, tags

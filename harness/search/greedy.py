@@ -1,0 +1,253 @@
+"""`ablate search`: greedy expert addition, round by round.
+
+Round 0 trains the start set; round r trains the current set plus each remaining candidate,
+all at once (one job array on Slurm, parallel local jobs otherwise), ranks them by the mean
+objective over seeds, and adds the best if it gains more than `stop.min_gain` over the
+current set. Round 0 is submitted together with round 1, whose arms do not depend on it.
+
+Nothing here holds state that the records do not: runs are keyed by content, so a re-run
+search finds every finished run in its run directory and never retrains it, waits for runs
+still in flight, resubmits interrupted ones (they resume from their checkpoints), and reaches
+the same decisions. Each round's decision, with the numbers behind it, is written under
+WORKDIR/searches/NAME/ (round-N.json, lineage.csv/.json, candidates.csv/.json); Optuna's
+tuning trials live in a journal file there, which works on shared storage."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.pipeline import load_result
+from harness.rundir import atomic_write_text, file_lock
+from harness.scheduler.submit import prepare
+from harness.scheduler.views import follow, view_spec
+from harness.search.spec import SearchSpec, mean_std, normalized, objective_value
+from harness.spec import ExperimentSpec, PlannedRun
+
+
+@dataclass
+class SeedRun:
+    key: str
+    seed: int
+    objective: float
+    scores: dict[str, float]         # benchmark -> normalized 0-100
+    raw: dict[str, float]            # benchmark -> the metric as the benchmark reports it
+    extra: dict[str, Any] = field(default_factory=dict)   # a tuned value
+
+
+@dataclass
+class Arm:
+    experts: list[str]
+    added: str | None
+    runs: list[SeedRun]
+    tuning: dict | None = None       # {"path", "value", "trials": [{"value", "objective"}]}
+
+    @property
+    def mean(self) -> float:
+        return mean_std([r.objective for r in self.runs])[0]
+
+    @property
+    def std(self) -> float:
+        return mean_std([r.objective for r in self.runs])[1]
+
+    def benchmark_means(self) -> dict[str, float]:
+        return {b: sum(r.scores[b] for r in self.runs) / len(self.runs)
+                for b in self.runs[0].scores}
+
+    def raw_means(self) -> dict[str, float]:
+        return {b: sum(r.raw[b] for r in self.runs) / len(self.runs) for b in self.runs[0].raw}
+
+    def to_dict(self) -> dict:
+        return {"experts": self.experts, "added": self.added, "mean": self.mean,
+                "std": self.std, "benchmarks": self.benchmark_means(),
+                "raw": self.raw_means(), "runs": [dataclasses.asdict(r) for r in self.runs],
+                "tuning": self.tuning}
+
+
+@dataclass
+class Round:
+    number: int
+    current: Arm                      # the set before this round's addition
+    candidates: list[Arm]
+    chosen: str | None
+    decision: str
+
+    def to_dict(self) -> dict:
+        return {"round": self.number, "current": self.current.to_dict(),
+                "candidates": [c.to_dict() for c in self.candidates],
+                "chosen": self.chosen, "decision": self.decision}
+
+
+class SearchFailed(HarnessError):
+    pass
+
+
+class GreedySearch:
+    def __init__(self, spec: SearchSpec, workdir: Path, executor: str = "local",
+                 max_parallel: int = 1, profile: str | None = None,
+                 tracking_uri: str | None = None, stream=None, follow_jobs: bool = True):
+        self.spec, self.workdir = spec, Path(workdir).resolve()
+        self.executor, self.max_parallel = executor, max_parallel
+        self.profile, self.tracking_uri = profile, tracking_uri
+        self.stream = stream or sys.stdout
+        self.follow_jobs = follow_jobs
+        self.dir = self.workdir / "searches" / spec.name
+        self._tuner = None
+
+    # --- running arms -----------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def execute(self, runs: list[PlannedRun], what: str) -> dict[str, dict]:
+        """Submit the runs not done (one submission), wait for all; run key -> metrics."""
+        unique = list({r.key: r for r in runs}.values())
+        batch = ExperimentSpec(self.spec.name, self.spec.file, self.spec.description,
+                               sorted({k for r in unique for k in r.labels}), unique)
+        report = prepare(batch, self.workdir, self.executor, self.max_parallel, self.profile,
+                         self.tracking_uri)
+        self.say(f"{what}: {len(unique)} runs: submitting {len(report.submitted)} "
+                 f"({report.executor.describe()}), {len(report.done)} already done, "
+                 f"{len(report.in_flight)} already in flight")
+        report.execute()
+        if report.executor.follows and (report.submitted or report.in_flight):
+            views = follow(batch, self.workdir, stream=self.stream)
+        else:
+            views = view_spec(batch, self.workdir)
+        bad = [v for v in views if v.state != "DONE"]
+        if bad:
+            lines = [f"  {v.run.name} (run {v.run.key}): {v.state}: {v.reason or ''}"
+                     + (f" (log: {v.log})" if v.log else "") for v in bad]
+            raise SearchFailed(f"{what}: {len(bad)} of {len(views)} runs did not finish:\n"
+                               + "\n".join(lines) + "\nfix the cause and run `ablate search` "
+                               "again: finished runs are reused, interrupted ones resume")
+        return {v.run.key: load_result(v.run_dir).metrics for v in views}
+
+    def seed_run(self, run: PlannedRun, metrics: dict, extra: dict | None = None) -> SeedRun:
+        spec = self.spec
+        return SeedRun(run.key, run.config.seed, objective_value(spec, metrics),
+                       normalized(spec, metrics),
+                       {b: metrics[b][n.metric] for b, n in spec.objective.items()},
+                       dict(extra or {}))
+
+    def evaluate(self, arms: list[tuple[list[str], str | None]], what: str) -> list[Arm]:
+        """Train and evaluate arms (expert list, expert added) at every seed."""
+        if self.spec.tune is not None:
+            from harness.search.tuning import Tuner
+            self._tuner = self._tuner or Tuner(self)
+            return self._tuner.evaluate(arms, what)
+        planned = {(tuple(e), s): self.spec.run(e, s) for e, _ in arms for s in self.spec.seeds}
+        metrics = self.execute(list(planned.values()), what)
+        return [Arm(e, added, [self.seed_run(planned[(tuple(e), s)],
+                                             metrics[planned[(tuple(e), s)].key])
+                               for s in self.spec.seeds]) for e, added in arms]
+
+    # --- the search -------------------------------------------------------------------
+    def run(self) -> list[Round]:
+        spec = self.spec
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.dir / "search.lock"):
+            atomic_write_text(self.dir / "search.json", json.dumps(
+                {"name": spec.name, "file": spec.file, "identity": spec.identity,
+                 "start": spec.start, "pool": spec.pool, "seeds": spec.seeds,
+                 "objective": {b: dataclasses.asdict(n) for b, n in spec.objective.items()},
+                 "stop": dataclasses.asdict(spec.stop)}, indent=1))
+            for old in self.dir.glob("round-*.json"):
+                old.unlink()   # rewritten below from the records, as far as the search gets
+            rounds: list[Round] = []
+            current_set, number = list(spec.start), 1
+            first = [(current_set, None)] + [(current_set + [e], e) for e in spec.pool]
+            arms = self.evaluate(first, "round 0 (start set) + round 1")
+            current, candidates = arms[0], arms[1:]
+            while True:
+                best = max(candidates, key=lambda a: a.mean)   # ties: the pool's order
+                gain = best.mean - current.mean
+                spread = f" (std {best.std:.2f} over {len(best.runs)} seeds)" \
+                    if len(best.runs) > 1 else ""
+                if gain > spec.stop.min_gain:
+                    decision = (f"added {best.added}: objective {best.mean:.2f}{spread}, "
+                                f"{gain:+.2f} over {current.mean:.2f} > min_gain "
+                                f"{spec.stop.min_gain}")
+                    chosen = best.added
+                else:
+                    decision = (f"stopped: the best candidate, {best.added}, reaches "
+                                f"{best.mean:.2f}{spread}, {gain:+.2f} over {current.mean:.2f}"
+                                f", not more than min_gain {spec.stop.min_gain}")
+                    chosen = None
+                rounds.append(Round(number, current, candidates, chosen, decision))
+                self.save(rounds)
+                self.say(f"round {number}: {decision}")
+                if chosen is None:
+                    break
+                current, current_set = best, best.experts
+                remaining = [e for e in spec.pool if e not in current_set]
+                if len(current_set) >= spec.max_experts or not remaining:
+                    why = (f"the size limit of {spec.max_experts} experts" if remaining
+                           else "the pool is exhausted")
+                    rounds[-1].decision += f"; stopped at {why}"
+                    self.save(rounds)
+                    self.say(f"search ends: {why}")
+                    break
+                number += 1
+                # validate every arm of the round before anything of it is submitted
+                candidates = self.evaluate([(current_set + [e], e) for e in remaining],
+                                           f"round {number}")
+            return rounds
+
+    # --- outputs ----------------------------------------------------------------------
+    def save(self, rounds: list[Round]) -> None:
+        for r in rounds:
+            atomic_write_text(self.dir / f"round-{r.number}.json",
+                              json.dumps(r.to_dict(), indent=1))
+        lineage, candidates = lineage_table(rounds), candidate_table(rounds)
+        for name, table in (("lineage", lineage), ("candidates", candidates)):
+            atomic_write_text(self.dir / f"{name}.csv", table.to_csv(index=False))
+            atomic_write_text(self.dir / f"{name}.json",
+                              table.to_json(orient="records", indent=1))
+
+
+def lineage_table(rounds: list[Round]) -> pd.DataFrame:
+    """One row per step of the chosen path: round, expert set, expert added, each benchmark
+    (normalized mean over seeds), the objective and its change against the previous row."""
+    if not rounds:
+        return pd.DataFrame()
+    path = [(0, rounds[0].current)]
+    for r in rounds:
+        if r.chosen:
+            path.append((r.number, next(c for c in r.candidates if c.added == r.chosen)))
+    rows, previous = [], None
+    for number, arm in path:
+        row = {"round": number, "experts": " + ".join(arm.experts),
+               "added": arm.added or "(start)"}
+        row.update({b: round(v, 2) for b, v in arm.benchmark_means().items()})
+        row["objective"] = round(arm.mean, 2)
+        row["std"] = round(arm.std, 2)
+        row["change"] = None if previous is None else round(arm.mean - previous, 2)
+        if arm.tuning:
+            row[arm.tuning["path"]] = arm.tuning["value"]
+        rows.append(row)
+        previous = arm.mean
+    return pd.DataFrame(rows)
+
+
+def candidate_table(rounds: list[Round]) -> pd.DataFrame:
+    """Every candidate of every round with its benchmarks, mean and spread over seeds, gain
+    over the round's current set, and whether it was added."""
+    rows = []
+    for r in rounds:
+        for c in r.candidates:
+            row = {"round": r.number, "candidate": c.added, "experts": " + ".join(c.experts)}
+            row.update({b: round(v, 2) for b, v in c.benchmark_means().items()})
+            row.update({"objective": round(c.mean, 2), "std": round(c.std, 2),
+                        "seeds": len(c.runs), "gain": round(c.mean - r.current.mean, 2),
+                        "added": c.added == r.chosen})
+            if c.tuning:
+                row[c.tuning["path"]] = c.tuning["value"]
+            rows.append(row)
+    return pd.DataFrame(rows)

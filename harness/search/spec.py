@@ -1,0 +1,296 @@
+"""A greedy expert-addition search spec (Eagle's round-robin selection), loaded and checked
+before anything is submitted.
+
+    name: greedy_known_answer
+    base: greedy_base.yaml            # a run config; its model.experts is replaced per arm
+    set: {"stages[prealign].enabled": true}   # optional overrides of the base, as in a variant
+    search:
+      experts:                        # every expert the search may use, by name
+        clip: {id: clip-vit, preset: tiny, resolution: 64}
+        convnext: {id: convnext, preset: tiny}
+      start: [clip]                   # the base set, trained first
+      pool: [convnext, ...]           # candidates; each round tries every one not yet added
+      objective:
+        benchmarks:                   # each normalized to 0-100: 100 * (value - min) / (max - min)
+          synth-color: {max: 1}       # accuracies are fractions: max 1
+          mme-perception: {max: 2000} # MME perception is a sum of 14 subtask scores
+          ocrbench: {max: 1000}       # OCRBench counts correct answers out of 1000
+        # weights (default 1) make the average a weighted mean
+      stop: {min_gain: 0.5, max_experts: 4}   # stop when the best candidate gains <= min_gain
+                                              # normalized points, or at max_experts experts
+      seeds: [0, 1]                   # each arm trained once per seed; ranked by the mean
+      tune: {path: "stages[sft].lr", low: 1.0e-4, high: 3.0e-3, trials: 4}   # optional Optuna
+
+An arm's expert order is the order of addition (start, then each round's pick), which is what
+the channel order of a concatenating fusion follows."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig, content_hash, parse_run_config
+from harness.errors import ConfigError
+from harness.schema import bind_dataclass
+from harness.spec.expand import Override, PlannedRun, _base, _compose
+from harness.yamlio import Located, load_yaml
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How one benchmark's metric maps to 0-100: 100 * (value - min) / (max - min)."""
+    max: float
+    min: float = 0.0
+    metric: str | None = None     # None: the benchmark's main metric
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Objective:
+    benchmarks: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StopRule:
+    min_gain: float = 0.0
+    max_experts: int | None = None
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Optuna per-arm tuning of one numeric field (normally a stage's learning rate): each arm
+    is compared at its own best value. Trials are asked `parallel` at a time per arm, and all
+    arms' trials of a wave are submitted together."""
+    path: str
+    low: float
+    high: float
+    log: bool = True
+    trials: int = 4
+    parallel: int = 2
+    sampler_seed: int = 0
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    experts: dict[str, Any]
+    start: list[str]
+    pool: list[str]
+    objective: Objective
+    stop: StopRule = field(default_factory=StopRule)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    tune: Tuning | None = None
+
+
+@dataclass(frozen=True)
+class SearchFile:
+    name: str
+    base: Any
+    search: SearchSection
+    description: str = ""
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    name: str
+    file: str
+    description: str
+    start: list[str]
+    pool: list[str]
+    objective: dict[str, Normalization]
+    stop: StopRule
+    seeds: list[int]
+    tune: Tuning | None
+    identity: str                     # hash of everything that decides the search
+    _src: Located = field(repr=False)
+    _base: Located = field(repr=False)
+    _experts: dict[str, dict] = field(repr=False)
+    _overrides: list[Override] = field(repr=False)
+
+    @property
+    def max_experts(self) -> int:
+        return self.stop.max_experts or len(self.start) + len(self.pool)
+
+    def run(self, experts: list[str], seed: int, extra: dict[str, Any] | None = None
+            ) -> PlannedRun:
+        """The validated run of one arm (expert list, in order) at one seed; `extra` sets
+        more fields (a tuned learning rate)."""
+        labels = {"experts": "+".join(experts), "seed": str(seed)}
+        overrides = list(self._overrides) + [Override("seed", seed, "search.seeds",
+                                                      "search seeds")]
+        for path, value in (extra or {}).items():
+            labels[path] = f"{value:.3g}" if isinstance(value, float) else str(value)
+            overrides.append(Override(path, value, "search.tune", "search tuning"))
+        suffix = ",".join(f"{k}={v}" for k, v in labels.items())
+        composed = _compose(self._base, overrides, self._src, f"{self.name}[{suffix}]")
+        try:
+            cfg = parse_run_config(self._with_experts(composed, experts))
+        except ConfigError as exc:
+            raise self._renamed(exc, experts) from None
+        return PlannedRun(f"{self.name}[{suffix}]", labels, cfg)
+
+    @staticmethod
+    def _renamed(exc: ConfigError, experts: list[str]) -> ConfigError:
+        """An error in model.experts[i] is named as the field the user wrote:
+        search.experts.NAME."""
+        for i, n in enumerate(experts):
+            prefix = f"model.experts[{i}]"
+            if exc.field and (exc.field == prefix or exc.field.startswith(prefix + ".")):
+                return ConfigError(exc.message, file=exc.file, line=exc.line,
+                                   field=f"search.experts.{n}" + exc.field[len(prefix):])
+        return exc
+
+    def _with_experts(self, composed: Located, names: list[str]) -> Located:
+        """`composed` with model.experts replaced by the named experts, each field's line
+        pointing at its definition under search.experts."""
+        data = copy.deepcopy(composed.data)
+        keep = {p: v for p, v in composed.lines.items() if not p.startswith("model.experts")}
+        files = {p: v for p, v in composed.files.items() if not p.startswith("model.experts")}
+        data.setdefault("model", {})["experts"] = [copy.deepcopy(self._experts[n])
+                                                   for n in names]
+        for i, n in enumerate(names):
+            sub = self._src.subtree(f"search.experts.{n}", self._experts[n])
+            for rel, line in sub.lines.items():
+                path = f"model.experts[{i}]" + (rel if rel.startswith("[") or not rel
+                                                else "." + rel)
+                keep[path], files[path] = line, self._src.file
+        return Located(data, keep, composed.file, files)
+
+
+def _check_names(src: Located, where: str, names: list[str], defined: dict) -> None:
+    for i, n in enumerate(names):
+        if n not in defined:
+            raise src.error(f"{where}[{i}]", f"unknown expert '{n}'; defined under "
+                                             f"search.experts: {', '.join(defined) or 'none'}")
+        if names.index(n) != i:
+            raise src.error(f"{where}[{i}]", f"expert '{n}' is listed twice")
+
+
+def _objective(section: SearchSection, base_cfg: RunConfig, src: Located
+               ) -> dict[str, Normalization]:
+    from harness.evaluation.benchmarks import BENCHMARKS
+    entries = section.objective.benchmarks
+    where = "search.objective.benchmarks"
+    if not entries:
+        raise src.error(where, "the objective needs at least one benchmark")
+    evaluated = base_cfg.eval.benchmarks
+    out = {}
+    for name, value in entries.items():
+        at = f"{where}.{name}"
+        if name not in evaluated:
+            raise src.error(at, f"no run evaluates benchmark '{name}'; the base config's "
+                                f"eval.benchmarks: {', '.join(evaluated)}")
+        if not isinstance(value, dict) or "max" not in value:
+            raise src.error(at, f"normalization missing for '{name}': give the range of its "
+                                "metric as {max: M} (and min, default 0), e.g. {max: 1} for "
+                                "an accuracy fraction, {max: 2000} for MME perception, "
+                                "{max: 1000} for OCRBench")
+        norm = bind_dataclass(Normalization, value, src, at)
+        if not norm.max > norm.min:
+            raise src.error(f"{at}.max", f"max ({norm.max}) must be above min ({norm.min})")
+        if not norm.weight > 0:
+            raise src.error(f"{at}.weight", "weights must be positive")
+        metric = norm.metric or BENCHMARKS.get(name).main_metric
+        out[name] = dataclasses.replace(norm, metric=metric)
+    return out
+
+
+def load_search_spec(path: str | Path) -> SearchSpec:
+    src = load_yaml(path)
+    if isinstance(src.data, dict) and "axes" in src.data:
+        raise src.error("axes", "a search spec has no axes: the search chooses the expert "
+                                "sets; compare settings (e.g. pre-alignment on/off) with one "
+                                "search spec each, sharing a base")
+    spec = bind_dataclass(SearchFile, src.data, src, "")
+    s = spec.search
+    if not spec.name.strip():
+        raise src.error("name", "a search needs a non-empty name (it names the MLflow "
+                                "experiment and the search's state folder)")
+    experts = {}
+    for name, value in s.experts.items():
+        if not isinstance(value, dict) or "id" not in value:
+            raise src.error(f"search.experts.{name}", "expected an expert config mapping "
+                                                      "with an `id`")
+        if value.get("name", name) != name:
+            raise src.error(f"search.experts.{name}.name", "leave `name` out: the key under "
+                                                           "search.experts names the expert")
+        experts[name] = {**value, "name": name}
+    if not s.start:
+        raise src.error("search.start", "the start set needs at least one expert")
+    _check_names(src, "search.start", s.start, experts)
+    if not s.pool:
+        raise src.error("search.pool", "the candidate pool is empty: nothing to add")
+    _check_names(src, "search.pool", s.pool, experts)
+    for i, n in enumerate(s.pool):
+        if n in s.start:
+            raise src.error(f"search.pool[{i}]", f"expert '{n}' is in the start set and in "
+                                                 "the pool; a start expert cannot be added")
+    if not s.seeds:
+        raise src.error("search.seeds", "at least one seed is required")
+    for i, seed in enumerate(s.seeds):
+        if s.seeds.index(seed) != i:
+            raise src.error(f"search.seeds[{i}]", f"seed {seed} is listed twice")
+    if s.stop.min_gain < 0:
+        raise src.error("search.stop.min_gain", "must be >= 0 (normalized points)")
+    if s.stop.max_experts is not None and s.stop.max_experts <= len(s.start):
+        raise src.error("search.stop.max_experts", f"must exceed the start set's size "
+                                                   f"({len(s.start)}), or nothing is added")
+    if s.tune is not None:
+        t = s.tune
+        if not t.low < t.high or (t.log and t.low <= 0):
+            raise src.error("search.tune", "need low < high (and low > 0 on a log scale)")
+        if t.trials < 1 or t.parallel < 1:
+            raise src.error("search.tune", "trials and parallel must be >= 1")
+    base = _base(spec, src)
+    if not isinstance(base.data, dict):
+        raise base.error("", "a run config must be a mapping")
+    overrides = [Override(p, v, f"set.{p}", "search `set`") for p, v in spec.set.items()]
+    identity = content_hash({"experts": experts, "start": s.start, "pool": s.pool,
+                             "objective": s.objective.benchmarks,
+                             "stop": dataclasses.asdict(s.stop),
+                             "seeds": s.seeds, "set": spec.set, "base": base.data,
+                             "tune": dataclasses.asdict(s.tune) if s.tune else None})
+    search = SearchSpec(spec.name, str(Path(src.file).resolve()), spec.description,
+                        list(s.start), list(s.pool), {}, s.stop, list(s.seeds), s.tune,
+                        identity, src, base, experts, overrides)
+    # Everything the first round submits is validated now (the start set, and the start set
+    # with each candidate), and the objective against what the runs evaluate; later rounds'
+    # arms are validated before their round submits anything.
+    first = search.run(search.start, search.seeds[0])
+    for e in search.pool:
+        search.run(search.start + [e], search.seeds[0])
+    if s.tune is not None:
+        for value in (s.tune.low, s.tune.high):
+            try:
+                search.run(search.start, search.seeds[0], {s.tune.path: value})
+            except ConfigError as exc:
+                raise src.error("search.tune.path", f"cannot tune '{s.tune.path}': "
+                                                    f"{exc.message}") from None
+    objective = _objective(s, first.config, src)
+    return dataclasses.replace(search, objective=objective)
+
+
+def normalized(spec: SearchSpec, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Benchmark -> 0-100 score of one run's metrics.json."""
+    out = {}
+    for name, norm in spec.objective.items():
+        value = metrics[name][norm.metric]
+        out[name] = 100.0 * (value - norm.min) / (norm.max - norm.min)
+    return out
+
+
+def objective_value(spec: SearchSpec, metrics: dict[str, dict[str, float]]) -> float:
+    """The weighted mean of the normalized benchmark scores."""
+    scores = normalized(spec, metrics)
+    total = sum(n.weight for n in spec.objective.values())
+    return sum(scores[b] * spec.objective[b].weight for b in scores) / total
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
