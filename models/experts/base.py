@@ -45,9 +45,10 @@ class InputView:
     the resize to the expert's input: for known-answer experiments (an expert that cannot see
     colour, fine detail or part of the field) and input ablations.
 
-    color: rgb | gray (luminance) | silhouette (ink vs. paper: luminance below `threshold` is
-    black, the rest white); pixels: shrink the image to this side and back (box filter), so
-    detail finer than image/pixels is gone; crop: [left, top, right, bottom] as fractions."""
+    crop: [left, top, right, bottom] as fractions, applied first; color: rgb | gray
+    (luminance) | silhouette (ink vs. paper: luminance below `threshold` is black, the rest
+    white); pixels: then shrink the image to this side and back (box filter), so detail finer
+    than image/pixels is gone."""
     color: Literal["rgb", "gray", "silhouette"] = "rgb"
     pixels: int | None = None
     crop: list[float] | None = None
