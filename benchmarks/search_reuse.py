@@ -104,8 +104,7 @@ def main() -> int:
     def describe(stages):
         per = {}
         for s in stages:
-            label = f"{s['stage']}[{s['expert']}]" if s["expert"] else s["stage"]
-            per[label.split("[")[0]] = per.get(label.split("[")[0], 0) + 1
+            per[s["stage"]] = per.get(s["stage"], 0) + 1
         return ", ".join(f"{k} x{v}" for k, v in sorted(per.items()))
 
     reuse_flops, off_flops = flops(reuse_stages, configs), flops(off_stages, configs)

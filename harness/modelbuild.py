@@ -81,13 +81,18 @@ def solo_config(model_cfg, expert_cfg):
 
 def build_solo(model_cfg, expert_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
     """solo_config's model, initialised from the seed alone, sharing `llm`'s (frozen) module."""
-    solo = solo_config(model_cfg, expert_cfg)
+    return _assemble(solo_config(model_cfg, expert_cfg), seed, llm)
+
+
+def _assemble(model_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
+    """Experts, fusion and projector initialised from the seed, around `llm`'s module."""
     hidden = llm.model.config.hidden_size
     torch.manual_seed(seed)
-    experts, fusion = build_architecture(solo, text_width=hidden)
-    projector = build_projector(solo.projector, fusion.channels, hidden)
+    experts, fusion = build_architecture(model_cfg, text_width=hidden)
+    projector = build_projector(model_cfg.projector, fusion.channels, hidden)
     return MultimodalLM(experts, fusion, projector, llm.model,
-                        pad_token_id=llm.tokenizer.pad_token_id, max_length=solo.max_length)
+                        pad_token_id=llm.tokenizer.pad_token_id,
+                        max_length=model_cfg.max_length)
 
 
 def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
@@ -95,12 +100,4 @@ def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
     """Deterministic given the seed: experts, fusion and projector are initialised from it;
     the LM comes from its own (pretrained or fixed-seed) weights."""
     llm = load_llm(model_cfg.llm, cache_dir, corpus)
-    torch.manual_seed(seed)
-    experts, fusion = build_architecture(model_cfg,
-                                         text_width=llm.model.config.hidden_size)
-    projector = build_projector(model_cfg.projector, fusion.channels,
-                                llm.model.config.hidden_size)
-    model = MultimodalLM(experts, fusion, projector, llm.model,
-                         pad_token_id=llm.tokenizer.pad_token_id,
-                         max_length=model_cfg.max_length)
-    return model, llm
+    return _assemble(model_cfg, seed, llm), llm

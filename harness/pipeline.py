@@ -83,15 +83,11 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
 
 def expert_stage_key(cfg: RunConfig, stage: StageConfig, expert: ExpertConfig,
                      upstream: str | None) -> str:
-    """A per-expert stage's key: the lone expert's model (harness.modelbuild.solo_config), the
-    seed, the stage, its data and the expert's previous per-expert stage; nothing about the
-    other experts or the fusion, so every combination containing the expert shares it."""
-    solo = solo_config(cfg.model, expert)
-    d = cfg.data
-    data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
-    return content_hash({"model": architecture_dict(solo), "seed": cfg.seed,
-                         "stage": to_plain(stage), "trains": trainable_lrs(solo.experts, stage),
-                         "data": data, "upstream": upstream})
+    """A per-expert stage's key: stage_key of the lone expert's model
+    (harness.modelbuild.solo_config); nothing about the other experts or the fusion, so every
+    combination containing the expert shares it."""
+    return stage_key(dataclasses.replace(cfg, model=solo_config(cfg.model, expert)), stage,
+                     upstream)
 
 
 def stage_keys(cfg: RunConfig) -> list[tuple[str, str | None, str]]:

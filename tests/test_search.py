@@ -33,7 +33,7 @@ search:
     benchmarks:
       synth-color: {max: 1}
       synth-pope: {max: 1, weight: 2}
-  stop: {min_gain: -1.0e-9, max_experts: 3}
+  stop: {min_gain: 0, max_experts: 3}
   seeds: SEEDS
 EXTRA"""
 
@@ -44,7 +44,6 @@ def write_search(tmp_path, name="tiny_search", seeds="[0]", extra="", prealign=T
     d.mkdir(exist_ok=True)
     (d / "base.yaml").write_text(tiny_run_yaml(prealign=prealign, sft_steps=sft_steps))
     text = SEARCH.replace("NAME", name).replace("SEEDS", seeds).replace("EXTRA", extra)
-    text = text.replace("min_gain: -1.0e-9", "min_gain: 0")  # schema: min_gain >= 0
     if edit:
         old, new = edit
         assert old in text, old
@@ -228,7 +227,6 @@ def test_prealigned_expert_weights_carry_into_the_combination(tmp_path):
     pre = next((workdir / "stages").glob("prealign-a-*"))
     pre_w = torch.load(pre / "weights.pt")
     assert pre_w and all(k.startswith("experts.a.") for k in pre_w)
-    init = {}
     for align in (workdir / "stages").glob("align-*"):
         w = torch.load(align / "weights.pt")
         for k, v in pre_w.items():   # align trains only the projector: the expert is as pre-aligned

@@ -34,11 +34,14 @@ class Tuner:
         t = self.spec.tune
         name = (f"{self.spec.name}:{'+'.join(experts)}:"
                 f"{content_hash([self.spec.identity, t.path, t.low, t.high, t.log])[:8]}")
-        study = optuna.create_study(study_name=name, storage=self.storage,
-                                    direction="maximize", load_if_exists=True)
-        held = len(study.get_trials(deepcopy=False))
-        study.sampler = optuna.samplers.TPESampler(seed=t.sampler_seed + held)
-        return study
+        return optuna.create_study(study_name=name, storage=self.storage,
+                                   direction="maximize", load_if_exists=True)
+
+    def ask(self, study: optuna.Study, held: int) -> optuna.Trial:
+        """Seeded by the trials the study holds, so a resumed search asks exactly what an
+        uninterrupted one would have."""
+        study.sampler = optuna.samplers.TPESampler(seed=self.spec.tune.sampler_seed + held)
+        return study.ask({"value": self.distribution})
 
     def evaluate(self, arms, what: str):
         from harness.search.greedy import Arm
@@ -54,8 +57,8 @@ class Tuner:
                 pending = [tr for tr in trials if tr.state == TrialState.RUNNING]
                 asked += [(tuple(experts), tr.number, tr.params["value"]) for tr in pending]
                 room = min(t.parallel - len(pending), t.trials - done - len(pending))
-                for _ in range(max(0, room)):
-                    trial = study.ask({"value": self.distribution})
+                for i in range(max(0, room)):
+                    trial = self.ask(study, len(trials) + i)
                     asked.append((tuple(experts), trial.number, trial.params["value"]))
             if not asked:
                 break
