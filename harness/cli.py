@@ -161,6 +161,21 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from analysis.report import build_report
+    workdir = Path(args.workdir)
+    report = build_report(args.spec, workdir, args.source, args.tracking_uri)
+    out = Path(args.out) if args.out else workdir / "reports" / report.name
+    written = report.write(out)
+    print(report.text(args.format), end="")
+    figures = sorted({p.stem for p in written if p.suffix == ".png"})
+    print(f"\nwritten to {out.resolve()}: {len(report.tables)} tables "
+          f"(.txt .md .tex .csv .html)" + (f", figures {', '.join(figures)} (.png .pdf)"
+                                            if figures else "")
+          + (", records.csv" if report.records is not None else ""))
+    return 0
+
+
 def cmd_routing_labels(args) -> int:
     from collections import Counter
 
@@ -233,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor(p)
     spec_command("status", "the state of a spec's runs: progress, failures with their reason "
                            "and log", cmd_status)
+    from analysis.render import FORMATS
+    p = spec_command("report", "a spec's paper-layout tables and plots from its records (a "
+                               "search spec: the lineage and the rounds)", cmd_report)
+    p.add_argument("--format", default="rich", choices=FORMATS,
+                   help="what to print (default rich, the terminal); --out gets every format")
+    p.add_argument("--out", help="folder for the tables and figures (default "
+                                 "WORKDIR/reports/SPEC_NAME)")
+    p.add_argument("--source", default="rundirs", choices=["rundirs", "mlflow"],
+                   help="read the run directories (default, the source of truth) or MLflow")
+    p.add_argument("--tracking-uri", help="with --source mlflow: the store (default: the "
+                                          "sqlite file WORKDIR/mlflow.db)")
 
     p = sub.add_parser("routing-labels", help="MoVA routing labels: per sample, the experts "
                                               "whose run lowers the base run's loss")

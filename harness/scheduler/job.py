@@ -45,7 +45,7 @@ class RunJob(submitit.helpers.Checkpointable):
             torch.set_num_threads(threads)
         hooks = None
         if self.tracking is not None:
-            from harness.tracking import MlflowMirror
+            from harness.tracking.mirror import MlflowMirror
             hooks = MlflowMirror(self.tracking.uri, self.tracking.experiment_id,
                                  {**self.tags, "job_id": current_job_id()})
         result = run(self.cfg, Path(self.workdir), progress=self.progress, hooks=hooks)

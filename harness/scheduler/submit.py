@@ -11,7 +11,8 @@ from harness.scheduler.executors import Executor, ExecutorOptions, build_executo
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.views import IN_FLIGHT, SUBMITTABLE, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
-from harness.tracking.mirror import MlflowMirror, mlflow_name, tracking_record
+from harness.tracking.mirror import MlflowMirror, tracking_record
+from harness.tracking.names import mlflow_name
 from harness.tracking.store import check_reachable, default_uri, open_store
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.greedy import candidate_frame, lineage_frame
 from harness.errors import HarnessError
 from harness.pipeline import load_result
 from harness.rundir import atomic_write_text, file_lock
@@ -213,41 +214,10 @@ class GreedySearch:
 
 
 def lineage_table(rounds: list[Round]) -> pd.DataFrame:
-    """One row per step of the chosen path: round, expert set, expert added, each benchmark
-    (normalized mean over seeds), the objective and its change against the previous row."""
-    if not rounds:
-        return pd.DataFrame()
-    path = [(0, rounds[0].current)]
-    for r in rounds:
-        if r.chosen:
-            path.append((r.number, next(c for c in r.candidates if c.added == r.chosen)))
-    rows, previous = [], None
-    for number, arm in path:
-        row = {"round": number, "experts": " + ".join(arm.experts),
-               "added": arm.added or "(start)"}
-        row.update({b: round(v, 2) for b, v in arm.benchmark_means().items()})
-        row["objective"] = round(arm.mean, 2)
-        row["std"] = round(arm.std, 2)
-        row["change"] = None if previous is None else round(arm.mean - previous, 2)
-        if arm.tuning:
-            row[arm.tuning["path"]] = arm.tuning["value"]
-        rows.append(row)
-        previous = arm.mean
-    return pd.DataFrame(rows)
+    """The chosen path, rounded for printing (analysis.greedy builds it from the records)."""
+    return lineage_frame([r.to_dict() for r in rounds]).round(2)
 
 
 def candidate_table(rounds: list[Round]) -> pd.DataFrame:
-    """Every candidate of every round with its benchmarks, mean and spread over seeds, gain
-    over the round's current set, and whether it was added."""
-    rows = []
-    for r in rounds:
-        for c in r.candidates:
-            row = {"round": r.number, "candidate": c.added, "experts": " + ".join(c.experts)}
-            row.update({b: round(v, 2) for b, v in c.benchmark_means().items()})
-            row.update({"objective": round(c.mean, 2), "std": round(c.std, 2),
-                        "seeds": len(c.runs), "gain": round(c.mean - r.current.mean, 2),
-                        "added": c.added == r.chosen})
-            if c.tuning:
-                row[c.tuning["path"]] = c.tuning["value"]
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """Every candidate of every round, rounded for printing."""
+    return candidate_frame([r.to_dict() for r in rounds]).round(2)

@@ -15,6 +15,7 @@
     exclude: [{fusion: append, sft_lr: 3.0e-4}]
     variants:                       # named rows of a paper table, each crossed with the axes
       - {name: paper, set: {seed: 1}}
+    report: {baseline: ...}         # how `ablate report` lays out the table (spec/report.py)
 
 Runs are the product of the variants (or the base alone) and the axes, minus exclusions.
 Every run is validated in full (architecture included) before any is returned; an error
@@ -31,6 +32,7 @@ from harness.config import RunConfig, parse_run_config
 from harness.errors import ConfigError
 from harness.schema import bind_dataclass
 from harness.spec import paths
+from harness.spec.report import ReportPlan, ReportSection, resolve_report
 from harness.yamlio import Located, load_yaml
 
 
@@ -55,6 +57,7 @@ class SpecFile:
     zip: list[list[str]] = field(default_factory=list)
     exclude: list[dict[str, Any]] = field(default_factory=list)
     variants: list[VariantSpec] = field(default_factory=list)
+    report: ReportSection = field(default_factory=ReportSection)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class ExperimentSpec:
     description: str
     axes: list[str]            # label columns, in display order
     runs: list[PlannedRun]
+    report: ReportPlan | None = None   # arms, baseline, benchmarks, the paper's table
 
 
 def _label(value: Any) -> str | None:
@@ -285,5 +289,11 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if not runs:
         raise src.error("exclude" if rules else "axes", "the grid is empty: every combination "
                                                         "is excluded")
+    # axes that only change the seed are replicates: their runs are one arm of the table
+    replicates = {n for n, values in axes.items()
+                  if all(ov.path == "seed" for v in values for ov in v.overrides)}
+    evaluated = list(dict.fromkeys(b for r in runs for b in r.config.eval.benchmarks))
+    report = resolve_report(spec.report, src, [r.labels for r in runs],
+                            [c for c in columns if c not in replicates], evaluated)
     return ExperimentSpec(spec.name, str(Path(src.file).resolve()), spec.description,
-                          columns, runs)
+                          columns, runs, report)

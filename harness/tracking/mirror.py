@@ -10,7 +10,6 @@ is logged once."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,25 +17,12 @@ from typing import Any
 from harness.config import RunConfig
 from harness.pipeline import RunHooks, stage_label
 from harness.rundir import RunDir
+from harness.tracking.names import flatten, mlflow_name
 from harness.tracking.store import open_store, retry
 
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
-             "metrics_untrained.json", "predictions_untrained.jsonl")
+             "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl")
 MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED"}
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"model.experts.0.id": "clip-vit", ...} (MLflow params are flat)."""
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        items = ((str(i), v) for i, v in enumerate(obj))
-    else:
-        return {prefix: json.dumps(obj) if isinstance(obj, list) else str(obj)}
-    out: dict[str, str] = {}
-    for k, v in items:
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def tracking_record(run_dir: RunDir) -> dict:
@@ -48,12 +34,6 @@ def tracking_record(run_dir: RunDir) -> dict:
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
         yield items[i:i + n]
-
-
-def mlflow_name(name: str) -> str:
-    """MLflow accepts only alphanumerics, _ - . space : / in metric and tag names (an expert or
-    benchmark name may hold more)."""
-    return re.sub(r"[^\w\-. :/]", "_", name)
 
 
 class MlflowMirror(RunHooks):

@@ -1,0 +1,276 @@
+"""A spec's run records as one tidy pandas frame: one row per run, with its axis labels, seed,
+state, every benchmark metric, the cost columns and the flattened config, types restored;
+plus a long frame of per-question scores for paired statistics.
+
+Two sources give the same frame: the run directories (the source of truth) and MLflow (what a
+shared tracking server holds). Both are reduced to the same raw record (strings for params, as
+MLflow keeps them), and one function restores the types, so neither source is special.
+
+Columns:
+    run, key, arm                   the run's name, key and table row (analysis.arms)
+    state, reason                   DONE/FAILED/INTERRUPTED/RUNNING/NEW, and why
+    <axis>                          one per spec axis (and `variant`), the value's label
+    seed                            the run's seed
+    <benchmark>/<metric>            as the scorer reports it (fractions in [0, 1])
+    cost/<name>                     visual_tokens, params_total, params_trainable,
+                                    fusion_params, flops_per_sample, train_samples_per_s (the
+                                    last stage's), peak_memory_mb, wall_time_s
+    param/<config path>             the resolved config, flattened as in MLflow
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.tracking.names import flatten, mlflow_name
+
+QUESTION_COLUMNS = ["key", "benchmark", "question", "score"]
+MLFLOW_STATES = {"FINISHED": "DONE", "RUNNING": "RUNNING", "SCHEDULED": "RUNNING",
+                 "FAILED": "FAILED", "KILLED": "INTERRUPTED"}
+_INT = re.compile(r"-?\d+")
+_FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?|-?inf|nan")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """What the report knows of a run before reading its records: the spec's view of it."""
+    key: str
+    name: str
+    labels: dict[str, str]
+    arm: str = "all"        # the table row it belongs to (analysis.arms)
+
+
+@dataclass
+class RawRecord:
+    """One run as either source holds it, before types are restored."""
+    state: str = "NEW"
+    reason: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+    questions: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Records:
+    runs: pd.DataFrame          # one row per run, spec order
+    questions: pd.DataFrame     # key, benchmark, question, score
+    source: str                 # where they were read, for the report's header
+
+
+def restore(text: Any) -> Any:
+    """A value MLflow returned as a string, back to what it was: bool, None, int, float or
+    the string itself (lists stay the JSON text they were logged as)."""
+    if not isinstance(text, str):
+        return text
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def restore_column(values: pd.Series) -> pd.Series:
+    """Axis labels are strings; a column whose every label is a number (a learning rate, a
+    resolution, a seed) or a bool becomes that type, a mixed one stays text."""
+    restored = [restore(v) for v in values]
+    present = [v for v in restored if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pd.Series(restored, index=values.index, dtype=object)
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       for v in present):
+        return pd.Series(restored, index=values.index)
+    return values
+
+
+def _cost(parameters: dict[str, dict[str, float]], flat: dict[str, float],
+          samples_per_s: float | None) -> dict[str, float]:
+    out = {"visual_tokens": flat.get("visual_tokens"),
+           "params_total": sum(c["total"] for c in parameters.values()) if parameters else None,
+           "params_trainable": (sum(c["trainable"] for c in parameters.values())
+                                if parameters else None),
+           "fusion_params": flat.get("fusion_added_parameters"),
+           "flops_per_sample": flat.get("forward_flops_per_sample"),
+           "train_samples_per_s": samples_per_s,
+           "peak_memory_mb": flat.get("peak_memory_mb"),
+           "wall_time_s": flat.get("wall_time_s")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# --- run directories ------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _questions(per_question: dict | None, predictions: list[dict]) -> list[tuple]:
+    """(benchmark, question id, score): per_question.json holds the scores in the order the
+    predictions were written, so the ids come from predictions.jsonl."""
+    if not per_question:
+        return []
+    ids: dict[str, list[str]] = {}
+    for p in predictions:
+        ids.setdefault(p["benchmark"], []).append(str(p["id"]))
+    out = []
+    for bench, scores in per_question.items():
+        names = ids.get(bench)
+        if names is None or len(names) != len(scores):
+            continue   # ids unknown: no pairing possible for this benchmark
+        out.extend((bench, q, float(s)) for q, s in zip(names, scores))
+    return out
+
+
+def _read_predictions(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def run_dir_record(path: Path) -> RawRecord:
+    status = _read_json(path / "status.json")
+    if status is None:
+        return RawRecord()
+    rec = RawRecord(state=status.get("state", "NEW"), reason=status.get("reason", ""))
+    config = _read_json(path / "config.json")
+    if config:
+        rec.params = flatten(config)
+    if rec.state != "DONE":
+        return rec
+    rec.metrics = _read_json(path / "metrics.json") or {}
+    cost = _read_json(path / "cost.json") or {}
+    speeds = list((cost.get("train_samples_per_s") or {}).values())
+    rec.cost = _cost(cost.get("parameters") or {}, cost, speeds[-1] if speeds else None)
+    rec.questions = _questions(_read_json(path / "per_question.json"),
+                               _read_predictions(path / "predictions.jsonl"))
+    return rec
+
+
+def from_run_dirs(runs: list[RunRef], workdir: Path) -> Records:
+    raws = {r.key: run_dir_record(Path(workdir) / "runs" / r.key) for r in runs}
+    return assemble(runs, raws, f"run directories under {Path(workdir).resolve() / 'runs'}")
+
+
+# --- MLflow -----------------------------------------------------------------------------------
+def _mlflow_record(client, run, last_stage: str | None) -> RawRecord:
+    tags, data = run.data.tags, run.data
+    state = tags.get("state") or MLFLOW_STATES.get(run.info.status, run.info.status)
+    rec = RawRecord(state=state, reason=tags.get("reason", ""), params=dict(data.params))
+    if state != "DONE":
+        return rec
+    parameters: dict[str, dict[str, float]] = {}
+    flat: dict[str, float] = {}
+    speeds: dict[str, float] = {}
+    for name, value in data.metrics.items():
+        head, _, rest = name.partition("/")
+        if head in ("train", "untrained", "average"):
+            continue
+        if head != "cost":
+            rec.metrics.setdefault(head, {})[rest] = value
+        elif rest.startswith("params/"):
+            module, _, kind = rest.removeprefix("params/").rpartition("/")
+            parameters.setdefault(module, {})[kind] = value
+        elif rest.startswith("train_samples_per_s/"):
+            speeds[rest.removeprefix("train_samples_per_s/")] = value
+        else:
+            flat[rest] = value
+    stage = mlflow_name(last_stage) if last_stage else None
+    rec.cost = _cost(parameters, flat, speeds.get(stage) if stage else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        if {"per_question.json", "predictions.jsonl"} <= files:
+            per_q = Path(client.download_artifacts(run.info.run_id, "per_question.json", tmp))
+            preds = Path(client.download_artifacts(run.info.run_id, "predictions.jsonl", tmp))
+            rec.questions = _questions(_read_json(per_q), _read_predictions(preds))
+    return rec
+
+
+def _last_stage(params: dict[str, str]) -> str | None:
+    stages = [(int(m.group(1)), v) for k, v in params.items()
+              if (m := re.fullmatch(r"stages\.(\d+)\.name", k))]
+    return max(stages)[1] if stages else None
+
+
+def from_mlflow(runs: list[RunRef], uri: str, experiment: str) -> Records:
+    """The spec's experiment in an MLflow store; a run key logged twice (it should not be)
+    is read from its latest MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking.store import quiet
+    quiet()
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    found: dict[str, Any] = {}
+    if exp is not None:
+        page = None
+        while True:
+            batch = client.search_runs([exp.experiment_id], max_results=1000, page_token=page,
+                                       order_by=["attributes.start_time ASC"])
+            for run in batch:
+                key = run.data.tags.get("run_key")
+                if key:
+                    found[key] = run
+            page = batch.token
+            if not page:
+                break
+    wanted = {r.key for r in runs}
+    raws = {key: _mlflow_record(client, run, _last_stage(run.data.params))
+            for key, run in found.items() if key in wanted}
+    return assemble(runs, raws, f"MLflow {uri}, experiment '{experiment}'")
+
+
+# --- one frame ------------------------------------------------------------------------------
+def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Records:
+    rows, questions = [], []
+    for ref in runs:
+        raw = raws.get(ref.key, RawRecord())
+        row: dict[str, Any] = {"run": ref.name, "key": ref.key, "arm": ref.arm,
+                               "state": raw.state, "reason": raw.reason}
+        row.update(ref.labels)
+        row["seed"] = restore(raw.params.get("seed"))
+        for bench, metrics in raw.metrics.items():
+            for metric, value in metrics.items():
+                row[f"{bench}/{metric}"] = float(value)
+        row.update({f"cost/{k}": float(v) for k, v in raw.cost.items()})
+        row.update({f"param/{k}": restore(v) for k, v in raw.params.items()})
+        rows.append(row)
+        questions.extend((ref.key, b, q, s) for b, q, s in raw.questions)
+    frame = pd.DataFrame(rows)
+    for axis in {k for r in runs for k in r.labels}:
+        if axis in frame:
+            frame[axis] = restore_column(frame[axis])
+    for col in frame.columns:
+        if col.startswith("cost/") or "/" in col and not col.startswith("param/"):
+            frame[col] = pd.to_numeric(frame[col])
+    return Records(frame, pd.DataFrame(questions, columns=QUESTION_COLUMNS), source)
+
+
+def benchmarks_of(frame: pd.DataFrame) -> list[str]:
+    """Benchmarks in the order their columns appear."""
+    seen: dict[str, None] = {}
+    for col in frame.columns:
+        head, sep, _ = col.partition("/")
+        if sep and head not in ("cost", "param"):
+            seen.setdefault(head)
+    return list(seen)
+
+
+def primary_metric(frame: pd.DataFrame, benchmark: str) -> str | None:
+    """The column a table shows for a benchmark: its accuracy where it has one, else its first
+    metric (each scorer reports its headline metric first)."""
+    cols = [c for c in frame.columns if c.startswith(benchmark + "/")]
+    if not cols:
+        return None
+    return f"{benchmark}/accuracy" if f"{benchmark}/accuracy" in cols else cols[0]

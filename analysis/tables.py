@@ -1,0 +1,329 @@
+"""Paper-layout tables from the records frame.
+
+Each table is kept twice: `frame`, the numbers (what CSV gets and what tests compare), and
+`cells`, the same rows as text for people (mean ± sd, change [interval], ≈ on approximate
+paper values, a dash where nothing was measured). Scores are percentages (scorers report
+fractions); changes are percentage points against the baseline arm.
+
+- ablation: one row per arm in spec order; the benchmarks, their average, the change of the
+  average against the baseline with its paired bootstrap interval, the runs behind the row,
+  the cost columns, and the paper's numbers where the spec maps a reference table;
+- deltas: every benchmark's change against the baseline, with its interval;
+- fusion: where the arms differ in fusion strategy, each strategy's score beside its cost.
+The greedy search's tables are in analysis.greedy."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.records import Records, primary_metric
+from analysis.reference import ReferenceMap
+from analysis.stats import LEVEL, RESAMPLES, Interval, mean_std, paired_bootstrap
+
+DASH = "-"
+PM = "±"
+APPROX = "≈"
+
+
+@dataclass
+class Table:
+    name: str                      # file stem in the report folder
+    title: str
+    frame: pd.DataFrame            # numbers
+    cells: pd.DataFrame            # text, same rows
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """What the spec says about the table (harness.spec.report.ReportPlan has this shape)."""
+    arm_axes: list[str]
+    arms: list[str]
+    baseline: str
+    benchmarks: list[str]
+    reference: ReferenceMap | None = None
+
+
+# --- formatting -----------------------------------------------------------------------------
+def num(x: float, digits: int = 1, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return DASH
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
+    if sd is None or math.isnan(sd):
+        return num(mean, digits)
+    return f"{num(mean, digits)} {PM} {num(sd, digits)}"
+
+
+def change(delta: float, low: float = math.nan, high: float = math.nan) -> str:
+    if math.isnan(low):
+        return num(delta, signed=True)
+    return f"{num(delta, signed=True)} [{num(low, signed=True)}, {num(high, signed=True)}]"
+
+
+def count(x: float) -> str:
+    if x is None or math.isnan(x):
+        return DASH
+    return f"{int(round(x)):,}"
+
+
+# --- per arm ----------------------------------------------------------------------------------
+@dataclass
+class ArmStats:
+    arm: str
+    runs: pd.DataFrame                    # every run of the arm
+    done: pd.DataFrame                    # its finished runs
+    scores: dict[str, tuple[float, float]]   # benchmark -> (mean, sd) in %
+    avg: tuple[float, float]
+    cost: dict[str, float]
+
+
+def _arm_stats(frame: pd.DataFrame, arm: str, benchmarks: list[str]) -> ArmStats:
+    runs = frame[frame["arm"] == arm]
+    done = runs[runs["state"] == "DONE"]
+    scores, per_run = {}, []
+    for b in benchmarks:
+        col = primary_metric(frame, b)
+        values = (100 * done[col]).dropna().tolist() if col is not None else []
+        scores[b] = mean_std(values)
+    if len(done):
+        cols = [primary_metric(frame, b) for b in benchmarks]
+        if all(c is not None for c in cols):
+            per_run = (100 * done[cols]).dropna().mean(axis=1).tolist()
+    cost = {}
+    for name, col, scale in (("visual tokens", "cost/visual_tokens", 1),
+                             ("params (M)", "cost/params_total", 1e-6),
+                             ("trainable (M)", "cost/params_trainable", 1e-6),
+                             ("fusion params (k)", "cost/fusion_params", 1e-3),
+                             ("GFLOPs/sample", "cost/flops_per_sample", 1e-9),
+                             ("train samples/s", "cost/train_samples_per_s", 1),
+                             ("peak memory (MB)", "cost/peak_memory_mb", 1)):
+        values = done[col].dropna() if col in done else pd.Series(dtype=float)
+        cost[name] = float(values.mean() * scale) if len(values) else math.nan
+    return ArmStats(arm, runs, done, scores, mean_std(per_run), cost)
+
+
+def _question_means(records: Records, keys: list[str], benchmark: str) -> pd.Series:
+    """question id -> score in %, averaged over the given runs (an arm's seeds)."""
+    q = records.questions
+    q = q[(q["benchmark"] == benchmark) & q["key"].isin(keys)]
+    return 100 * q.groupby("question")["score"].mean()
+
+
+def paired_changes(records: Records, arm: ArmStats, base: ArmStats, benchmarks: list[str]
+                   ) -> dict[str, np.ndarray]:
+    """benchmark -> per-question (arm - baseline) on the questions both answered."""
+    out = {}
+    arm_keys, base_keys = arm.done["key"].tolist(), base.done["key"].tolist()
+    if not arm_keys or not base_keys:
+        return out
+    for b in benchmarks:
+        ours, theirs = _question_means(records, arm_keys, b), _question_means(records,
+                                                                              base_keys, b)
+        both = ours.index.intersection(theirs.index)
+        if len(both):
+            out[b] = (ours[both] - theirs[both]).to_numpy()
+    return out
+
+
+def _interval(changes: dict[str, np.ndarray], benchmarks: list[str]) -> Interval | None:
+    if not benchmarks or any(b not in changes for b in benchmarks):
+        return None
+    return paired_bootstrap({b: changes[b] for b in benchmarks})
+
+
+# --- tables -----------------------------------------------------------------------------------
+def _index(frame: pd.DataFrame, layout: TableLayout) -> pd.Index:
+    if len(layout.arm_axes) <= 1:
+        return pd.Index(layout.arms, name=layout.arm_axes[0] if layout.arm_axes else "arm")
+    firsts = [frame[frame["arm"] == a].iloc[0] for a in layout.arms]
+    return pd.MultiIndex.from_tuples([tuple(str(r[x]) for x in layout.arm_axes)
+                                      for r in firsts], names=layout.arm_axes)
+
+
+def _runs_cell(stats: ArmStats) -> str:
+    text = f"{len(stats.done)}/{len(stats.runs)}"
+    others = Counter(s for s in stats.runs["state"] if s != "DONE")
+    if others:
+        text += " (" + ", ".join(f"{n} {s.lower() if s != 'NEW' else 'not run'}"
+                                 for s, n in others.items()) + ")"
+    return text
+
+
+def status_notes(frame: pd.DataFrame) -> list[str]:
+    """Plain words on what is missing: how many runs finished, and why the others did not."""
+    total, done = len(frame), int((frame["state"] == "DONE").sum())
+    if done == total:
+        return []
+    states = Counter(frame.loc[frame["state"] != "DONE", "state"])
+    words = {"NEW": "not run yet", "RUNNING": "running", "FAILED": "failed",
+             "INTERRUPTED": "interrupted"}
+    notes = [("No run has finished: " if done == 0 else f"Only {done} of {total} runs have "
+              "finished: ") + ", ".join(f"{n} {words.get(s, s.lower())}"
+                                        for s, n in states.items())
+             + ". Rows without a finished run show a dash."]
+    for _, r in frame[frame["state"].isin(["FAILED", "INTERRUPTED"])].iterrows():
+        reason = (r["reason"] or "no reason recorded").strip().splitlines()[-1][:200]
+        notes.append(f"{r['state']}: {r['run']} (run {r['key']}): {reason}")
+    return notes
+
+
+def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[Table]:
+    """The ablation table, and the per-benchmark changes when questions can be paired."""
+    frame = records.runs
+    stats = {a: _arm_stats(frame, a, layout.benchmarks) for a in layout.arms}
+    base = stats[layout.baseline]
+    seeds = max((len(s.done) for s in stats.values()), default=0) > 1
+    rows, cells, delta_rows, delta_cells = [], [], [], []
+    n_questions = 0
+    ref = layout.reference
+    paired_to: dict[str, str] = {ours: paper for paper, ours in (ref.columns if ref else [])
+                                 if ours}
+    for arm in layout.arms:
+        s = stats[arm]
+        row, cell = {}, {}
+        changes = paired_changes(records, s, base, layout.benchmarks) if arm != base.arm \
+            else {}
+        for b in layout.benchmarks:
+            m, sd = s.scores[b]
+            row[b] = m
+            cell[b] = mean_sd(m, sd)
+            if seeds:
+                row[f"{b} sd"] = sd
+            if b in paired_to:
+                value = ref.value(arm, paired_to[b])
+                row[f"{b} (paper)"] = value.value if value else math.nan
+                cell[f"{b} (paper)"] = _paper_cell(value)
+        row["avg"], cell["avg"] = s.avg[0], mean_sd(*s.avg)
+        if seeds:
+            row["avg sd"] = s.avg[1]
+        delta = s.avg[0] - base.avg[0]
+        interval = _interval(changes, layout.benchmarks)
+        row["change"] = delta
+        row["change low"] = interval.low if interval else math.nan
+        row["change high"] = interval.high if interval else math.nan
+        if arm == base.arm:
+            cell["change"] = "baseline"
+        else:
+            cell["change"] = change(delta, row["change low"], row["change high"])
+        if interval:
+            n_questions = max(n_questions, interval.questions)
+        row["runs"] = len(s.done)
+        cell["runs"] = _runs_cell(s)
+        for name in ("visual tokens", "params (M)", "trainable (M)", "GFLOPs/sample",
+                     "train samples/s"):
+            row[name] = s.cost[name]
+            cell[name] = count(s.cost[name]) if name == "visual tokens" else \
+                num(s.cost[name], 2 if name != "train samples/s" else 1)
+        if ref:
+            for paper, ours in ref.columns:
+                if ours is None:
+                    value = ref.value(arm, paper)
+                    row[f"paper {paper}"] = value.value if value else math.nan
+                    cell[f"paper {paper}"] = _paper_cell(value)
+        rows.append(row)
+        cells.append(cell)
+        if arm != base.arm:
+            drow, dcell = {}, {}
+            for b in layout.benchmarks:
+                d = s.scores[b][0] - base.scores[b][0]
+                iv = paired_bootstrap({b: changes[b]}) if b in changes else None
+                drow[b] = d
+                drow[f"{b} low"] = iv.low if iv else math.nan
+                drow[f"{b} high"] = iv.high if iv else math.nan
+                dcell[b] = change(d, drow[f"{b} low"], drow[f"{b} high"])
+            delta_rows.append(drow)
+            delta_cells.append(dcell)
+    index = _index(frame, layout)
+    table = Table("ablation", title, pd.DataFrame(rows, index=index),
+                  pd.DataFrame(cells, index=index))
+    table.notes = status_notes(frame) + _ablation_notes(layout, seeds, n_questions)
+    out = [table]
+    if delta_rows and not records.questions.empty:
+        others = index[[a != layout.baseline for a in layout.arms]]
+        out.append(Table("deltas", f"{title}: change of each benchmark against "
+                                   f"{layout.baseline}", pd.DataFrame(delta_rows, index=others),
+                         pd.DataFrame(delta_cells, index=others),
+                         [f"Percentage points against the baseline '{layout.baseline}'; "
+                          f"[low, high]: the {LEVEL:.0%} paired bootstrap interval over the "
+                          "questions both arms answered."]))
+    fusion = fusion_table(frame, layout, table)
+    if fusion is not None:
+        out.append(fusion)
+    return out
+
+
+def _paper_cell(value) -> str:
+    if value is None:
+        return DASH
+    text = f"{value.value:g}"
+    return APPROX + text if value.approximate else text
+
+
+def _ablation_notes(layout: TableLayout, seeds: bool, n_questions: int) -> list[str]:
+    notes = ["Scores in % (each benchmark's accuracy, or its first metric); avg: their mean; "
+             f"change: avg minus the baseline '{layout.baseline}', in points."]
+    if seeds:
+        notes.append(f"{PM}: sample standard deviation over seeds.")
+    if n_questions:
+        notes.append(f"[low, high]: {LEVEL:.0%} paired bootstrap interval of the change over "
+                     f"the same {n_questions} questions ({RESAMPLES:,} resamples, each "
+                     "benchmark resampled within itself, seeds averaged per question).")
+    ref = layout.reference
+    if ref:
+        notes.append(f"Paper: {ref.title} (source: {ref.table.source}).")
+        if ref.table.approximate or any(
+                (c := ref.value(a, p)) and c.approximate for a in ref.rows for p, _ in ref.columns):
+            notes.append(f"{APPROX}: approximate paper value (read off a figure or a summary, "
+                         "as the source says); not the paper's exact number.")
+        unmapped = [a for a in layout.arms if a not in ref.rows]
+        if unmapped:
+            notes.append("No paper row for: " + ", ".join(unmapped) + ".")
+    return notes
+
+
+def fusion_table(frame: pd.DataFrame, layout: TableLayout, ablation: Table) -> Table | None:
+    """Fusion strategies side by side with their cost, where the arms differ in fusion."""
+    col = "param/model.fusion.id"
+    if col not in frame:
+        return None
+    by_arm = {a: frame.loc[(frame["arm"] == a), col].dropna() for a in layout.arms}
+    fusions = {a: (v.iloc[0] if len(v) else None) for a, v in by_arm.items()}
+    if len({f for f in fusions.values() if f is not None}) < 2:
+        return None
+    src = ablation.frame
+    numbers = pd.DataFrame({
+        "fusion": [fusions[a] for a in layout.arms],
+        "avg": src["avg"].to_numpy(), "change": src["change"].to_numpy(),
+        "visual tokens": src["visual tokens"].to_numpy(),
+        "fusion params (k)": [_cost(frame, a, "cost/fusion_params", 1e-3) for a in layout.arms],
+        "GFLOPs/sample": src["GFLOPs/sample"].to_numpy(),
+        "train samples/s": src["train samples/s"].to_numpy(),
+        "peak memory (MB)": [_cost(frame, a, "cost/peak_memory_mb", 1) for a in layout.arms],
+    }, index=src.index)
+    cells = pd.DataFrame({
+        "fusion": [f or DASH for f in numbers["fusion"]],
+        "avg": ablation.cells["avg"], "change": ablation.cells["change"],
+        "visual tokens": ablation.cells["visual tokens"],
+        "fusion params (k)": [num(x) for x in numbers["fusion params (k)"]],
+        "GFLOPs/sample": ablation.cells["GFLOPs/sample"],
+        "train samples/s": ablation.cells["train samples/s"],
+        "peak memory (MB)": [num(x, 0) for x in numbers["peak memory (MB)"]],
+    }, index=src.index)
+    return Table("fusion", f"{ablation.title}: fusion strategies and their cost", numbers,
+                 cells, ["fusion params: parameters the fusion adds; GFLOPs: one training "
+                         "forward of one sample (torch FlopCounterMode); train samples/s: "
+                         "the last stage's training throughput on the run's device."])
+
+
+def _cost(frame: pd.DataFrame, arm: str, col: str, scale: float) -> float:
+    if col not in frame:
+        return math.nan
+    values = frame.loc[(frame["arm"] == arm) & (frame["state"] == "DONE"), col].dropna()
+    return float(values.mean() * scale) if len(values) else math.nan

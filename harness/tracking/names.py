@@ -1,0 +1,29 @@
+"""How a run's records are named in MLflow, shared by the writer (the mirror) and the readers
+(analysis): the flattened config as params, and the characters MLflow allows in names.
+Imports nothing heavy, so reading records never pulls in the training code."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"model.experts.0.id": "clip-vit", ...} (MLflow params are flat);
+    lists of scalars stay one value, written as JSON."""
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        items = ((str(i), v) for i, v in enumerate(obj))
+    else:
+        return {prefix: json.dumps(obj) if isinstance(obj, list) else str(obj)}
+    out: dict[str, str] = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def mlflow_name(name: str) -> str:
+    """MLflow accepts only alphanumerics, _ - . space : / in metric and tag names (an expert or
+    benchmark name may hold more)."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
