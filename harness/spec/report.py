@@ -12,7 +12,8 @@ the last one finishes.
         key: row                          # the column that names rows (default: the first)
         rows:                             # arm -> paper row: its key, or column -> value
           append: {table: "fusion (CLIP+ConvNeXt)", row: sequence append}
-        columns: {GQA: gqa}               # paper column -> our benchmark, shown side by side
+        columns: {GQA: gqa, Avg: null}    # paper column -> our benchmark, shown side by side
+                                          # (null: on its own); default: every numeric column
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class ReferenceSection:
     rows: dict[str, Any]
     title: str | None = None
     key: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str | None] = field(default_factory=dict)   # None: shown on its own
 
 
 @dataclass(frozen=True)
