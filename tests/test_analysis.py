@@ -198,6 +198,16 @@ def test_report_with_no_finished_run_says_so(tiny_spec, tmp_path, capsys):
     assert not list((tmp_path / "r").glob("*.png"))
     assert (tmp_path / "r" / "ablation.md").exists()
 
+    # two axes tell arms apart: the table's rows are indexed by both
+    path = tiny_spec("two_axes", HAND.replace(
+        "  seed: {path: seed, values: [1, 2]}", "  steps: {path: \"stages[sft].steps\", "
+        "values: [5, 6]}").replace("baseline: 0.001", "baseline: {lr: 0.001, steps: 6}"))
+    spec = load_spec(path)
+    assert spec.report.baseline == "lr=0.001,steps=6"
+    table = build_report(path, work).tables[0]
+    assert table.frame.index.names == ["lr", "steps"]
+    assert table.cells.loc[("0.001", "6"), "change"] == "baseline"
+
 
 def test_mlflow_and_run_directories_give_the_same_records(hand_records, tmp_path):
     from harness.rundir import RunDir

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import pandas as pd
 import pytest
 
 from harness.cli import main
@@ -77,6 +78,19 @@ def test_grid_on_local_executor_records_everything_and_reruns_for_free(tiny_spec
     assert main(["plan", str(spec_path), "--workdir", str(work)]) == 0
     out = capsys.readouterr().out
     assert out.count("DONE (avg") == 4 and "4 runs: 4 done, 0 to run" in out
+
+    # the report reads the same records from MLflow as from the run directories: the two
+    # seeds of each learning rate are one row, with the spread and the paired interval
+    from analysis.report import read_records
+    dirs, store = read_records(spec, work), read_records(spec, work, "mlflow")
+    a, b = dirs.runs, store.runs
+    assert len(dirs.questions) == 4 * 6 and (a["state"] == "DONE").all()
+    pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
+    assert main(["report", str(spec_path), "--workdir", str(work), "--source", "mlflow",
+                 "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "change low" in out   # the CSV header of the ablation table
+    assert (work / "reports" / "tiny_grid" / "ablation.csv").exists()
 
 
 def test_a_failing_run_reports_its_reason_and_log(tiny_spec, tmp_path, capsys):
