@@ -79,8 +79,10 @@ def benchmark_bars(table: Table, benchmarks: list[str], title: str) -> Figure:
     ax.set_ylim(0, 100 if np.nanmax(frame[columns].to_numpy(dtype=float), initial=0) <= 100
                 else None)
     ax.set_title(title, loc="left")
-    ax.legend(ncols=min(len(arms), 6), loc="upper center", bbox_to_anchor=(0.5, -0.1),
-              frameon=False)
+    # as many legend columns as fit the width at 7 pt (about 0.06 in per character)
+    entry_in = 0.5 + 0.06 * max(len(a) for a in arms)
+    ax.legend(ncols=max(1, min(len(arms), int((WIDTH_IN - 0.2) / entry_in))),
+              loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     _style(ax)
     return fig
 

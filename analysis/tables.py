@@ -245,7 +245,11 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
                   pd.DataFrame(cells, index=index))
     table.notes = status_notes(frame) + _ablation_notes(layout, seeds, n_questions)
     out = [table]
-    if delta_rows and not records.questions.empty:
+    if not len(base.done):
+        table.notes.append(f"The baseline '{layout.baseline}' has no finished run, so no "
+                           "change is computed.")
+    others_done = any(len(stats[a].done) for a in layout.arms if a != base.arm)
+    if delta_rows and len(base.done) and others_done and not records.questions.empty:
         others = index[[a != layout.baseline for a in layout.arms]]
         out.append(Table("deltas", f"{title}: change of each benchmark against "
                                    f"{layout.baseline}", pd.DataFrame(delta_rows, index=others),
