@@ -3,6 +3,9 @@ replicate axes (seeds). Its id is the label itself when one axis tells arms apar
 "axis=label,axis=label", the same text a spec uses to name it (baseline, reference rows)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 
 def arm_id(labels: dict[str, str], arm_axes: list[str]) -> str:
     if not arm_axes:
@@ -18,3 +21,15 @@ def arm_ids(runs_labels: list[dict[str, str]], arm_axes: list[str]) -> list[str]
     for labels in runs_labels:
         seen.setdefault(arm_id(labels, arm_axes))
     return list(seen)
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How a spec lays out its table (harness.spec.report resolves it when the spec loads):
+    the axes that tell arms apart (not seeds), the arms in spec order, the baseline arm, the
+    benchmark columns, and the published table beside ours (analysis.reference.ReferenceMap)."""
+    arm_axes: list[str]
+    arms: list[str]
+    baseline: str
+    benchmarks: list[str]
+    reference: Any = None

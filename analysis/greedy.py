@@ -72,6 +72,14 @@ def _benchmarks(rounds: list[dict]) -> list[str]:
     return list(rounds[0]["current"]["benchmarks"]) if rounds else []
 
 
+def _tuned_cells(frame: pd.DataFrame, rounds: list[dict]) -> dict[str, list[str]]:
+    """The tuned hyperparameter's value per row, where the search tunes one."""
+    paths = {a["tuning"]["path"] for r in rounds for a in [r["current"], *r["candidates"]]
+             if a.get("tuning")}
+    return {p: [DASH if pd.isna(v) else f"{v:.3g}" for v in frame[p]] for p in sorted(paths)
+            if p in frame}
+
+
 def lineage_table(rounds: list[dict], title: str) -> Table:
     frame = lineage_frame(rounds)
     if frame.empty:
@@ -85,6 +93,7 @@ def lineage_table(rounds: list[dict], title: str) -> Table:
         **{b: [num(v) for v in frame[b]] for b in _benchmarks(rounds)},
         "objective": [mean_sd(a["mean"], _std(a)) for a in arms],
         "change": [DASH if math.isnan(v) else num(v, signed=True) for v in frame["change"]],
+        **_tuned_cells(frame, rounds),
     }, index=frame.index)
     last = rounds[-1]
     notes = ["Benchmarks normalized to 0-100 by the search spec's objective; objective: their "
@@ -108,6 +117,7 @@ def round_tables(rounds: list[dict], title: str) -> list[Table]:
             "gain": [num(v, signed=True) for v in part["gain"]],
             "seeds": part["seeds"].astype(str),
             "added": ["yes" if a else "" for a in part["added"]],
+            **_tuned_cells(part, rounds),
         }, index=part.index)
         current = r["current"]
         out.append(Table(f"round-{r['round']}", f"{title}: round {r['round']} candidates "

@@ -166,7 +166,9 @@ def from_run_dirs(runs: list[RunRef], workdir: Path) -> Records:
 # --- MLflow -----------------------------------------------------------------------------------
 def _mlflow_record(client, run, last_stage: str | None) -> RawRecord:
     tags, data = run.data.tags, run.data
-    state = tags.get("state") or MLFLOW_STATES.get(run.info.status, run.info.status)
+    # a requeued run is RUNNING again while its tags still hold the last attempt's end
+    state = (MLFLOW_STATES["RUNNING"] if run.info.status == "RUNNING" else
+             tags.get("state") or MLFLOW_STATES.get(run.info.status, run.info.status))
     rec = RawRecord(state=state, reason=tags.get("reason", ""), params=dict(data.params))
     if state != "DONE":
         return rec
@@ -252,7 +254,7 @@ def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Rec
         if axis in frame:
             frame[axis] = restore_column(frame[axis])
     for col in frame.columns:
-        if col.startswith("cost/") or "/" in col and not col.startswith("param/"):
+        if "/" in col and not col.startswith("param/"):     # metrics and cost
             frame[col] = pd.to_numeric(frame[col])
     return Records(frame, pd.DataFrame(questions, columns=QUESTION_COLUMNS), source)
 

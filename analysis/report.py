@@ -17,7 +17,7 @@ from analysis import greedy, plots
 from analysis.arms import arm_id
 from analysis.records import Records, RunRef, from_mlflow, from_run_dirs
 from analysis.render import FORMATS, SUFFIX, render
-from analysis.tables import Table, TableLayout, ablation_tables
+from analysis.tables import Table, ablation_tables
 
 SOURCES = ("rundirs", "mlflow")
 
@@ -88,10 +88,7 @@ def experiment_report(spec, workdir: Path, source: str = "rundirs",
                       tracking_uri: str | None = None) -> Report:
     records = read_records(spec, workdir, source, tracking_uri)
     plan = spec.report
-    layout = TableLayout(plan.arm_axes, plan.arms, plan.baseline, plan.benchmarks,
-                         plan.reference)
-    title = spec.name
-    tables = ablation_tables(records, layout, title)
+    tables = ablation_tables(records, plan, spec.name)
     header = [f"{spec.name}: {spec.description}" if spec.description else spec.name,
               f"spec {spec.file}", f"records: {records.source}", _state_line(records)]
     figures: dict[str, Figure] = {}

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.arms import TableLayout
 from analysis.records import Records, primary_metric
-from analysis.reference import ReferenceMap
 from analysis.stats import LEVEL, RESAMPLES, Interval, mean_std, paired_bootstrap
 
 DASH = "-"
@@ -36,16 +36,6 @@ class Table:
     frame: pd.DataFrame            # numbers
     cells: pd.DataFrame            # text, same rows
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TableLayout:
-    """What the spec says about the table (harness.spec.report.ReportPlan has this shape)."""
-    arm_axes: list[str]
-    arms: list[str]
-    baseline: str
-    benchmarks: list[str]
-    reference: ReferenceMap | None = None
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -282,8 +272,8 @@ def _ablation_notes(layout: TableLayout, seeds: bool, n_questions: int) -> list[
     ref = layout.reference
     if ref:
         notes.append(f"Paper: {ref.title} (source: {ref.table.source}).")
-        if ref.table.approximate or any(
-                (c := ref.value(a, p)) and c.approximate for a in ref.rows for p, _ in ref.columns):
+        cells = [ref.value(a, p) for a in ref.rows for p, _ in ref.columns]
+        if any(c is not None and c.approximate for c in cells):
             notes.append(f"{APPROX}: approximate paper value (read off a figure or a summary, "
                          "as the source says); not the paper's exact number.")
         unmapped = [a for a in layout.arms if a not in ref.rows]

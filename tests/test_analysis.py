@@ -16,7 +16,7 @@ from analysis.reference import ReferenceTable
 from analysis.render import FORMATS, render
 from analysis.report import build_report, run_refs
 from analysis.stats import paired_bootstrap
-from analysis.tables import TableLayout, ablation_tables
+from analysis.tables import ablation_tables
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.spec import load_spec
@@ -117,9 +117,7 @@ def test_hand_made_records_give_the_expected_table_cell_for_cell(hand_records):
     assert runs["cost/train_samples_per_s"].iloc[3] == 70.0   # the last stage's
     assert len(records.questions) == 4 * 5
 
-    layout = TableLayout(**{k: getattr(spec.report, k) for k in
-                            ("arm_axes", "arms", "baseline", "benchmarks", "reference")})
-    ablation, deltas = ablation_tables(records, layout, "hand")[:2]
+    ablation, deltas = ablation_tables(records, spec.report, "hand")[:2]
     s = math.sqrt(2) * 100 / 6        # sd of two values 100/6 either side of the mean
     nan = math.nan
     expected = pd.DataFrame({
@@ -362,6 +360,13 @@ def test_greedy_tables_and_plot_from_round_records(tmp_path):
     assert r1.frame["gain"].tolist() == [30.0, 10.0]
     assert r1.cells["added"].tolist() == ["yes", ""]
     assert r2.frame.index.tolist() == ["c"] and r2.notes == [ROUNDS[1]["decision"]]
+    # a tuned hyperparameter keeps its digits (a learning rate is not a score to round)
+    tuned = json.loads(json.dumps(ROUNDS))
+    for r in tuned:
+        for arm in [r["current"], *r["candidates"]]:
+            arm["tuning"] = {"path": "stages[sft].lr", "value": 3e-4, "trials": []}
+    assert lineage_table(tuned, "t").cells["stages[sft].lr"].tolist() == ["0.0003"] * 2
+    assert round_tables(tuned, "t")[0].frame["stages[sft].lr"].tolist() == [3e-4] * 2
     paths = save(greedy_path(ROUNDS, "s"), tmp_path / "g")
     assert [p.stat().st_size > 1000 for p in paths] == [True, True]
 

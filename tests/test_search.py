@@ -271,6 +271,10 @@ def test_optuna_tunes_each_arm_and_a_rerun_asks_nothing_new(tmp_path):
         assert arm.tuning["value"] == best["value"] and arm.mean == pytest.approx(
             best["objective"])
     assert (workdir / "searches" / "tiny_search" / "optuna.journal").exists()
+    # the written tables carry the tuned value at full precision (it is not a score)
+    table = json.loads((workdir / "searches" / "tiny_search" / "candidates.json").read_text())
+    assert table[0]["stages[sft].lr"] == pytest.approx(
+        rounds[0].candidates[0].tuning["value"], rel=1e-6)
     runs_before = sorted(p.name for p in (workdir / "runs").iterdir())
     assert len(runs_before) == 4   # 2 arms x 2 trials
     again = GreedySearch(spec, workdir, executor="inline").run()

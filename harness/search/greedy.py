@@ -213,11 +213,18 @@ class GreedySearch:
                               table.to_json(orient="records", indent=1))
 
 
+def _scores_rounded(frame: pd.DataFrame, rounds: list[Round]) -> pd.DataFrame:
+    """Scores to 2 decimals for printing; a tuned value (a learning rate) keeps its digits."""
+    scores = [*(rounds[0].current.benchmark_means() if rounds else {}),
+              "objective", "std", "change", "gain"]
+    return frame.round({c: 2 for c in scores if c in frame})
+
+
 def lineage_table(rounds: list[Round]) -> pd.DataFrame:
-    """The chosen path, rounded for printing (analysis.greedy builds it from the records)."""
-    return lineage_frame([r.to_dict() for r in rounds]).round(2)
+    """The chosen path (analysis.greedy builds it from the round records)."""
+    return _scores_rounded(lineage_frame([r.to_dict() for r in rounds]), rounds)
 
 
 def candidate_table(rounds: list[Round]) -> pd.DataFrame:
-    """Every candidate of every round, rounded for printing."""
-    return candidate_frame([r.to_dict() for r in rounds]).round(2)
+    """Every candidate of every round."""
+    return _scores_rounded(candidate_frame([r.to_dict() for r in rounds]), rounds)

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.arms import TableLayout
 from harness.config import RunConfig, parse_run_config
 from harness.errors import ConfigError
 from harness.schema import bind_dataclass
 from harness.spec import paths
-from harness.spec.report import ReportPlan, ReportSection, resolve_report
+from harness.spec.report import ReportSection, resolve_report
 from harness.yamlio import Located, load_yaml
 
 
@@ -93,7 +94,7 @@ class ExperimentSpec:
     description: str
     axes: list[str]            # label columns, in display order
     runs: list[PlannedRun]
-    report: ReportPlan | None = None   # arms, baseline, benchmarks, the paper's table
+    report: TableLayout | None = None   # arms, baseline, benchmarks, the paper's table
 
 
 def _label(value: Any) -> str | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.arms import arm_id, arm_ids
+from analysis.arms import TableLayout, arm_id, arm_ids
 from analysis.reference import ReferenceMap, ReferenceTable
 from harness.yamlio import Located
 
@@ -41,15 +41,6 @@ class ReportSection:
     baseline: Any = None
     benchmarks: list[str] | None = None
     reference: ReferenceSection | None = None
-
-
-@dataclass(frozen=True)
-class ReportPlan:
-    arm_axes: list[str]           # the axes that tell arms apart (not seeds)
-    arms: list[str]               # arm ids in spec order
-    baseline: str
-    benchmarks: list[str]
-    reference: ReferenceMap | None = None
 
 
 def _hint(name: str, allowed: list[str]) -> str:
@@ -117,7 +108,7 @@ def _reference(section: ReferenceSection, arms: list[str], benchmarks: list[str]
 
 
 def resolve_report(section: ReportSection, src: Located, runs_labels: list[dict[str, str]],
-                   arm_axes: list[str], evaluated: list[str]) -> ReportPlan:
+                   arm_axes: list[str], evaluated: list[str]) -> TableLayout:
     arms = arm_ids(runs_labels, arm_axes)
     baseline = _baseline(section.baseline, arm_axes, arms, src)
     benchmarks = evaluated
@@ -129,4 +120,4 @@ def resolve_report(section: ReportSection, src: Located, runs_labels: list[dict[
         benchmarks = list(section.benchmarks)
     reference = (_reference(section.reference, arms, benchmarks, src)
                  if section.reference else None)
-    return ReportPlan(arm_axes, arms, baseline, benchmarks, reference)
+    return TableLayout(arm_axes, arms, baseline, benchmarks, reference)
