@@ -33,18 +33,23 @@ def _tuned(arm: dict) -> dict:
     return {t["path"]: t["value"]} if t else {}
 
 
+def chosen_path(rounds: list[dict]) -> list[tuple[int, dict]]:
+    """(round, arm) for the start set and each round's added candidate."""
+    path = [(0, rounds[0]["current"])] if rounds else []
+    for r in rounds:
+        if r["chosen"]:
+            path.append((r["round"], next(c for c in r["candidates"]
+                                          if c["added"] == r["chosen"])))
+    return path
+
+
 def lineage_frame(rounds: list[dict]) -> pd.DataFrame:
     """One row per step of the chosen path: round, expert set, expert added, each benchmark
     (normalized mean over seeds), the objective, its spread and its change."""
     if not rounds:
         return pd.DataFrame()
-    path = [(0, rounds[0]["current"])]
-    for r in rounds:
-        if r["chosen"]:
-            path.append((r["round"], next(c for c in r["candidates"]
-                                          if c["added"] == r["chosen"])))
     rows, previous = [], None
-    for number, arm in path:
+    for number, arm in chosen_path(rounds):
         row = {"round": number, "experts": " + ".join(arm["experts"]),
                "added": arm["added"] or "(start)", **arm["benchmarks"],
                "objective": arm["mean"], "std": arm["std"],
@@ -84,8 +89,7 @@ def lineage_table(rounds: list[dict], title: str) -> Table:
     frame = lineage_frame(rounds)
     if frame.empty:
         return Table("lineage", title, frame, frame, ["No round of the search has finished."])
-    arms = [rounds[0]["current"]] + [next(c for c in r["candidates"] if c["added"] ==
-                                          r["chosen"]) for r in rounds if r["chosen"]]
+    arms = [arm for _, arm in chosen_path(rounds)]
     frame = frame.set_index("round")
     cells = pd.DataFrame({
         "experts": frame["experts"],

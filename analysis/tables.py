@@ -77,15 +77,12 @@ class ArmStats:
 def _arm_stats(frame: pd.DataFrame, arm: str, benchmarks: list[str]) -> ArmStats:
     runs = frame[frame["arm"] == arm]
     done = runs[runs["state"] == "DONE"]
-    scores, per_run = {}, []
-    for b in benchmarks:
-        col = primary_metric(frame, b)
-        values = (100 * done[col]).dropna().tolist() if col is not None else []
-        scores[b] = mean_std(values)
-    if len(done):
-        cols = [primary_metric(frame, b) for b in benchmarks]
-        if all(c is not None for c in cols):
-            per_run = (100 * done[cols]).dropna().mean(axis=1).tolist()
+    cols = [primary_metric(frame, b) for b in benchmarks]
+    scores = {b: mean_std((100 * done[c]).dropna().tolist() if c is not None else [])
+              for b, c in zip(benchmarks, cols)}
+    per_run = []
+    if len(done) and all(c is not None for c in cols):
+        per_run = (100 * done[cols]).dropna().mean(axis=1).tolist()
     cost = {}
     for name, col, scale in (("visual tokens", "cost/visual_tokens", 1),
                              ("params (M)", "cost/params_total", 1e-6),
@@ -247,7 +244,7 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
                          [f"Percentage points against the baseline '{layout.baseline}'; "
                           f"[low, high]: the {LEVEL:.0%} paired bootstrap interval over the "
                           "questions both arms answered."]))
-    fusion = fusion_table(frame, layout, table)
+    fusion = fusion_table(frame, layout, table, stats)
     if fusion is not None:
         out.append(fusion)
     return out
@@ -282,7 +279,8 @@ def _ablation_notes(layout: TableLayout, seeds: bool, n_questions: int) -> list[
     return notes
 
 
-def fusion_table(frame: pd.DataFrame, layout: TableLayout, ablation: Table) -> Table | None:
+def fusion_table(frame: pd.DataFrame, layout: TableLayout, ablation: Table,
+                 stats: dict[str, ArmStats]) -> Table | None:
     """Fusion strategies side by side with their cost, where the arms differ in fusion."""
     col = "param/model.fusion.id"
     if col not in frame:
@@ -296,10 +294,10 @@ def fusion_table(frame: pd.DataFrame, layout: TableLayout, ablation: Table) -> T
         "fusion": [fusions[a] for a in layout.arms],
         "avg": src["avg"].to_numpy(), "change": src["change"].to_numpy(),
         "visual tokens": src["visual tokens"].to_numpy(),
-        "fusion params (k)": [_cost(frame, a, "cost/fusion_params", 1e-3) for a in layout.arms],
+        "fusion params (k)": [stats[a].cost["fusion params (k)"] for a in layout.arms],
         "GFLOPs/sample": src["GFLOPs/sample"].to_numpy(),
         "train samples/s": src["train samples/s"].to_numpy(),
-        "peak memory (MB)": [_cost(frame, a, "cost/peak_memory_mb", 1) for a in layout.arms],
+        "peak memory (MB)": [stats[a].cost["peak memory (MB)"] for a in layout.arms],
     }, index=src.index)
     cells = pd.DataFrame({
         "fusion": [f or DASH for f in numbers["fusion"]],
@@ -315,9 +313,3 @@ def fusion_table(frame: pd.DataFrame, layout: TableLayout, ablation: Table) -> T
                          "forward of one sample (torch FlopCounterMode); train samples/s: "
                          "the last stage's training throughput on the run's device."])
 
-
-def _cost(frame: pd.DataFrame, arm: str, col: str, scale: float) -> float:
-    if col not in frame:
-        return math.nan
-    values = frame.loc[(frame["arm"] == arm) & (frame["state"] == "DONE"), col].dropna()
-    return float(values.mean() * scale) if len(values) else math.nan
