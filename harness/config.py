@@ -38,9 +38,12 @@ class SyntheticData:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A LLaVA-format conversation JSON and the folder its `image` paths are relative to."""
+    """A LLaVA-format conversation JSON and the folder its `image` paths are relative to.
+    `samples` states the file's record count (LLaVA-558K: 558128), so a plan can size an
+    epoch-based stage before the file is on this machine; the loaded file must agree."""
     json: str
     images: str
+    samples: int | None = field(default=None, metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -154,12 +157,25 @@ def architecture_dict(model: ModelConfig) -> dict:
 
 
 @dataclass(frozen=True)
+class BenchmarkSource:
+    """Where a real benchmark's official files are: its question file (or folder: POPE, MME)
+    and its image folder (None where images are inside: MME, MMBench's TSV)."""
+    questions: str
+    images: str | None = None
+
+
+@dataclass(frozen=True)
 class EvalConfig:
+    """benchmarks: registry ids; sources: benchmark -> its files, for every real benchmark;
+    likelihood: closed-answer benchmarks (yes/no, option letters) answered by the allowed
+    answer the model finds most likely instead of by generation."""
     benchmarks: list[str]
     batch_size: int = 64
     max_new_tokens: int = 8
     template: str | None = None   # None = the last stage's template
     before_training: bool = False  # also score the untrained model (a floor for the table)
+    sources: dict[str, BenchmarkSource] = field(default_factory=dict, metadata=ADDED_OPTION)
+    likelihood: list[str] = field(default_factory=list, metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -188,12 +204,27 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def parse_run_config(src: Located) -> RunConfig:
+def parse_run_config(src: Located, check_files: bool = True) -> RunConfig:
+    """check_files=False (planning on a machine without the data) skips the checks that data
+    and benchmark files exist; everything else is validated."""
     cfg = bind(RunConfig, src.data, src, "")
     cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, src),
+                              eval=_absolute_sources(cfg.eval, src),
                               model=_pinned_fusion_files(cfg.model, src))
-    validate(cfg, src)
+    validate(cfg, src, check_files)
     return dataclasses.replace(cfg, stages=[s for s in cfg.stages if s.enabled])
+
+
+def _absolute_sources(ev: EvalConfig, src: Located) -> EvalConfig:
+    def fix(name: str, attr: str) -> str | None:
+        value = getattr(ev.sources[name], attr)
+        if value is None:
+            return None
+        where = Path(src.file_of(f"eval.sources.{name}.{attr}")).parent
+        return str((where / Path(value).expanduser()).resolve())
+    return dataclasses.replace(ev, sources={
+        name: BenchmarkSource(fix(name, "questions"), fix(name, "images"))
+        for name in ev.sources})
 
 
 def _pinned_fusion_files(model: ModelConfig, src: Located) -> ModelConfig:
@@ -226,7 +257,7 @@ def _absolute_paths(data: DataConfig, src: Located) -> DataConfig:
             return None
         return DatasetRef(*(str((Path(src.file_of(f"data.{part}.{attr}")).parent
                                  / Path(getattr(ref, attr)).expanduser()).resolve())
-                            for attr in ("json", "images")))
+                            for attr in ("json", "images")), samples=ref.samples)
     return dataclasses.replace(data, align=fix("align"), sft=fix("sft"), eval=fix("eval"))
 
 
@@ -235,9 +266,8 @@ def _check_id(src: Located, path: str, registry, name: str) -> None:
         raise src.error(path, str(UnknownIdError(registry.kind, name, registry.names())))
 
 
-def validate(cfg: RunConfig, src: Located) -> None:
+def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
     """Everything that can be checked before work starts; raises ConfigError."""
-    from harness.evaluation.benchmarks import BENCHMARKS
     from harness.modelbuild import ExpertBuildError, build_architecture
 
     names = [e.key for e in cfg.model.experts]
@@ -268,11 +298,8 @@ def validate(cfg: RunConfig, src: Located) -> None:
         for group in stage.lrs:
             if group not in TRAINABLE_GROUPS and group.removeprefix("experts.") not in names:
                 raise src.error(f"stages[{i}].lrs.{group}", "unknown module group")
-    for i, bench in enumerate(cfg.eval.benchmarks):
-        _check_id(src, f"eval.benchmarks[{i}]", BENCHMARKS, bench)
-    if cfg.eval.template:
-        _check_id(src, "eval.template", TEMPLATES, cfg.eval.template)
-    _validate_data(cfg, src)
+    _validate_eval(cfg.eval, src, check_files)
+    _validate_data(cfg, src, check_files)
     arch = content_hash(architecture_dict(cfg.model))
     if arch not in _BUILDS_ON_META:  # a grid repeats few architectures; build each once
         try:
@@ -327,9 +354,51 @@ def _blame(message: str, cfg: RunConfig) -> str:
     return "model.fusion"
 
 
-def _validate_data(cfg: RunConfig, src: Located) -> None:
+def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
+    from harness.evaluation.benchmarks import BENCHMARKS
+    for i, bench in enumerate(ev.benchmarks):
+        _check_id(src, f"eval.benchmarks[{i}]", BENCHMARKS, bench)
+        if BENCHMARKS.get(bench).needs_source and bench not in ev.sources:
+            raise src.error(f"eval.benchmarks[{i}]", f"benchmark '{bench}' reads its official "
+                            f"files: give eval.sources.{bench}.questions (and .images)")
+    for name in ev.sources:
+        if name not in ev.benchmarks:
+            raise src.error(f"eval.sources.{name}", "not one of eval.benchmarks: "
+                            + ", ".join(ev.benchmarks))
+        if not BENCHMARKS.get(name).needs_source:
+            raise src.error(f"eval.sources.{name}", f"'{name}' is synthetic: its questions "
+                                                    "come from the run's eval data")
+    for i, name in enumerate(ev.likelihood):
+        if name not in ev.benchmarks:
+            raise src.error(f"eval.likelihood[{i}]", f"'{name}' is not one of eval.benchmarks")
+        if BENCHMARKS.get(name).scorer not in CLOSED_SCORERS:
+            closed = [b for b in ev.benchmarks if BENCHMARKS.get(b).scorer in CLOSED_SCORERS]
+            raise src.error(f"eval.likelihood[{i}]", f"'{name}' has open answers; likelihood "
+                            "scoring takes yes/no and option-letter benchmarks: "
+                            + (", ".join(closed) or "none in eval.benchmarks"))
+        if not BENCHMARKS.get(name).needs_source:
+            raise src.error(f"eval.likelihood[{i}]", "synthetic questions carry no closed set "
+                                                     "of answers")
+    if ev.template:
+        _check_id(src, "eval.template", TEMPLATES, ev.template)
+    if check_files:
+        for name, source in ev.sources.items():
+            for attr in ("questions", "images"):
+                value = getattr(source, attr)
+                if value is not None and not Path(value).exists():
+                    raise src.error(f"eval.sources.{name}.{attr}", f"not found: {value}")
+
+
+# scorers whose questions have a closed set of allowed answers (likelihood can rank them)
+CLOSED_SCORERS = ("pope", "mme", "choice", "circular_choice")
+
+
+def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
+    from harness.evaluation.benchmarks import BENCHMARKS
     d = cfg.data
-    needed = {s.data for s in cfg.stages if s.enabled} | {"eval"}
+    needed = {s.data for s in cfg.stages if s.enabled}
+    if any(not BENCHMARKS.get(b).needs_source for b in cfg.eval.benchmarks):
+        needed.add("eval")  # the synthetic benchmarks' questions live in the eval data
     if d.synthetic is None:
         for part in sorted(needed):
             if getattr(d, part) is None:
@@ -342,7 +411,7 @@ def _validate_data(cfg: RunConfig, src: Located) -> None:
                                 f"allowed: {', '.join(SKILLS)}")
     for part in ("align", "sft", "eval"):
         ref = getattr(d, part)
-        if ref is None:
+        if ref is None or not check_files:
             continue
         for attr, want_dir in (("json", False), ("images", True)):
             p = Path(getattr(ref, attr))

@@ -22,7 +22,14 @@ from harness.data.batching import Collator, ImageTransform, to_device
 from harness.data.llava import load_llava_json
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
-from harness.evaluation.generate import expected_counts, generate, score
+from harness.errors import DataError
+from harness.evaluation.generate import (
+    choose_by_likelihood,
+    collect_questions,
+    expected_ids,
+    generate,
+    score,
+)
 from harness.modelbuild import build_model, build_solo, solo_config
 from harness.rundir import RunDir, atomic_torch_save, atomic_write_text, file_lock
 from harness.schema import to_plain
@@ -46,7 +53,7 @@ class RunResult:
 class ResolvedData:
     align: tuple[Path, Path] | None
     sft: tuple[Path, Path] | None
-    eval: tuple[Path, Path]
+    eval: tuple[Path, Path] | None   # None: every benchmark reads its own files
     corpus: list[str]
 
 
@@ -229,19 +236,32 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     model.to(accelerator.device)
     transforms = {n: ImageTransform.for_expert(e) for n, e in model.experts.items()}
     tokenizer = llm.tokenizer
-    eval_records = load_llava_json(*data.eval)
+    eval_records = load_llava_json(*data.eval) if data.eval else []
     eval_template = TEMPLATES.get(cfg.eval.template or cfg.stages[-1].template)
     datasets = {p: load_llava_json(*getattr(data, p)) for p in {s.data for s in cfg.stages}}
-    counts = expected_counts(eval_records, cfg.eval.benchmarks)
+    for part, records in datasets.items():
+        stated = getattr(cfg.data, part).samples if getattr(cfg.data, part) else None
+        if stated is not None and stated != len(records):
+            raise DataError(f"{getattr(data, part)[0]}: has {len(records)} records; the config "
+                            f"states data.{part}.samples = {stated}")
+    questions = collect_questions(cfg.eval.benchmarks, eval_records, cfg.eval.sources,
+                                  workdir / "cache" / "benchmarks")
+    image_root = data.eval[1] if data.eval else Path("/")
 
     def evaluate(tag: str) -> dict:
-        collate = Collator(tokenizer, eval_template, transforms, data.eval[1], for_generation=True)
-        preds = generate(model, tokenizer, collate, eval_records, cfg.eval.benchmarks,
-                         cfg.eval.batch_size, cfg.eval.max_new_tokens,
-                         eval_template.stop_id(tokenizer), accelerator.device, progress)
+        by_likelihood = {n: q for n, q in questions.items() if n in cfg.eval.likelihood}
+        by_generation = {n: q for n, q in questions.items() if n not in by_likelihood}
+        collate = Collator(tokenizer, eval_template, transforms, image_root, for_generation=True)
+        preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
+                         cfg.eval.max_new_tokens, eval_template.stop_id(tokenizer),
+                         accelerator.device, progress)
+        if by_likelihood:
+            scoring = Collator(tokenizer, eval_template, transforms, image_root)
+            preds += choose_by_likelihood(model, scoring, by_likelihood, cfg.eval.batch_size,
+                                          accelerator.device, progress)
         with open(run_dir.path / f"predictions{tag}.jsonl", "w") as f:
             f.writelines(json.dumps(dataclasses.asdict(p)) + "\n" for p in preds)
-        metrics, per_question = score(preds, counts)
+        metrics, per_question = score(preds, expected_ids(questions))
         run_dir.write_json(f"metrics{tag}.json", metrics)
         run_dir.write_json(f"per_question{tag}.json", per_question)
         return metrics

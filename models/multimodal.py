@@ -109,9 +109,9 @@ class MultimodalLM(nn.Module):
 
     @torch.no_grad()
     def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
-                        sample_ids=None) -> torch.Tensor:
+                        sample_ids=None, total: bool = False) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare
-        models sample by sample)."""
+        models sample by sample); with total, the sum: the answer's negative log-likelihood."""
         embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
                                                has_image, sample_ids, left_pad=False)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
@@ -119,7 +119,8 @@ class MultimodalLM(nn.Module):
         losses = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2).float(), target.clamp_min(0), reduction="none")
         counted = (target != IGNORE_INDEX).to(losses.dtype)
-        return (losses * counted).sum(1) / counted.sum(1).clamp_min(1.0)
+        summed = (losses * counted).sum(1)
+        return summed if total else summed / counted.sum(1).clamp_min(1.0)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,

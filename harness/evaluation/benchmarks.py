@@ -1,13 +1,18 @@
-"""Benchmarks by id: which questions (from the run's eval data) and which scorer. The
-synthetic ones stand in for the benchmark families their skills imitate; loaders for the real
-benchmark files plug into the same registry."""
+"""Benchmarks by id: where the questions come from and which scorer reads the answers.
+
+The real benchmarks load their official local files (harness.evaluation.formats) from the
+paths a run gives under `eval.sources`; the synthetic ones select their questions from the
+run's generated eval data and stand in for the benchmark families their skills imitate."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.data.llava import Conversation
 from harness.data.synthetic import SKILLS
+from harness.evaluation.formats import LOADERS
 from models.registry import Registry
+from models.templates import IMAGE_PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -16,9 +21,24 @@ class Benchmark:
     scorer: str
     family: str
     main_metric: str = "accuracy"
+    format: str | None = None          # a LOADERS id; None: synthetic, from the eval data
+    max_new_tokens: int | None = None  # None: the run's eval.max_new_tokens
+
+    @property
+    def needs_source(self) -> bool:
+        return self.format is not None
 
     def select(self, records: list[Conversation]) -> list[Conversation]:
         return [r for r in records if r.extra.get("benchmark") == self.name]
+
+    def load(self, questions: Path, images: Path | None, cache: Path) -> list[Conversation]:
+        """The official files as conversations whose one open turn is the question's prompt."""
+        out = []
+        for q in LOADERS.get(self.format)(questions, images, cache):
+            out.append(Conversation(q.id, q.image, [(f"{IMAGE_PLACEHOLDER}\n{q.prompt}", "")],
+                                    {"benchmark": self.name, "answers": q.answers,
+                                     "choices": q.choices, "meta": q.meta}))
+        return out
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -26,3 +46,21 @@ for _skill in SKILLS.values():
     BENCHMARKS.register(_skill.benchmark, f"synthetic '{_skill.name}' questions, imitating "
                         f"{_skill.family}")(Benchmark(_skill.benchmark, _skill.scorer,
                                                       _skill.family))
+
+for _b in [
+    Benchmark("gqa", "vqa_accuracy", "GQA testdev-balanced", format="gqa"),
+    Benchmark("textvqa", "vqa_accuracy", "TextVQA val (10 answers, VQA accuracy)",
+              format="textvqa"),
+    Benchmark("pope", "pope", "POPE random/popular/adversarial", "mean_f1", format="pope"),
+    Benchmark("mme", "mme", "MME perception and cognition", "perception_points", format="mme"),
+    Benchmark("scienceqa_img", "choice", "ScienceQA-IMG test", format="scienceqa"),
+    Benchmark("mmbench_dev", "circular_choice", "MMBench dev, CircularEval",
+              format="mmbench"),
+    Benchmark("seed_bench_img", "choice", "SEED-Bench image", format="seed_bench"),
+    Benchmark("chartqa", "relaxed_accuracy", "ChartQA test (relaxed accuracy)",
+              "relaxed_accuracy", format="chartqa"),
+    Benchmark("docvqa", "anls", "DocVQA val (ANLS)", "anls", format="docvqa", max_new_tokens=32),
+    Benchmark("ocrbench", "ocrbench", "OCRBench (points out of 1000)", "points",
+              format="ocrbench", max_new_tokens=64),
+]:
+    BENCHMARKS.register(_b.name, _b.family)(_b)

@@ -1,9 +1,12 @@
-"""Generation and scoring, as two steps: `generate` answers every question of the selected
-benchmarks by batched greedy decoding; `score` reads those answers back, checks that every
-expected question has one, and applies each benchmark's scorer."""
+"""Answering and scoring, as two steps. `generate` answers every question of the selected
+benchmarks by batched greedy decoding; `choose_by_likelihood` answers closed questions (yes/no,
+option letters) with the allowed answer the model finds most likely; `score` reads the answers
+back, checks that every expected question has exactly one, and applies each benchmark's
+scorer to the answer text, whichever way it was produced."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -22,47 +25,123 @@ class Prediction:
     question: str
     prediction: str
     answers: list[str]
+    meta: dict = field(default_factory=dict)
+    method: str = "generate"   # generate | likelihood
 
 
-def generate(model: MultimodalLM, tokenizer, collate: Collator, records: list[Conversation],
-             benchmarks: list[str], batch_size: int, max_new_tokens: int, stop_id: int,
-             device: torch.device, progress: bool = True) -> list[Prediction]:
-    questions = [(name, r) for name in benchmarks for r in BENCHMARKS.get(name).select(records)]
-    model.eval()
-    out: list[Prediction] = []
-    for start in tqdm(range(0, len(questions), batch_size), desc="eval", leave=False,
-                      disable=not progress):
-        chunk = questions[start:start + batch_size]
-        prompts = [Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra) for _, r in chunk]
-        batch = collate(prompts)
-        batch = to_device(batch, device)
-        tokens = model.generate(batch["input_ids"], batch["attention_mask"], batch["pixels"],
-                                batch["has_image"], max_new_tokens, stop_id,
-                                sample_ids=batch["sample_ids"])
-        for (name, rec), toks in zip(chunk, tokens):
-            text = tokenizer.decode(toks, skip_special_tokens=True).strip()
-            answers = rec.extra.get("answers") or [rec.turns[0][1]]
-            out.append(Prediction(rec.id, name, rec.turns[0][0], text, list(answers)))
+def collect_questions(benchmarks: list[str], records: list[Conversation],
+                      sources: dict, cache: Path) -> dict[str, list[Conversation]]:
+    """benchmark -> its questions: real ones from their files (`sources[name]` has questions
+    and images paths), synthetic ones from the run's eval records."""
+    out = {}
+    for name in benchmarks:
+        bench = BENCHMARKS.get(name)
+        if bench.needs_source:
+            src = sources[name]
+            out[name] = bench.load(Path(src.questions),
+                                   Path(src.images) if src.images else None, cache)
+        else:
+            out[name] = bench.select(records)
     return out
 
 
-def expected_counts(records: list[Conversation], benchmarks: list[str]) -> dict[str, int]:
-    return {name: len(BENCHMARKS.get(name).select(records)) for name in benchmarks}
+def _answers(rec: Conversation) -> list[str]:
+    return list(rec.extra.get("answers") or [rec.turns[0][1]])
 
 
-def score(predictions: list[Prediction], expected: dict[str, int]
+def _prediction(name: str, rec: Conversation, text: str, method: str) -> Prediction:
+    return Prediction(rec.id, name, rec.turns[0][0], text, _answers(rec),
+                      rec.extra.get("meta") or {}, method)
+
+
+def generate(model: MultimodalLM, tokenizer, collate: Collator,
+             questions: dict[str, list[Conversation]], batch_size: int, max_new_tokens: int,
+             stop_id: int, device: torch.device, progress: bool = True) -> list[Prediction]:
+    model.eval()
+    out: list[Prediction] = []
+    for name, records in questions.items():
+        budget = BENCHMARKS.get(name).max_new_tokens or max_new_tokens
+        for start in tqdm(range(0, len(records), batch_size), desc=f"eval {name}",
+                          leave=False, disable=not progress):
+            chunk = records[start:start + batch_size]
+            prompts = [Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra)
+                       for r in chunk]
+            batch = to_device(collate(prompts), device)
+            tokens = model.generate(batch["input_ids"], batch["attention_mask"],
+                                    batch["pixels"], batch["has_image"], budget, stop_id,
+                                    sample_ids=batch["sample_ids"])
+            for rec, toks in zip(chunk, tokens):
+                text = tokenizer.decode(toks, skip_special_tokens=True).strip()
+                out.append(_prediction(name, rec, text, "generate"))
+    return out
+
+
+def choose_by_likelihood(model: MultimodalLM, collate: Collator,
+                         questions: dict[str, list[Conversation]], batch_size: int,
+                         device: torch.device, progress: bool = True) -> list[Prediction]:
+    """Each question's answer is the allowed answer (its `choices`) with the highest total
+    log-likelihood as the reply to its prompt; `collate` must build training batches (labels
+    on the reply) in the evaluation template."""
+    model.eval()
+    out: list[Prediction] = []
+    for name, records in questions.items():
+        for rec in records:
+            if not rec.extra.get("choices"):
+                raise ValueError(f"benchmark '{name}' question {rec.id} has no closed set of "
+                                 "answers; likelihood scoring takes yes/no or option-letter "
+                                 "benchmarks only")
+        pairs = [(rec, c) for rec in records for c in rec.extra["choices"]]
+        scores: list[float] = []
+        for start in tqdm(range(0, len(pairs), batch_size), desc=f"likelihood {name}",
+                          leave=False, disable=not progress):
+            chunk = pairs[start:start + batch_size]
+            convs = [Conversation(r.id, r.image, [(r.turns[0][0], c)], r.extra) for r, c in chunk]
+            batch = to_device(collate(convs), device)
+            nll = model.per_sample_loss(batch["input_ids"], batch["attention_mask"],
+                                        batch["labels"], batch["pixels"], batch["has_image"],
+                                        batch["sample_ids"], total=True)
+            scores += (-nll).tolist()
+        at = 0
+        for rec in records:
+            choices = rec.extra["choices"]
+            mine = scores[at:at + len(choices)]
+            at += len(choices)
+            out.append(_prediction(name, rec, choices[mine.index(max(mine))], "likelihood"))
+    return out
+
+
+def expected_ids(questions: dict[str, list[Conversation]]) -> dict[str, list[str]]:
+    return {name: [r.id for r in records] for name, records in questions.items()}
+
+
+def score(predictions: list[Prediction], expected: dict[str, list[str]]
           ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """{benchmark: {metric: value}} and the per-question scores; refuses incomplete answers."""
+    """{benchmark: {metric: value}} and the per-question scores (in the expected order).
+    Refuses to score a benchmark unless every expected question has exactly one answer."""
     metrics, per_question = {}, {}
-    for name, count in expected.items():
-        preds = [p for p in predictions if p.benchmark == name]
-        if len(preds) != count or len({p.id for p in preds}) != count:
-            raise RuntimeError(f"benchmark '{name}': {len(preds)} answers for {count} "
-                               f"questions; generation is incomplete")
-        if count == 0:
+    for name, ids in expected.items():
+        if not ids:
             raise RuntimeError(f"benchmark '{name}' has no questions in the eval data")
+        by_id: dict[str, Prediction] = {}
+        for p in predictions:
+            if p.benchmark != name:
+                continue
+            if p.id in by_id:
+                raise RuntimeError(f"benchmark '{name}': question {p.id} is answered twice")
+            by_id[p.id] = p
+        missing = [i for i in ids if i not in by_id]
+        extra = sorted(set(by_id) - set(ids))
+        if missing or extra:
+            raise RuntimeError(f"benchmark '{name}': {len(by_id)} answers for {len(ids)} "
+                               "questions; " + (f"{len(missing)} unanswered (first: "
+                                                f"{missing[0]})" if missing else "")
+                               + ("; " if missing and extra else "")
+                               + (f"{len(extra)} answers to unknown questions (first: "
+                                  f"{extra[0]})" if extra else "")
+                               + "; generation is incomplete")
+        preds = [by_id[i] for i in ids]
         bench = BENCHMARKS.get(name)
         m, per = SCORERS.get(bench.scorer)([p.prediction for p in preds],
-                                           [p.answers for p in preds])
+                                           [p.answers for p in preds], [p.meta for p in preds])
         metrics[name], per_question[name] = m, per
     return metrics, per_question

@@ -1,5 +1,7 @@
-"""Answer scorers. Each takes predictions and reference answers and returns named metrics
-(fractions in [0, 1]) plus a per-question score, so reports can bootstrap over questions.
+"""Answer scorers. Each takes predictions, reference answers and each question's metadata and
+returns named metrics plus a per-question score (in [0, 1]), so reports can bootstrap over
+questions. Metrics are fractions in [0, 1], except those named *_points, which are on the
+scale the benchmark publishes (MME's 0-2000 perception score, OCRBench's 0-1000).
 
 VQA accuracy follows the VQA challenge: the official answer normalization (punctuation,
 articles, number words, contractions), then min(1, #matching humans / 3) averaged over the
@@ -12,7 +14,7 @@ from collections.abc import Callable
 
 from models.registry import Registry
 
-Scorer = Callable[[list[str], list[list[str]]], tuple[dict[str, float], list[float]]]
+Scorer = Callable[..., tuple[dict[str, float], list[float]]]  # (preds, refs, meta=None)
 SCORERS: Registry[Scorer] = Registry("scorer")
 
 _CONTRACTIONS = {"dont": "don't", "doesnt": "doesn't", "isnt": "isn't", "arent": "aren't",
@@ -59,13 +61,13 @@ def vqa_score(prediction: str, answers: list[str]) -> float:
 
 
 @SCORERS.register("vqa_accuracy", "VQA accuracy with the official answer normalization")
-def vqa_accuracy(predictions, references):
+def vqa_accuracy(predictions, references, meta=None):
     per = [vqa_score(p, r) for p, r in zip(predictions, references)]
     return {"accuracy": sum(per) / len(per)}, per
 
 
 @SCORERS.register("exact_match", "normalized exact match (case, spaces, final period)")
-def exact_match(predictions, references):
+def exact_match(predictions, references, meta=None):
     def norm(s: str) -> str:
         return " ".join(s.strip().lower().rstrip(".").split())
     per = [float(any(norm(p) == norm(r) for r in refs))
@@ -79,7 +81,7 @@ def yes_no_of(text: str) -> str | None:
 
 
 @SCORERS.register("yes_no", "yes/no accuracy, F1 of 'yes', yes-ratio (POPE style)")
-def yes_no(predictions, references):
+def yes_no(predictions, references, meta=None):
     """An answer that starts with neither yes nor no is wrong and counts as not-'yes'."""
     preds = [yes_no_of(p) for p in predictions]
     golds = [yes_no_of(r[0]) for r in references]
@@ -93,3 +95,7 @@ def yes_no(predictions, references):
     return {"accuracy": sum(per) / len(per), "f1": f1,
             "yes_ratio": sum(p == "yes" for p in preds) / len(preds),
             "unanswered": sum(p is None for p in preds) / len(preds)}, per
+
+
+# the benchmark-specific scorers register themselves into SCORERS
+from harness.evaluation import closed_form, text_metrics  # noqa: E402,F401

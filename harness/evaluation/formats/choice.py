@@ -1,0 +1,145 @@
+"""Multiple-choice benchmarks in their official files: ScienceQA-IMG (problems.json, test split,
+questions with an image), MMBench dev (the TSV with base64 images) and SEED-Bench image
+(SEED-Bench.json, data_type image). Prompts follow LLaVA-1.5: context first, lettered options,
+then the letter instruction. MMBench is asked in every rotation of its options (the benchmark's
+CircularEval, LLaVA's --all-rounds); a question counts only when every rotation is right."""
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from harness.evaluation.formats import LOADERS
+from harness.evaluation.prompts import LETTERS, multiple_choice
+from harness.evaluation.questions import (
+    BenchmarkFileError,
+    Question,
+    bad_record,
+    image_at,
+    read_json,
+    require,
+)
+
+
+@LOADERS.register("scienceqa", "ScienceQA problems.json: {pid: {question, choices, answer, "
+                               "hint, image, split}}; the test image folder <pid>/image.png")
+def load_scienceqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+    data = read_json(questions, "ScienceQA")
+    if not isinstance(data, dict):
+        raise BenchmarkFileError(f"{questions}: expected ScienceQA's object pid -> problem")
+    if images is None or not images.is_dir():
+        raise BenchmarkFileError(f"{questions}: ScienceQA-IMG needs the test image folder "
+                                 f"(<pid>/image.png); not a folder: {images}")
+    out = []
+    for pid, rec in data.items():
+        where = f"problem {pid}"
+        require(rec, {"question": str, "choices": list, "answer": int, "split": str}, questions,
+                where, "ScienceQA")
+        if rec["split"] != "test" or not rec.get("image"):
+            continue
+        choices = [str(c) for c in rec["choices"]]
+        if not 0 <= rec["answer"] < len(choices):
+            raise bad_record(questions, where, f"answer index {rec['answer']} is outside its "
+                                               f"{len(choices)} choices")
+        hint = rec.get("hint") or ""
+        prompt = multiple_choice(rec["question"], choices,
+                                 f"Context: {hint}" if hint.strip() else None)
+        out.append(Question(str(pid), image_at(images, f"{pid}/{rec['image']}", questions, where),
+                            prompt, [LETTERS[rec["answer"]]], list(LETTERS[:len(choices)]),
+                            {"options": choices, "subject": rec.get("subject", "")}))
+    if not out:
+        raise BenchmarkFileError(f"{questions}: no test-split question with an image")
+    return out
+
+
+def _decode_image(text: str, target: Path, path: Path, where: str) -> str:
+    try:
+        raw = base64.b64decode(text, validate=True)
+        Image.open(io.BytesIO(raw)).verify()
+    except (binascii.Error, ValueError, UnidentifiedImageError) as exc:
+        raise bad_record(path, where, f"`image` is not a base64-encoded image ({exc})") from None
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(raw)
+        tmp.replace(target)
+    return str(target.resolve())
+
+
+MMBENCH_COLUMNS = ("index", "question", "answer", "image", "category")
+
+
+@LOADERS.register("mmbench", "MMBench mmbench_dev_*.tsv: index, question, hint, A-D, answer, "
+                             "category, image (base64); asked in every rotation of the options")
+def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+    if not questions.is_file():
+        raise BenchmarkFileError(f"{questions}: MMBench TSV not found")
+    csv.field_size_limit(1 << 30)
+    with open(questions, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or any(c not in rows[0] for c in MMBENCH_COLUMNS):
+        have = ", ".join(rows[0]) if rows else "no rows"
+        raise BenchmarkFileError(f"{questions}: expected MMBench's TSV columns "
+                                 f"{', '.join(MMBENCH_COLUMNS)}, A, B, ... (has: {have})")
+    by_index = {r["index"]: r for r in rows}
+    folder = cache / "mmbench" / questions.stem
+    out = []
+    for n, row in enumerate(rows, 2):  # line 1 is the header
+        where = f"line {n} (index {row['index']})"
+        options = [row[k] for k in LETTERS if k in row and row[k] and row[k].lower() != "nan"]
+        if len(options) < 2:
+            raise bad_record(questions, where, "fewer than two options in columns A, B, ...")
+        if row["answer"] not in LETTERS[:len(options)]:
+            raise bad_record(questions, where, f"answer {row['answer']!r} is not one of "
+                                               f"{', '.join(LETTERS[:len(options)])}")
+        encoded = row["image"]
+        if encoded.isdigit() and encoded in by_index:  # a repeated image refers to its row
+            encoded = by_index[encoded]["image"]
+        image = _decode_image(encoded, folder / f"{row['index']}.img", questions, where)
+        hint = row.get("hint") or ""
+        hint = None if hint.lower() == "nan" else hint
+        right = LETTERS.index(row["answer"])
+        for r in range(len(options)):
+            rotated = options[r:] + options[:r]
+            answer = LETTERS[(right - r) % len(options)]
+            out.append(Question(f"{row['index']}@{r}", image,
+                                multiple_choice(row["question"], rotated, hint), [answer],
+                                list(LETTERS[:len(options)]),
+                                {"group": row["index"], "options": rotated,
+                                 "category": row["category"]}))
+    return out
+
+
+@LOADERS.register("seed_bench", "SEED-Bench.json: {questions: [{question_id, question, "
+                                "choice_a-d, answer, data_id, data_type}]}; image questions only")
+def load_seed(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+    data = read_json(questions, "SEED-Bench")
+    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
+        raise BenchmarkFileError(f"{questions}: expected SEED-Bench's object with a "
+                                 "`questions` list")
+    if images is None or not images.is_dir():
+        raise BenchmarkFileError(f"{questions}: SEED-Bench needs its image folder "
+                                 f"(SEED-Bench-image); not a folder: {images}")
+    out = []
+    keys = {"question_id": (str, int), "question": str, "answer": str, "data_id": str,
+            "data_type": str, **{f"choice_{c}": str for c in "abcd"}}
+    for i, rec in enumerate(data["questions"]):
+        where = f"questions[{i}]"
+        if isinstance(rec, dict) and rec.get("data_type") not in (None, "image"):
+            continue
+        require(rec, keys, questions, where, "SEED-Bench")
+        options = [rec[f"choice_{c}"] for c in "abcd"]
+        if rec["answer"] not in "ABCD":
+            raise bad_record(questions, where, f"answer {rec['answer']!r} is not A, B, C or D")
+        out.append(Question(str(rec["question_id"]),
+                            image_at(images, rec["data_id"], questions, where),
+                            multiple_choice(rec["question"], options), [rec["answer"]],
+                            list("ABCD"), {"options": options,
+                                           "category": str(rec.get("question_type_id", ""))}))
+    if not out:
+        raise BenchmarkFileError(f"{questions}: no image question (data_type 'image')")
+    return out

@@ -1,0 +1,58 @@
+"""MME (Fu et al., 2023) in its release folder MME_Benchmark_release_version/: one folder per
+subtask; each image has a .txt of two lines "question<TAB>Yes|No". Four subtasks keep them in
+images/ and questions_answers_YN/, the others side by side. Prompt: LLaVA-1.5's short-answer
+suffix after the question (which already asks for yes or no)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.evaluation.formats import LOADERS
+from harness.evaluation.prompts import short_answer
+from harness.evaluation.questions import BenchmarkFileError, Question, bad_record
+
+PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
+              "landmark", "artwork", "OCR")
+COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation",
+             "code_reasoning")
+IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
+
+
+def _pairs(folder: Path) -> tuple[Path, Path]:
+    """(question folder, image folder) of one subtask, in either release layout."""
+    if (folder / "questions_answers_YN").is_dir():
+        return folder / "questions_answers_YN", folder / "images"
+    return folder, folder
+
+
+@LOADERS.register("mme", "MME_Benchmark_release_version folder: <subtask>/*.txt with lines "
+                         "'question<TAB>Yes|No' beside (or in images/ for) each image")
+def load_mme(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+    if not questions.is_dir():
+        raise BenchmarkFileError(f"{questions}: MME takes the MME_Benchmark_release_version "
+                                 "folder")
+    present = [t for t in (*PERCEPTION, *COGNITION) if (questions / t).is_dir()]
+    if not present:
+        raise BenchmarkFileError(f"{questions}: no MME subtask folder found (expected some of "
+                                 f"{', '.join((*PERCEPTION, *COGNITION))})")
+    out = []
+    for task in present:
+        qdir, idir = _pairs(questions / task)
+        texts = sorted(qdir.glob("*.txt"))
+        if not texts:
+            raise BenchmarkFileError(f"{qdir}: MME subtask '{task}' has no question .txt files")
+        for txt in texts:
+            image = next((idir / (txt.stem + s) for s in IMAGE_SUFFIXES
+                          if (idir / (txt.stem + s)).is_file()), None)
+            if image is None:
+                raise bad_record(txt, "image", f"image not found: {idir / txt.stem}"
+                                               f"{{{','.join(IMAGE_SUFFIXES)}}}")
+            lines = [ln for ln in txt.read_text().splitlines() if ln.strip()]
+            for n, line in enumerate(lines, 1):
+                question, tab, answer = line.rpartition("\t")
+                if not tab or answer.strip() not in ("Yes", "No"):
+                    raise bad_record(txt, f"line {n}", "expected 'question<TAB>Yes' or "
+                                                       f"'question<TAB>No', got {line!r}")
+                out.append(Question(f"{task}/{txt.stem}/{n}", str(image.resolve()),
+                                    short_answer(question), [answer.strip()], ["Yes", "No"],
+                                    {"category": task, "image": f"{task}/{txt.stem}"}))
+    return out

@@ -1,0 +1,22 @@
+"""The answer instructions of LLaVA-1.5's evaluation (haotian-liu/LLaVA, scripts/v1_5/eval and
+llava/eval/model_vqa_*.py): a short-answer suffix for open questions and yes/no benchmarks, an
+option-letter suffix after the lettered options for multiple choice."""
+from __future__ import annotations
+
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+OPTION_LETTER = "Answer with the option's letter from the given choices directly."
+LETTERS = "ABCDEFGHIJ"
+
+
+def short_answer(question: str) -> str:
+    return f"{question.strip()}\n{SHORT_ANSWER}"
+
+
+def multiple_choice(question: str, options: list[str], hint: str | None = None) -> str:
+    """LLaVA's layout: the hint (context) first when there is one, then the question, one
+    'A. option' line per option, then the letter instruction."""
+    lines = [hint.strip()] if hint and hint.strip() else []
+    lines.append(question.strip())
+    lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
+    lines.append(OPTION_LETTER)
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Scorers for open answers that are not VQA-style: ANLS (DocVQA), relaxed accuracy (ChartQA)
+and OCRBench's substring match, each as its benchmark's official evaluation defines it."""
+from __future__ import annotations
+
+from harness.evaluation.scorers import SCORERS
+
+ANLS_THRESHOLD = 0.5
+RELAXED_TOLERANCE = 0.05
+
+
+def levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def anls_one(prediction: str, answers: list[str], threshold: float = ANLS_THRESHOLD) -> float:
+    """Biten et al. (ICCV 2019): the best over references of 1 - normalized edit distance,
+    0 when that distance reaches the threshold; case and surrounding/duplicate spaces ignored."""
+    def norm(s: str) -> str:
+        return " ".join(s.strip().lower().split())
+    pred, best = norm(prediction), 0.0
+    for answer in answers:
+        ref = norm(answer)
+        longest = max(len(pred), len(ref))
+        distance = levenshtein(pred, ref) / longest if longest else 0.0
+        best = max(best, 1.0 - distance if distance < threshold else 0.0)
+    return best
+
+
+@SCORERS.register("anls", "average normalized Levenshtein similarity, threshold 0.5 (DocVQA)")
+def anls(predictions, references, meta=None):
+    per = [anls_one(p, r) for p, r in zip(predictions, references)]
+    return {"anls": sum(per) / len(per)}, per
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
+
+
+def relaxed_match(prediction: str, target: str, tolerance: float = RELAXED_TOLERANCE) -> bool:
+    """ChartQA (Masry et al., 2022): a numeric answer within 5% of a non-zero numeric target is
+    right ("12.4%" reads as 0.124); anything else must match exactly, ignoring case."""
+    prediction, target = prediction.strip(), target.strip()
+    pred, gold = _number(prediction), _number(target)
+    if pred is not None and gold:
+        return abs(pred - gold) / abs(gold) <= tolerance
+    return prediction.lower() == target.lower()
+
+
+@SCORERS.register("relaxed_accuracy", "ChartQA relaxed accuracy: numbers within 5%, else "
+                                      "exact match")
+def relaxed_accuracy(predictions, references, meta=None):
+    per = [float(any(relaxed_match(p, t) for t in refs))
+           for p, refs in zip(predictions, references)]
+    return {"relaxed_accuracy": sum(per) / len(per)}, per
+
+
+def ocrbench_match(prediction: str, answer: str, dataset: str) -> bool:
+    """OCRBench (Liu et al., 2023): the reference occurs in the answer; case-insensitive, and
+    for handwritten formulas (HME100k) with every space removed."""
+    if dataset == "HME100k":
+        return answer.strip().replace("\n", " ").replace(" ", "") in \
+            prediction.strip().replace("\n", " ").replace(" ", "")
+    return answer.lower().strip().replace("\n", " ") in prediction.lower().strip().replace("\n",
+                                                                                          " ")
+
+
+@SCORERS.register("ocrbench", "OCRBench: reference contained in the answer; points = number "
+                              "right (out of 1000 on the full set)")
+def ocrbench(predictions, references, meta=None):
+    meta = meta or [{}] * len(predictions)
+    per = [float(any(ocrbench_match(p, a, m.get("dataset", "")) for a in refs))
+           for p, refs, m in zip(predictions, references, meta)]
+    return {"points": sum(per), "accuracy": sum(per) / len(per)}, per
