@@ -98,34 +98,36 @@ def option_letter(answer: str, letters: list[str], options: list[str] | None = N
     """The chosen letter: the bare letter, a leading 'B.', '(B)' or 'B)', 'The answer is B',
     or the full text of exactly one option; None when none of these is found."""
     text = answer.strip()
-    for pattern in (_LEADING, _STATED):
-        m = pattern.search(text)
-        if m and m.group(1) in letters:
-            return m.group(1)
-    if options:
+    if options:  # first: "A dog." is option B's text, not the letter A
         norm = " ".join(text.lower().rstrip(".").split())
         hits = [letters[i] for i, o in enumerate(options)
                 if " ".join(str(o).lower().rstrip(".").split()) == norm]
         if len(hits) == 1:
             return hits[0]
+    for pattern in (_LEADING, _STATED):
+        m = pattern.search(text)
+        if m and m.group(1) in letters:
+            return m.group(1)
     return None
+
+
+def _letters(meta: dict) -> list[str]:
+    options = meta.get("options")
+    return list(LETTERS[:len(options)]) if options else list(LETTERS)
 
 
 def _letters_right(predictions, references, meta) -> list[float]:
     meta = meta or [{}] * len(predictions)
-    out = []
-    for p, r, m in zip(predictions, references, meta):
-        options = m.get("options")
-        letters = list(LETTERS[:len(options)]) if options else list(LETTERS)
-        out.append(float(option_letter(p, letters, options) == r[0]))
-    return out
+    return [float(option_letter(p, _letters(m), m.get("options")) == r[0])
+            for p, r, m in zip(predictions, references, meta)]
 
 
 @SCORERS.register("choice", "multiple choice: the option letter extracted from the answer")
 def choice(predictions, references, meta=None):
+    meta = meta or [{}] * len(predictions)
     per = _letters_right(predictions, references, meta)
-    unparsed = sum(option_letter(p, list(LETTERS), (m or {}).get("options")) is None
-                   for p, m in zip(predictions, meta or [None] * len(predictions)))
+    unparsed = sum(option_letter(p, _letters(m), m.get("options")) is None
+                   for p, m in zip(predictions, meta))
     return {"accuracy": sum(per) / len(per), "unparsed": unparsed / len(per)}, per
 
 

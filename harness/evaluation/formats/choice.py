@@ -96,10 +96,11 @@ def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Ques
         if row["answer"] not in LETTERS[:len(options)]:
             raise bad_record(questions, where, f"answer {row['answer']!r} is not one of "
                                                f"{', '.join(LETTERS[:len(options)])}")
-        encoded = row["image"]
-        if encoded.isdigit() and encoded in by_index:  # a repeated image refers to its row
-            encoded = by_index[encoded]["image"]
-        image = _decode_image(encoded, folder / f"{row['index']}.img", questions, where)
+        owner = row["index"]
+        if row["image"].isdigit() and row["image"] in by_index:  # a repeated image names
+            owner = row["image"]                                # the row that holds it
+        image = _decode_image(by_index[owner]["image"], folder / f"{owner}.img", questions,
+                              where)
         hint = row.get("hint") or ""
         hint = None if hint.lower() == "nan" else hint
         right = LETTERS.index(row["answer"])

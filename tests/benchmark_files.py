@@ -1,0 +1,163 @@
+"""Small benchmark files in each benchmark's official layout, written into a folder for tests:
+the records are hand-picked so the expected scores can be worked out by hand in the tests."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+
+def png(path: Path, color=(200, 30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), color).save(path)
+    return path
+
+
+def png_base64(color=(30, 200, 30)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def gqa(root: Path) -> tuple[Path, Path]:
+    data = {"201": {"imageId": "n1", "question": "What color is the car?", "answer": "red",
+                    "fullAnswer": "The car is red.", "types": {}},
+            "202": {"imageId": "n2", "question": "Is it on the left?", "answer": "no"}}
+    for img in ("n1", "n2"):
+        png(root / "images" / f"{img}.jpg")
+    (root / "testdev_balanced_questions.json").write_text(json.dumps(data))
+    return root / "testdev_balanced_questions.json", root / "images"
+
+
+def textvqa(root: Path) -> tuple[Path, Path]:
+    data = {"dataset_name": "textvqa", "dataset_version": "0.5.1", "data": [
+        {"question_id": 1, "image_id": "t1", "question": "What brand is it?",
+         "answers": ["the nike", "Nike."] + ["adidas"] * 8},
+        {"question_id": 2, "image_id": "t2", "question": "What number?",
+         "answers": ["two"] * 10}]}
+    for img in ("t1", "t2"):
+        png(root / "train_images" / f"{img}.jpg")
+    (root / "TextVQA_0.5.1_val.json").write_text(json.dumps(data))
+    return root / "TextVQA_0.5.1_val.json", root / "train_images"
+
+
+def docvqa(root: Path) -> tuple[Path, Path]:
+    data = {"dataset_name": "docvqa", "data": [
+        {"questionId": 10, "question": "Who signed?", "image": "documents/d1.png",
+         "answers": ["John Smith", "J. Smith"]},
+        {"questionId": 11, "question": "What year?", "image": "documents/d2.png",
+         "answers": ["1998"]}]}
+    for img in ("d1", "d2"):
+        png(root / "documents" / f"{img}.png")
+    (root / "val_v1.0.json").write_text(json.dumps(data))
+    return root / "val_v1.0.json", root
+
+
+def chartqa(root: Path) -> tuple[Path, Path]:
+    data = [{"imgname": "c1.png", "query": "What is the peak?", "label": "12.4"},
+            {"imgname": "c2.png", "query": "Share of cars?", "label": "45%"},
+            {"imgname": "c1.png", "query": "Which is larger?", "label": "Germany"},
+            {"imgname": "c2.png", "query": "Minimum?", "label": "0"}]
+    for img in ("c1", "c2"):
+        png(root / "png" / f"{img}.png")
+    (root / "test_human.json").write_text(json.dumps(data))
+    return root / "test_human.json", root / "png"
+
+
+def ocrbench(root: Path) -> tuple[Path, Path]:
+    data = [{"id": 0, "dataset_name": "IIIT5K", "type": "Regular Text Recognition",
+             "image_path": "IIIT5K/o1.png", "question": "what is written in the image?",
+             "answers": ["HOTEL"]},
+            {"id": 1, "dataset_name": "HME100k", "type": "Handwritten Mathematical Expression "
+             "Recognition", "image_path": "HME100k/o2.png", "question": "Write the formula.",
+             "answers": "x ^ { 2 } + 1"}]
+    png(root / "IIIT5K" / "o1.png")
+    png(root / "HME100k" / "o2.png")
+    (root / "OCRBench.json").write_text(json.dumps(data))
+    return root / "OCRBench.json", root
+
+
+def pope(root: Path) -> tuple[Path, Path]:
+    """Four questions per split, the same images; labels yes, yes, no, no."""
+    folder = root / "coco"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("random", "popular", "adversarial"):
+        lines = [{"question_id": i + 1, "image": f"COCO_val2014_{i}.jpg",
+                  "text": f"Is there a {obj} in the image?", "label": label}
+                 for i, (obj, label) in enumerate([("dog", "yes"), ("cat", "yes"),
+                                                   ("car", "no"), ("tree", "no")])]
+        (folder / f"coco_pope_{split}.json").write_text(
+            "\n".join(json.dumps(x) for x in lines) + "\n")
+    for i in range(4):
+        png(root / "val2014" / f"COCO_val2014_{i}.jpg")
+    return folder, root / "val2014"
+
+
+def mme(root: Path) -> tuple[Path, Path]:
+    """existence (perception, flat layout) with two images, code_reasoning (cognition) and
+    artwork (perception) in the images/ + questions_answers_YN/ layout, one image each."""
+    base = root / "MME_Benchmark_release_version"
+    for stem in ("e1", "e2"):
+        png(base / "existence" / f"{stem}.jpg")
+        (base / "existence" / f"{stem}.txt").write_text(
+            "Is there a dog in this image? Please answer yes or no.\tYes\n"
+            "Is there a cat in this image? Please answer yes or no.\tNo\n")
+    for task in ("code_reasoning", "artwork"):
+        png(base / task / "images" / "k1.png")
+        (base / task / "questions_answers_YN").mkdir(parents=True)
+        (base / task / "questions_answers_YN" / "k1.txt").write_text(
+            "Is the output 3? Please answer yes or no.\tYes\n"
+            "Is the output 4? Please answer yes or no.\tNo\n")
+    return base, None
+
+
+def scienceqa(root: Path) -> tuple[Path, Path]:
+    problems = {
+        "5": {"question": "Which is a mammal?", "choices": ["shark", "whale", "trout"],
+              "answer": 1, "hint": "", "image": "image.png", "split": "test",
+              "subject": "natural science"},
+        "6": {"question": "Which word is a noun?", "choices": ["run", "table"], "answer": 1,
+              "hint": "Select the best answer.", "image": "image.png", "split": "test"},
+        "7": {"question": "No image here", "choices": ["a", "b"], "answer": 0, "hint": "",
+              "image": None, "split": "test"},
+        "8": {"question": "Train split", "choices": ["a", "b"], "answer": 0, "hint": "",
+              "image": "image.png", "split": "train"}}
+    for pid in ("5", "6"):
+        png(root / "test" / pid / "image.png")
+    (root / "problems.json").write_text(json.dumps(problems))
+    return root / "problems.json", root / "test"
+
+
+def mmbench(root: Path) -> tuple[Path, Path | None]:
+    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category",
+              "image", "source", "l2-category", "comment", "split"]
+    rows = [["100", "What is shown?", "nan", "a cat", "a dog", "a bird", "a fish", "B",
+             "object_localization", png_base64(), "src", "l2", "nan", "dev"],
+            ["101", "Which color?", "The sky is clear.", "red", "blue", "nan", "nan", "A",
+             "attribute", "100", "src", "l2", "nan", "dev"]]
+    path = root / "mmbench_dev_20230712.tsv"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    return path, None
+
+
+def seed(root: Path) -> tuple[Path, Path]:
+    data = {"questions": [
+        {"question_id": "s1", "question": "How many cars?", "choice_a": "1", "choice_b": "2",
+         "choice_c": "3", "choice_d": "4", "answer": "C", "data_id": "1454.jpg",
+         "data_type": "image", "question_type_id": 5},
+        {"question_id": "s2", "question": "A video question", "choice_a": "x", "choice_b": "y",
+         "choice_c": "z", "choice_d": "w", "answer": "A", "data_id": "v.mp4",
+         "data_type": "video", "question_type_id": 10}],
+        "question_type": {"Instances Counting": 5}}
+    png(root / "SEED-Bench-image" / "1454.jpg")
+    (root / "SEED-Bench.json").write_text(json.dumps(data))
+    return root / "SEED-Bench.json", root / "SEED-Bench-image"
+
+
+WRITERS = {"gqa": gqa, "textvqa": textvqa, "docvqa": docvqa, "chartqa": chartqa,
+           "ocrbench": ocrbench, "pope": pope, "mme": mme, "scienceqa_img": scienceqa,
+           "mmbench_dev": mmbench, "seed_bench_img": seed}
