@@ -269,10 +269,22 @@ def benchmarks_of(frame: pd.DataFrame) -> list[str]:
     return list(seen)
 
 
+# The number each benchmark's papers print, where it is not accuracy: MME's perception score,
+# OCRBench's points, POPE's F1 averaged over its splits, DocVQA's ANLS, ChartQA's relaxed
+# accuracy. Checked in this order, then accuracy, then the first metric.
+HEADLINE_METRICS = ("perception_points", "points", "mean_f1", "anls", "relaxed_accuracy",
+                    "accuracy")
+
+
 def primary_metric(frame: pd.DataFrame, benchmark: str) -> str | None:
-    """The column a table shows for a benchmark: its accuracy where it has one, else its first
-    metric (each scorer reports its headline metric first)."""
+    """The column a table shows for a benchmark."""
     cols = [c for c in frame.columns if c.startswith(benchmark + "/")]
     if not cols:
         return None
-    return f"{benchmark}/accuracy" if f"{benchmark}/accuracy" in cols else cols[0]
+    return next((f"{benchmark}/{m}" for m in HEADLINE_METRICS if f"{benchmark}/{m}" in cols),
+                cols[0])
+
+
+def display_scale(metric: str) -> float:
+    """Fractions print as %, *_points metrics on their published scale (MME 0-2000)."""
+    return 1.0 if metric.endswith("points") else 100.0

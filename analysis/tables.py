@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.arms import TableLayout
-from analysis.records import Records, primary_metric
+from analysis.records import Records, display_scale, primary_metric
 from analysis.stats import LEVEL, RESAMPLES, Interval, mean_std, paired_bootstrap
 
 DASH = "-"
@@ -78,11 +78,13 @@ def _arm_stats(frame: pd.DataFrame, arm: str, benchmarks: list[str]) -> ArmStats
     runs = frame[frame["arm"] == arm]
     done = runs[runs["state"] == "DONE"]
     cols = [primary_metric(frame, b) for b in benchmarks]
-    scores = {b: mean_std((100 * done[c]).dropna().tolist() if c is not None else [])
-              for b, c in zip(benchmarks, cols)}
+    scores = {b: mean_std((display_scale(c) * done[c]).dropna().tolist() if c is not None
+                          else []) for b, c in zip(benchmarks, cols)}
     per_run = []
-    if len(done) and all(c is not None for c in cols):
-        per_run = (100 * done[cols]).dropna().mean(axis=1).tolist()
+    # the average is over % benchmarks: a 0-2000 MME score would swamp it
+    percent = [c for c in cols if c is not None and display_scale(c) == 100.0]
+    if len(done) and all(c is not None for c in cols) and percent:
+        per_run = (100 * done[percent]).dropna().mean(axis=1).tolist()
     cost = {}
     for name, col, scale in (("visual tokens", "cost/visual_tokens", 1),
                              ("params (M)", "cost/params_total", 1e-6),

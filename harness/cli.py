@@ -42,8 +42,8 @@ def cmd_train(args) -> int:
 def cmd_plan(args) -> int:
     from harness.plan import plan_table
     from harness.spec import load_spec
-    spec = load_spec(args.spec)
-    table, footer = plan_table(spec, Path(args.workdir))
+    spec = load_spec(args.spec, check_files=False)  # full specs plan without their data
+    table, footer = plan_table(spec, Path(args.workdir), args.profile)
     print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
     with _wide():
         print(table.to_string())
@@ -57,7 +57,7 @@ def cmd_run(args) -> int:
     from harness.spec import load_spec
     spec = load_spec(args.spec)  # every run validated before anything is submitted
     report = prepare(spec, Path(args.workdir), args.executor, args.max_parallel,
-                     args.profile, args.tracking_uri)
+                     args.profile or spec.slurm_profile, args.tracking_uri)
     print(f"{spec.name}: {len(spec.runs)} runs; submitting {len(report.submitted)} "
           f"({report.executor.describe()}), {len(report.done)} already done, "
           f"{len(report.in_flight)} already in flight"
@@ -227,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    spec_command("plan", "show a spec's runs, what is done, what each still trains and the "
-                         "estimated compute", cmd_plan)
+    p = spec_command("plan", "validate a spec without weights, data or GPUs; show its runs, "
+                             "what each still trains, the estimated GPU-hours and the Slurm "
+                             "array it would submit", cmd_plan)
+    p.add_argument("--profile", help="Slurm profile to size the array and GPU with (default: "
+                                     "the spec's `slurm:`)")
     def add_executor(p: argparse.ArgumentParser) -> None:
         p.add_argument("--executor", default="local", choices=["local", "slurm", "inline"],
                        help="local: jobs on this machine (default); slurm: one job array per "

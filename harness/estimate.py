@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
 from harness.modelbuild import build_architecture, solo_config
+from models.llm import llm_config
 
 TEXT_TOKENS = 64
 
@@ -33,23 +34,13 @@ class ArchitectureCost:
 
 
 def _llm_shape(cfg: RunConfig) -> tuple[int | None, int | None]:
-    llm = cfg.model.llm
-    try:
-        if llm.id == "tiny-llama":
-            from transformers import LlamaConfig
-            hf = LlamaConfig(vocab_size=llm.vocab_size, hidden_size=llm.hidden_size,
-                             intermediate_size=llm.intermediate_size,
-                             num_hidden_layers=llm.layers, num_attention_heads=llm.heads,
-                             num_key_value_heads=llm.heads, tie_word_embeddings=False)
-        else:
-            from transformers import AutoConfig
-            hf = AutoConfig.from_pretrained(llm.path)
-        from transformers import AutoModelForCausalLM
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(hf)
-        return sum(p.numel() for p in model.parameters()), hf.hidden_size
-    except Exception:  # no local config and no hub: the estimate says "unknown"
+    hf = llm_config(cfg.model.llm)
+    if hf is None:
         return None, None
+    from transformers import AutoModelForCausalLM
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf)
+    return sum(p.numel() for p in model.parameters()), hf.hidden_size
 
 
 def _measure(cfg: RunConfig) -> ArchitectureCost:
@@ -90,7 +81,12 @@ def stage_samples(cfg: RunConfig, stage: StageConfig) -> int | None:
             syn.train_per_skill * len(syn.skills) + syn.text_only
     else:
         ref = getattr(cfg.data, stage.data)
-        n = len(json.loads(Path(ref.json).read_text()))
+        if ref.samples is not None:
+            n = ref.samples
+        elif Path(ref.json).is_file():
+            n = len(json.loads(Path(ref.json).read_text()))
+        else:
+            return None   # neither the file nor its stated size
     return int(stage.epochs * n)
 
 

@@ -1,6 +1,8 @@
 """`ablate plan`: the expanded runs of a spec as a table of axis values, which are done, which
 stages each still has to train (a stage shared by several runs is trained by the first and
-reused by the rest), and the estimated training compute of what remains."""
+reused by the rest), the estimated training compute and GPU-hours of what remains, and the
+Slurm array `ablate run --executor slurm` would submit. It needs neither weights nor data nor
+a GPU: architectures are built on the meta device and dataset sizes come from the spec."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +12,19 @@ import pandas as pd
 from harness.estimate import TEXT_TOKENS, architecture_cost, stage_flops
 from harness.pipeline import stage_dir_name, stage_keys
 from harness.rundir import RunDir
+from harness.scheduler.profiles import GpuThroughput, SlurmProfile, load_profile
 from harness.scheduler.views import view_spec
 from harness.spec import ExperimentSpec
 
 
-def plan_table(spec: ExperimentSpec, workdir: Path) -> tuple[pd.DataFrame, list[str]]:
+def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
+               ) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table and the footer lines. `profile` (default: the spec's own) sizes the
+    Slurm array and the GPU the GPU-hours assume."""
     workdir = Path(workdir).resolve()
+    profile = profile or spec.slurm_profile
+    slurm = load_profile(profile, check_cluster=False) if profile else None
+    gpu = slurm.gpu if slurm else GpuThroughput()
     views = view_spec(spec, workdir)
     planned: set[str] = set()
     total, unknown, stages_to_train, stage_uses, rows = 0.0, False, 0, 0, []
@@ -46,16 +55,53 @@ def plan_table(spec: ExperimentSpec, workdir: Path) -> tuple[pd.DataFrame, list[
         row = {"#": i, **run.labels, "run": run.key, "state": view.state,
                "visual tokens": cost.visual_tokens,
                "trains": ", ".join(trains) or "-", "reuses": ", ".join(reuses) or "-",
-               "train TFLOPs": round(flops / 1e12, 2) if trains else 0.0}
+               "train TFLOPs": round(flops / 1e12, 2) if trains else 0.0,
+               "GPU-h": round(gpu.hours(flops), 2) if trains else 0.0}
         if view.state == "DONE":
             row["trains"] = row["reuses"] = ""
             row["state"] = f"DONE ({view.detail})" if view.detail else "DONE"
         rows.append(row)
+    run_hours = [r["GPU-h"] for r in rows if r["trains"]]
     done = sum(v.state == "DONE" for v in views)
     footer = [f"{len(spec.runs)} runs: {done} done, {len(spec.runs) - done} to run; "
               f"{stage_uses} stages in those runs, {stages_to_train} to train (the rest are "
               "shared or already done)",
               f"estimated training compute: {total / 1e12:.2f} TFLOPs"
               + (" (plus runs whose LLM size is unknown here)" if unknown else "")
-              + f" (3x forward of trained parts, {TEXT_TOKENS} text tokens per sample)"]
+              + f" (3x forward of trained parts, {TEXT_TOKENS} text tokens per sample)",
+              f"estimated GPU-hours: {gpu.hours(total):,.1f} on {gpu.describe()}"
+              + (", training only" if not unknown else ", training of the runs sized above")]
+    todo = len(spec.runs) - done
+    if slurm is not None and todo:
+        footer += slurm_lines(slurm, Path(profile), todo, max(run_hours, default=0.0))
+    elif todo:
+        footer.append("Slurm: no profile (give the spec a `slurm:` profile or --profile) "
+                      "to see the array it would submit")
     return pd.DataFrame(rows).set_index("#"), footer
+
+
+def slurm_lines(profile: SlurmProfile, path: Path, tasks: int, longest_gpu_hours: float
+                ) -> list[str]:
+    """The array `ablate run --executor slurm` submits: one task per run still to do, and
+    how often the longest task will hit the time limit and be requeued (it resumes from its
+    last checkpoint each time)."""
+    p = profile
+    gpus = max(p.gpus_per_node, 1)
+    wall_h = longest_gpu_hours / gpus
+    limit_h = p.time_min / 60
+    requeues = max(0, int(wall_h // limit_h)) if limit_h else 0
+    lines = [f"Slurm ({path}): 1 array of {tasks} tasks, sbatch --array=0-{tasks - 1}"
+             f"%{p.array_parallelism} --partition={p.partition} --gpus-per-node="
+             f"{p.gpus_per_node} --cpus-per-task={p.cpus_per_task} --mem={p.mem_gb}GB "
+             f"--time={p.time_min}"
+             + (f" --account={p.account}" if p.account else "")
+             + (f" --qos={p.qos}" if p.qos else "")
+             + (f" --constraint={p.constraint}" if p.constraint else ""),
+             f"  longest task: about {wall_h:.1f} h on {gpus} GPU(s) against a "
+             f"{p.time_min}-min limit"
+             + (f": about {requeues} time-limit requeue(s), each resuming from its last "
+                f"checkpoint" if requeues else "")]
+    if requeues > p.max_requeues:
+        lines.append(f"  WARNING: that is more than the profile's max_requeues "
+                     f"({p.max_requeues}); raise max_requeues or time_min")
+    return lines

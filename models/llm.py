@@ -57,15 +57,40 @@ class LoadedLLM:
 LLMS: Registry[Callable[..., LoadedLLM]] = Registry("llm")
 
 
-def llm_hidden_size(cfg: LLMConfig) -> int | None:
-    """The LM's hidden size without loading it (None when its config is not reachable)."""
+# The published architectures of the LMs the papers' ablations use (their config.json), so a
+# plan can size a 7B run on a machine without the hub or the weights.
+KNOWN_ARCHITECTURES = {
+    "lmsys/vicuna-7b-v1.5": dict(hidden_size=4096, intermediate_size=11008,
+                                 num_hidden_layers=32, num_attention_heads=32, vocab_size=32000,
+                                 max_position_embeddings=4096),
+    "lmsys/vicuna-13b-v1.5": dict(hidden_size=5120, intermediate_size=13824,
+                                  num_hidden_layers=40, num_attention_heads=40,
+                                  vocab_size=32000, max_position_embeddings=4096),
+}
+
+
+def llm_config(cfg: LLMConfig):
+    """The LM's transformers config without its weights: the tiny stand-in's, a local or hub
+    config when reachable, else a known architecture's; None when none of these is."""
     if cfg.id == "tiny-llama":
-        return cfg.hidden_size
+        return LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                           intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.layers,
+                           num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                           tie_word_embeddings=False)
+    known = KNOWN_ARCHITECTURES.get(cfg.path or "")
+    if known and not Path(cfg.path).is_dir():  # no hub round trip (and its retries) for these
+        return LlamaConfig(**known, tie_word_embeddings=False)
     try:
         from transformers import AutoConfig
-        return AutoConfig.from_pretrained(cfg.path).hidden_size
+        return AutoConfig.from_pretrained(cfg.path)
     except Exception:  # no local config and no hub
         return None
+
+
+def llm_hidden_size(cfg: LLMConfig) -> int | None:
+    """The LM's hidden size without loading it (None when its config is not reachable)."""
+    hf = llm_config(cfg)
+    return hf.hidden_size if hf is not None else None
 
 
 def _load(path: str, dtype: str) -> LoadedLLM:

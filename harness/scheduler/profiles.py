@@ -14,6 +14,27 @@ from harness.yamlio import load_yaml
 
 
 @dataclass(frozen=True)
+class GpuThroughput:
+    """What `ablate plan` assumes a GPU sustains when it turns FLOPs into GPU-hours: the peak
+    dense bf16 rate times a utilization (0.4 is a typical model-FLOPs utilization for 7B
+    LLaVA-style training)."""
+    name: str = "A100"
+    peak_tflops: float = 312.0
+    utilization: float = 0.4
+
+    def __post_init__(self):
+        if self.peak_tflops <= 0 or not 0 < self.utilization <= 1:
+            raise ValueError("gpu.peak_tflops must be > 0 and gpu.utilization in (0, 1]")
+
+    def hours(self, flops: float) -> float:
+        return flops / (self.peak_tflops * 1e12 * self.utilization) / 3600
+
+    def describe(self) -> str:
+        return (f"{self.name} at {self.peak_tflops:g} TFLOPs peak x {self.utilization:.0%} "
+                "utilization")
+
+
+@dataclass(frozen=True)
 class SlurmProfile:
     partition: str
     time_min: int = 60
@@ -28,6 +49,7 @@ class SlurmProfile:
     constraint: str | None = None
     setup: list[str] = field(default_factory=list)   # shell lines run before the job
     extra: dict[str, str] = field(default_factory=dict)  # any other sbatch option
+    gpu: GpuThroughput = field(default_factory=GpuThroughput)  # for plan's GPU-hours only
 
     def __post_init__(self):
         for name in ("time_min", "cpus_per_task", "mem_gb", "array_parallelism"):

@@ -59,6 +59,7 @@ class SpecFile:
     exclude: list[dict[str, Any]] = field(default_factory=list)
     variants: list[VariantSpec] = field(default_factory=list)
     report: ReportSection = field(default_factory=ReportSection)
+    slurm: str | None = None      # the Slurm profile its jobs need, relative to the spec file
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ExperimentSpec:
     axes: list[str]            # label columns, in display order
     runs: list[PlannedRun]
     report: TableLayout | None = None   # arms, baseline, benchmarks, the paper's table
+    slurm_profile: str | None = None    # absolute path of the spec's Slurm profile
 
 
 def _label(value: Any) -> str | None:
@@ -242,7 +244,9 @@ def _compose(base: Located, overrides: list[Override], spec_src: Located, name: 
     return Located(data, lines, base.file, files)
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
+def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
+    """check_files=False: validate everything but the existence of data and benchmark files
+    (`ablate plan` of a full-scale spec on a machine without the data)."""
     src = load_yaml(path)
     spec = bind_dataclass(SpecFile, src.data, src, "")
     if not spec.name.strip():
@@ -279,7 +283,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         overrides = [ov for _, value in picked for ov in value.overrides]
         suffix = ",".join(f"{k}={v}" for k, v in labels.items())
         name = f"{spec.name}[{suffix}]" if suffix else spec.name
-        cfg = parse_run_config(_compose(base, overrides, src, name))
+        cfg = parse_run_config(_compose(base, overrides, src, name), check_files)
         run = PlannedRun(name, labels, cfg)
         if cfg.key in by_key:
             raise ConfigError(f"runs {by_key[cfg.key].name} and {name} resolve to the same "
@@ -296,5 +300,12 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     evaluated = list(dict.fromkeys(b for r in runs for b in r.config.eval.benchmarks))
     report = resolve_report(spec.report, src, [r.labels for r in runs],
                             [c for c in columns if c not in replicates], evaluated)
+    profile = None
+    if spec.slurm is not None:
+        profile = (Path(src.file).parent / spec.slurm).resolve()
+        if not profile.is_file():
+            raise src.error("slurm", f"Slurm profile not found: {profile}")
+        from harness.scheduler.profiles import load_profile
+        load_profile(profile, check_cluster=False)   # its own errors name the profile file
     return ExperimentSpec(spec.name, str(Path(src.file).resolve()), spec.description,
-                          columns, runs, report)
+                          columns, runs, report, str(profile) if profile else None)
