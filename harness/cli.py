@@ -42,8 +42,15 @@ def cmd_train(args) -> int:
 def cmd_plan(args) -> int:
     from harness.plan import plan_table
     from harness.spec import load_spec
-    spec = load_spec(args.spec, check_files=False)  # full specs plan without their data
-    table, footer = plan_table(spec, Path(args.workdir), args.profile)
+    from harness.yamlio import load_yaml
+    if "search" in (load_yaml(args.spec).data or {}):
+        from harness.plan import search_plan
+        from harness.search import load_search_spec
+        spec = load_search_spec(args.spec, check_files=False)
+        table, footer = search_plan(spec, Path(args.workdir), args.profile)
+    else:
+        spec = load_spec(args.spec, check_files=False)  # full specs plan without their data
+        table, footer = plan_table(spec, Path(args.workdir), args.profile)
     print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
     with _wide():
         print(table.to_string())
@@ -145,7 +152,7 @@ def cmd_search(args) -> int:
     from harness.search import GreedySearch, load_search_spec
     spec = load_search_spec(args.spec)   # validated before anything is submitted
     search = GreedySearch(spec, Path(args.workdir), args.executor, args.max_parallel,
-                          args.profile, args.tracking_uri)
+                          args.profile or spec.slurm_profile, args.tracking_uri)
     print(f"{spec.name}: greedy expert addition from {' + '.join(spec.start)} over "
           f"{', '.join(spec.pool)}; objective: "
           + ", ".join(f"{b} (/{n.max:g})" for b, n in spec.objective.items())

@@ -105,3 +105,26 @@ def slurm_lines(profile: SlurmProfile, path: Path, tasks: int, longest_gpu_hours
         lines.append(f"  WARNING: that is more than the profile's max_requeues "
                      f"({p.max_requeues}); raise max_requeues or time_min")
     return lines
+
+
+def search_plan(search, workdir: Path, profile: str | None = None
+                ) -> tuple[pd.DataFrame, list[str]]:
+    """A greedy search's first round (the start set and the start set plus each candidate, at
+    every seed) planned like a spec, and a bound on the rounds after it: round r trains the
+    candidates left, so at most pool + (pool - 1) + ... arms until max_experts."""
+    runs = [search.run(search.start, seed) for seed in search.seeds]
+    runs += [search.run(search.start + [e], seed) for e in search.pool for seed in search.seeds]
+    spec = ExperimentSpec(search.name, search.file, search.description, ["experts", "seed"],
+                          runs, None, search.slurm_profile)
+    table, footer = plan_table(spec, workdir, profile)
+    first = len(search.pool)
+    later = sum(len(search.pool) - r for r in range(1, search.max_experts - len(search.start)))
+    done = table[table["trains"] != ""]
+    mean = float(done["GPU-h"].mean()) if len(done) else 0.0
+    footer.insert(0, f"round 1 of the search: {first} candidates x {len(search.seeds)} seed(s) "
+                     "(plus the start set)")
+    footer.append(f"later rounds: at most {later} more arms x {len(search.seeds)} seed(s) up to "
+                  f"{search.max_experts} experts; at round 1's mean cost that is at most "
+                  f"{later * len(search.seeds) * mean:,.1f} more GPU-hours (arms with more "
+                  "experts cost more, shared pre-alignment less)")
+    return table, footer

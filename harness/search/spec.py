@@ -91,6 +91,7 @@ class SearchFile:
     search: SearchSection
     description: str = ""
     set: dict[str, Any] = field(default_factory=dict)
+    slurm: str | None = None      # the Slurm profile its jobs need, relative to the spec file
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class SearchSpec:
     _base: Located = field(repr=False)
     _experts: dict[str, dict] = field(repr=False)
     _overrides: list[Override] = field(repr=False)
+    check_files: bool = True          # False: `ablate plan` without the data on this machine
+    slurm_profile: str | None = None
 
     @property
     def max_experts(self) -> int:
@@ -127,7 +130,8 @@ class SearchSpec:
         suffix = ",".join(f"{k}={v}" for k, v in labels.items())
         composed = _compose(self._base, overrides, self._src, f"{self.name}[{suffix}]")
         try:
-            cfg = parse_run_config(self._with_experts(composed, experts))
+            cfg = parse_run_config(self._with_experts(composed, experts),
+                                   self.check_files)
         except ConfigError as exc:
             raise self._renamed(exc, experts) from None
         return PlannedRun(f"{self.name}[{suffix}]", labels, cfg)
@@ -198,7 +202,7 @@ def _objective(section: SearchSection, base_cfg: RunConfig, src: Located
     return out
 
 
-def load_search_spec(path: str | Path) -> SearchSpec:
+def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
     src = load_yaml(path)
     if isinstance(src.data, dict) and "axes" in src.data:
         raise src.error("axes", "a search spec has no axes: the search chooses the expert "
@@ -255,7 +259,12 @@ def load_search_spec(path: str | Path) -> SearchSpec:
                              "tune": dataclasses.asdict(s.tune) if s.tune else None})
     search = SearchSpec(spec.name, str(Path(src.file).resolve()), spec.description,
                         list(s.start), list(s.pool), {}, s.stop, list(s.seeds), s.tune,
-                        identity, src, base, experts, overrides)
+                        identity, src, base, experts, overrides, check_files)
+    if spec.slurm is not None:
+        profile = (Path(src.file).parent / spec.slurm).resolve()
+        if not profile.is_file():
+            raise src.error("slurm", f"Slurm profile not found: {profile}")
+        search = dataclasses.replace(search, slurm_profile=str(profile))
     # Everything the first round submits is validated now (the start set, and the start set
     # with each candidate), and the objective against what the runs evaluate; later rounds'
     # arms are validated before their round submits anything.
