@@ -303,7 +303,7 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
     arch = content_hash(architecture_dict(cfg.model))
     if arch not in _BUILDS_ON_META:  # a grid repeats few architectures; build each once
         try:
-            build_architecture(cfg.model, meta=True)
+            _, fusion = build_architecture(cfg.model, meta=True)
         except FusionOptionError as exc:
             where = f"model.fusion.{exc.option}" if exc.option else "model.fusion"
             raise src.error(where, str(exc)) from None
@@ -312,10 +312,18 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
             raise src.error(f"model.experts[{index}]", str(exc)) from None
         except ValueError as exc:
             raise src.error(_blame(str(exc), cfg), str(exc)) from None
-        _BUILDS_ON_META.add(arch)
+        if fusion.output_tokens >= cfg.model.max_length:
+            raise src.error("model.max_length", f"{cfg.model.max_length} tokens cannot hold "
+                            f"the {fusion.output_tokens} visual tokens of this fusion and any "
+                            "text; raise max_length (within the LLM's context) or give the "
+                            "fusion fewer tokens")
+        _BUILDS_ON_META[arch] = fusion.output_tokens
+    elif _BUILDS_ON_META[arch] >= cfg.model.max_length:
+        raise src.error("model.max_length", f"{cfg.model.max_length} tokens cannot hold the "
+                        f"{_BUILDS_ON_META[arch]} visual tokens of this fusion and any text")
 
 
-_BUILDS_ON_META: set[str] = set()
+_BUILDS_ON_META: dict[str, int] = {}  # architecture -> visual tokens
 
 PER_EXPERT_GROUPS = ("projector", "experts")
 

@@ -55,7 +55,7 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
         row = {"#": i, **run.labels, "run": run.key, "state": view.state,
                "visual tokens": cost.visual_tokens,
                "trains": ", ".join(trains) or "-", "reuses": ", ".join(reuses) or "-",
-               "train TFLOPs": round(flops / 1e12, 2) if trains else 0.0,
+               "train PFLOPs": round(flops / 1e15, 3) if trains else 0.0,
                "GPU-h": round(gpu.hours(flops), 2) if trains else 0.0}
         if view.state == "DONE":
             row["trains"] = row["reuses"] = ""
@@ -66,7 +66,7 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
     footer = [f"{len(spec.runs)} runs: {done} done, {len(spec.runs) - done} to run; "
               f"{stage_uses} stages in those runs, {stages_to_train} to train (the rest are "
               "shared or already done)",
-              f"estimated training compute: {total / 1e12:.2f} TFLOPs"
+              f"estimated training compute: {total / 1e15:,.3f} PFLOPs"
               + (" (plus runs whose LLM size is unknown here)" if unknown else "")
               + f" (3x forward of trained parts, {TEXT_TOKENS} text tokens per sample)",
               f"estimated GPU-hours: {gpu.hours(total):,.1f} on {gpu.describe()}"

@@ -2,6 +2,7 @@
 
     name: two_experts_grid
     base: two_experts.yaml          # a run config file, or the run config inline
+    set: {seed: 1}                  # optional: overrides of the base shared by every run
     axes:
       fusion:                       # one field, labelled values
         path: model.fusion
@@ -60,6 +61,7 @@ class SpecFile:
     variants: list[VariantSpec] = field(default_factory=list)
     report: ReportSection = field(default_factory=ReportSection)
     slurm: str | None = None      # the Slurm profile its jobs need, relative to the spec file
+    set: dict[str, Any] = field(default_factory=dict)   # base overrides shared by every run
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,9 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     base = _base(spec, src)
     if not isinstance(base.data, dict):
         raise base.error("", "a run config must be a mapping")
+    if spec.set:  # applied to the base first, so variants and axes may refine what it sets
+        base = _compose(base, [Override(p, v, f"set.{p}", "spec `set`")
+                               for p, v in spec.set.items()], src, spec.name)
     axes = {name: _axis_values(name, axis, src) for name, axis in spec.axes.items()}
     if "variant" in axes:
         raise src.error("axes.variant", "'variant' is reserved for the `variants` labels")
