@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,17 @@ def _measure(cfg: RunConfig) -> ArchitectureCost:
     from models.projectors import build_projector
     experts, fusion = build_architecture(cfg.model, meta=True)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter, torch.device("meta"):
-        fusion.encode(experts, {name: torch.empty(1, 3, *e.input_size)
-                                for name, e in experts.items()})
+    try:
+        with torch.no_grad(), counter, torch.device("meta"):
+            fusion.encode(experts, {name: torch.empty(1, 3, *e.input_size)
+                                    for name, e in experts.items()})
+        vision_flops = float(counter.get_total_flops())
+    except RuntimeError:
+        # a backend that reads a tensor's value on the way (transformers' Pix2Struct) cannot
+        # run on meta: count its encoders as 2 x parameters x patch tokens instead
+        vision_flops = float(sum(2 * sum(p.numel() for p in e.parameters())
+                                 * math.prod(e.output_grid(e.layers[0]))
+                                 for e in experts.values()))
     vision_params = sum(p.numel() for m in (*experts.values(), fusion) for p in m.parameters())
     llm_params, hidden = _llm_shape(cfg)
     projector_params = None
@@ -58,7 +67,7 @@ def _measure(cfg: RunConfig) -> ArchitectureCost:
             projector = build_projector(cfg.model.projector, fusion.channels, hidden)
         projector_params = sum(p.numel() for p in projector.parameters())
     return ArchitectureCost(fusion.output_tokens, fusion.num_tokens, vision_params,
-                            float(counter.get_total_flops()),
+                            vision_flops,
                             projector_params, llm_params)
 
 
