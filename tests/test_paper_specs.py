@@ -62,5 +62,6 @@ def test_tiny_twin_runs_to_a_report(twin, tmp_path, capsys):
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "not run yet" not in printed and "failed" not in printed.lower().split("runs")[0]
-    assert (out / "records.csv").is_file()
-    assert list(out.glob("*.md"))
+    # an experiment's report writes its records; a search's, its lineage and rounds
+    assert (out / ("lineage.csv" if search else "records.csv")).is_file()
+    assert list(out.glob("*.md")) and list(out.glob("*.png"))
