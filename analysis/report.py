@@ -56,12 +56,6 @@ class Report:
         return written
 
 
-def is_search_spec(path: str | Path) -> bool:
-    from harness.yamlio import load_yaml
-    data = load_yaml(path).data
-    return isinstance(data, dict) and "search" in data
-
-
 def run_refs(spec) -> list[RunRef]:
     axes = spec.report.arm_axes
     return [RunRef(r.key, r.name, r.labels, arm_id(r.labels, axes)) for r in spec.runs]
@@ -124,8 +118,8 @@ def search_report(spec, workdir: Path) -> Report:
 def build_report(path: str | Path, workdir: Path, source: str = "rundirs",
                  tracking_uri: str | None = None) -> Report:
     """The report of any spec file: a search spec's, or an experiment spec's."""
+    from harness.search import is_search_spec, load_search_spec
     if is_search_spec(path):
-        from harness.search import load_search_spec
         return search_report(load_search_spec(path), workdir)
     from harness.spec import load_spec
     return experiment_report(load_spec(path), workdir, source, tracking_uri)

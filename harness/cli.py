@@ -40,12 +40,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from harness.plan import plan_table
+    from harness.plan import plan_table, search_plan
+    from harness.search import is_search_spec, load_search_spec
     from harness.spec import load_spec
-    from harness.yamlio import load_yaml
-    if "search" in (load_yaml(args.spec).data or {}):
-        from harness.plan import search_plan
-        from harness.search import load_search_spec
+    if is_search_spec(args.spec):
         spec = load_search_spec(args.spec, check_files=False)
         table, footer = search_plan(spec, Path(args.workdir), args.profile)
     else:

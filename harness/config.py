@@ -312,15 +312,12 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
             raise src.error(f"model.experts[{index}]", str(exc)) from None
         except ValueError as exc:
             raise src.error(_blame(str(exc), cfg), str(exc)) from None
-        if fusion.output_tokens >= cfg.model.max_length:
-            raise src.error("model.max_length", f"{cfg.model.max_length} tokens cannot hold "
-                            f"the {fusion.output_tokens} visual tokens of this fusion and any "
-                            "text; raise max_length (within the LLM's context) or give the "
-                            "fusion fewer tokens")
         _BUILDS_ON_META[arch] = fusion.output_tokens
-    elif _BUILDS_ON_META[arch] >= cfg.model.max_length:
+    if _BUILDS_ON_META[arch] >= cfg.model.max_length:
         raise src.error("model.max_length", f"{cfg.model.max_length} tokens cannot hold the "
-                        f"{_BUILDS_ON_META[arch]} visual tokens of this fusion and any text")
+                        f"{_BUILDS_ON_META[arch]} visual tokens of this fusion and any text; "
+                        "raise max_length (within the LLM's context) or give the fusion fewer "
+                        "tokens")
 
 
 _BUILDS_ON_META: dict[str, int] = {}  # architecture -> visual tokens
@@ -379,14 +376,11 @@ def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
     for i, name in enumerate(ev.likelihood):
         if name not in ev.benchmarks:
             raise src.error(f"eval.likelihood[{i}]", f"'{name}' is not one of eval.benchmarks")
-        if BENCHMARKS.get(name).scorer not in CLOSED_SCORERS:
-            closed = [b for b in ev.benchmarks if BENCHMARKS.get(b).scorer in CLOSED_SCORERS]
+        if not BENCHMARKS.get(name).closed:
+            closed = [b for b in ev.benchmarks if BENCHMARKS.get(b).closed]
             raise src.error(f"eval.likelihood[{i}]", f"'{name}' has open answers; likelihood "
                             "scoring takes yes/no and option-letter benchmarks: "
                             + (", ".join(closed) or "none in eval.benchmarks"))
-        if not BENCHMARKS.get(name).needs_source:
-            raise src.error(f"eval.likelihood[{i}]", "synthetic questions carry no closed set "
-                                                     "of answers")
     if ev.template:
         _check_id(src, "eval.template", TEMPLATES, ev.template)
     if check_files:
@@ -395,10 +389,6 @@ def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
                 value = getattr(source, attr)
                 if value is not None and not Path(value).exists():
                     raise src.error(f"eval.sources.{name}.{attr}", f"not found: {value}")
-
-
-# scorers whose questions have a closed set of allowed answers (likelihood can rank them)
-CLOSED_SCORERS = ("pope", "mme", "choice", "circular_choice")
 
 
 def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> None:

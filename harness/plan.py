@@ -119,8 +119,8 @@ def search_plan(search, workdir: Path, profile: str | None = None
     table, footer = plan_table(spec, workdir, profile)
     first = len(search.pool)
     later = sum(len(search.pool) - r for r in range(1, search.max_experts - len(search.start)))
-    done = table[table["trains"] != ""]
-    mean = float(done["GPU-h"].mean()) if len(done) else 0.0
+    pending = table[table["trains"] != ""]   # done runs have their trains cell emptied
+    mean = float(pending["GPU-h"].mean()) if len(pending) else 0.0
     footer.insert(0, f"round 1 of the search: {first} candidates x {len(search.seeds)} seed(s) "
                      "(plus the start set)")
     footer.append(f"later rounds: at most {later} more arms x {len(search.seeds)} seed(s) up to "

@@ -28,6 +28,12 @@ class Benchmark:
     def needs_source(self) -> bool:
         return self.format is not None
 
+    @property
+    def closed(self) -> bool:
+        """Its questions carry the allowed answers (yes/no, option letters), so likelihood can
+        rank them; synthetic questions carry none."""
+        return self.needs_source and self.scorer in CLOSED_SCORERS
+
     def select(self, records: list[Conversation]) -> list[Conversation]:
         return [r for r in records if r.extra.get("benchmark") == self.name]
 
@@ -40,6 +46,9 @@ class Benchmark:
                                      "choices": q.choices, "meta": q.meta}))
         return out
 
+
+# scorers of questions with a closed set of allowed answers
+CLOSED_SCORERS = ("pope", "mme", "choice", "circular_choice")
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 for _skill in SKILLS.values():

@@ -90,6 +90,16 @@ def cluster_partitions() -> list[str]:
     return sorted({p.strip().rstrip("*") for p in proc.stdout.split() if p.strip()})
 
 
+def spec_profile(src, value: str) -> str:
+    """The absolute path of the profile a spec's `slurm:` names (relative to the spec file),
+    checked: a missing file is an error at the spec's field, a bad one names its own field."""
+    profile = (Path(src.file).parent / value).resolve()
+    if not profile.is_file():
+        raise src.error("slurm", f"Slurm profile not found: {profile}")
+    load_profile(profile, check_cluster=False)
+    return str(profile)
+
+
 def load_profile(path: str | Path, check_cluster: bool = True) -> SlurmProfile:
     src = load_yaml(path)
     profile = bind_dataclass(SlurmProfile, src.data, src, "")

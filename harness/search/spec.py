@@ -202,6 +202,12 @@ def _objective(section: SearchSection, base_cfg: RunConfig, src: Located
     return out
 
 
+def is_search_spec(path: str | Path) -> bool:
+    """A spec file with a `search:` section (the rest are experiment specs)."""
+    data = load_yaml(path).data
+    return isinstance(data, dict) and "search" in data
+
+
 def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
     src = load_yaml(path)
     if isinstance(src.data, dict) and "axes" in src.data:
@@ -261,10 +267,8 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                         list(s.start), list(s.pool), {}, s.stop, list(s.seeds), s.tune,
                         identity, src, base, experts, overrides, check_files)
     if spec.slurm is not None:
-        profile = (Path(src.file).parent / spec.slurm).resolve()
-        if not profile.is_file():
-            raise src.error("slurm", f"Slurm profile not found: {profile}")
-        search = dataclasses.replace(search, slurm_profile=str(profile))
+        from harness.scheduler.profiles import spec_profile
+        search = dataclasses.replace(search, slurm_profile=spec_profile(src, spec.slurm))
     # Everything the first round submits is validated now (the start set, and the start set
     # with each candidate), and the objective against what the runs evaluate; later rounds'
     # arms are validated before their round submits anything.

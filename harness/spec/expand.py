@@ -305,12 +305,7 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     evaluated = list(dict.fromkeys(b for r in runs for b in r.config.eval.benchmarks))
     report = resolve_report(spec.report, src, [r.labels for r in runs],
                             [c for c in columns if c not in replicates], evaluated)
-    profile = None
-    if spec.slurm is not None:
-        profile = (Path(src.file).parent / spec.slurm).resolve()
-        if not profile.is_file():
-            raise src.error("slurm", f"Slurm profile not found: {profile}")
-        from harness.scheduler.profiles import load_profile
-        load_profile(profile, check_cluster=False)   # its own errors name the profile file
+    from harness.scheduler.profiles import spec_profile
+    profile = spec_profile(src, spec.slurm) if spec.slurm is not None else None
     return ExperimentSpec(spec.name, str(Path(src.file).resolve()), spec.description,
-                          columns, runs, report, str(profile) if profile else None)
+                          columns, runs, report, profile)
