@@ -260,8 +260,10 @@ def _paper_cell(value) -> str:
 
 
 def _ablation_notes(layout: TableLayout, seeds: bool, n_questions: int) -> list[str]:
-    notes = ["Scores in % (each benchmark's accuracy, or its first metric); avg: their mean; "
-             f"change: avg minus the baseline '{layout.baseline}', in points."]
+    notes = ["Scores: each benchmark's headline metric (MME perception and OCRBench in their "
+             "published points, the rest in %: POPE mean F1, DocVQA ANLS, ChartQA relaxed "
+             "accuracy, else accuracy); avg: the mean of the % scores; change: avg minus the "
+             f"baseline '{layout.baseline}', in points."]
     if seeds:
         notes.append(f"{PM}: sample standard deviation over seeds.")
     if n_questions:
