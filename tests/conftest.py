@@ -5,7 +5,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tiny import tiny_run_yaml
+
+from tests.tiny import tiny_run_yaml
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logging.getLogger().setLevel(logging.ERROR)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from test_analysis import HAND, ROUNDS, SCORES, SPEED, write_run
 
 from harness.spec import load_spec
+from tests.test_analysis import HAND, ROUNDS, SCORES, SPEED, write_run
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "analysis" / "notebooks"
 ROOT = NOTEBOOKS.parent.parent

@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_run_yaml
 
 from harness.config import load_run_config
 from harness.pipeline import run
 from harness.train import StageInterrupted
+from tests.tiny import tiny_run_yaml
 
 SMALL = tiny_run_yaml("small", sft_checkpoint_every=2, before_training=True)
 

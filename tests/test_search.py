@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny import tiny_run_yaml
 
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.search import GreedySearch, load_search_spec
+from tests.tiny import tiny_run_yaml
 
 ROOT = Path(__file__).parent.parent
 
