@@ -8,13 +8,13 @@ loss below the base model's by more than `margin` are kept, best first, at most
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from harness.errors import HarnessError
-from harness.rundir import RunDir, atomic_write_text
+from harness.rundir import atomic_write_text
+from harness.trained import TrainedRun, load_trained_run
 
 
 def choose_experts(base: dict[str, float], with_expert: dict[str, dict[str, float]],
@@ -30,41 +30,10 @@ def choose_experts(base: dict[str, float], with_expert: dict[str, dict[str, floa
     return labels
 
 
-@dataclass
-class TrainedRun:
-    key: str
-    config: object
-    model: torch.nn.Module
-    tokenizer: object
-    data: object
-
-
-def load_trained_run(run_path: str | Path) -> TrainedRun:
-    """A finished run rebuilt from its directory (WORKDIR/runs/<key>): its resolved config,
-    the model with every trained stage's weights, its data."""
-    from harness.config import load_run_config
-    from harness.modelbuild import build_model
-    from harness.pipeline import load_stage_weights, resolve_data
-
-    run_dir = RunDir(Path(run_path))
-    status = run_dir.path / "status.json"
-    if not status.exists() or run_dir.read_json("status.json").get("state") != "DONE":
-        raise HarnessError(f"{run_dir.path}: not a finished run directory (runs/<key> with "
-                           f"status DONE)")
-    workdir = run_dir.path.parent.parent
-    cfg = load_run_config(run_dir.path / "config.yaml")
-    data = resolve_data(cfg, workdir)
-    model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
-    last = run_dir.read_json("stages.json")[-1]
-    load_stage_weights(model, Path(last["dir"]) / "weights.pt")
-    model.eval()
-    return TrainedRun(run_dir.path.name, cfg, model, llm.tokenizer, data)
-
-
 def sample_losses(run: TrainedRun, part: str, limit: int | None = None,
                   batch_size: int = 16) -> dict[str, float]:
     """Answer loss of every sample of the run's `part` data (align, sft or eval)."""
-    from harness.data.batching import Collator, ImageTransform, to_device
+    from harness.data.batching import Collator, to_device
     from harness.data.llava import load_llava_json
     from models.templates import TEMPLATES
 
@@ -72,15 +41,15 @@ def sample_losses(run: TrainedRun, part: str, limit: int | None = None,
     if source is None:
         raise HarnessError(f"run {run.key} has no {part} data")
     records = [r for r in load_llava_json(*source) if r.image is not None][:limit]
-    transforms = {n: ImageTransform.for_expert(e) for n, e in run.model.experts.items()}
     collate = Collator(run.tokenizer, TEMPLATES.get(run.config.stages[-1].template),
-                       transforms, source[1])
-    device = next(run.model.parameters()).device
+                       run.transforms(), source[1])
+    device = run.device
     out = {}
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         batch = to_device(collate(chunk), device)
-        losses = run.model.per_sample_loss(**batch)
+        with torch.no_grad():
+            losses = run.model.per_sample_loss(**batch)
         out.update({r.id: float(v) for r, v in zip(chunk, losses)})
     return out
 

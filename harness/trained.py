@@ -1,0 +1,75 @@
+"""A finished run, rebuilt from its directory for use outside the pipeline: routing labels
+score samples with it, and the lmms-eval wrapper answers another harness's questions with it.
+
+The run directory (WORKDIR/runs/<key>) holds the resolved config; the weights of everything
+trained live in the last stage's weights.pt; the rest of the model is reproducible from the
+config's seed, and a locally trained tokenizer from WORKDIR/cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import HarnessError
+from harness.rundir import RunDir
+
+
+@dataclass
+class TrainedRun:
+    key: str
+    config: object      # harness.config.RunConfig
+    model: torch.nn.Module
+    tokenizer: object
+    data: object        # harness.pipeline.ResolvedData
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def transforms(self) -> dict:
+        """Each expert's image preprocessing, as the run trained it."""
+        from harness.data.batching import ImageTransform
+        return {n: ImageTransform.for_expert(e) for n, e in self.model.experts.items()}
+
+    def eval_template(self):
+        """The conversation template the run was evaluated in (its eval.template, else the
+        last stage's)."""
+        from models.templates import TEMPLATES
+        return TEMPLATES.get(self.config.eval.template or self.config.stages[-1].template)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HarnessError(f"device: '{name}' is not a torch device (auto, cpu, cuda, "
+                           "cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device: '{name}' asked for, but torch sees no CUDA device")
+    return device
+
+
+def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
+    """A finished run rebuilt from its directory (WORKDIR/runs/<key>): its resolved config,
+    the model with every trained stage's weights (in eval mode, on `device`), its data."""
+    from harness.config import load_run_config
+    from harness.modelbuild import build_model
+    from harness.pipeline import load_stage_weights, resolve_data
+
+    run_dir = RunDir(Path(run_path))
+    status = run_dir.path / "status.json"
+    if not status.exists() or run_dir.read_json("status.json").get("state") != "DONE":
+        raise HarnessError(f"{run_dir.path}: not a finished run directory (runs/<key> with "
+                           f"status DONE)")
+    target = resolve_device(device)
+    workdir = run_dir.path.parent.parent
+    cfg = load_run_config(run_dir.path / "config.yaml")
+    data = resolve_data(cfg, workdir)
+    model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
+    last = run_dir.read_json("stages.json")[-1]
+    load_stage_weights(model, Path(last["dir"]) / "weights.pt")
+    model.to(target).eval()
+    return TrainedRun(run_dir.path.name, cfg, model, llm.tokenizer, data)
