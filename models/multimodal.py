@@ -108,19 +108,39 @@ class MultimodalLM(nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
     @torch.no_grad()
+    def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits [B, T-1, V] and their targets [B, T-1] (IGNORE_INDEX off the
+        answer)."""
+        embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
+                                               has_image, sample_ids, left_pad=False)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
+        return logits, labels[:, 1:]
+
     def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
                         sample_ids=None, total: bool = False) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare
         models sample by sample); with total, the sum: the answer's negative log-likelihood."""
-        embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
-                                               has_image, sample_ids, left_pad=False)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
-        target = labels[:, 1:]
+        logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
+                                             has_image, sample_ids)
         losses = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2).float(), target.clamp_min(0), reduction="none")
         counted = (target != IGNORE_INDEX).to(losses.dtype)
         summed = (losses * counted).sum(1)
         return summed if total else summed / counted.sum(1).clamp_min(1.0)
+
+    @torch.no_grad()
+    def answer_likelihood(self, input_ids, attention_mask, labels, pixels, has_image,
+                          sample_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B] total log-likelihood of each sample's answer tokens, and [B] whether greedy
+        decoding from the prompt would produce exactly those tokens."""
+        logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
+                                             has_image, sample_ids)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        counted = target != IGNORE_INDEX
+        picked = logp.gather(2, target.clamp_min(0).unsqueeze(2)).squeeze(2)
+        greedy = (logp.argmax(-1) == target) | ~counted
+        return (picked * counted).sum(1), greedy.all(1)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,

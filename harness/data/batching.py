@@ -58,8 +58,7 @@ class Collator:
             mask[i, :n] = 1
         has_image = torch.tensor([s.image is not None for s in samples])
         pixels = {}
-        opened = [Image.open(self.image_root / s.image).convert("RGB") if s.image else None
-                  for s in samples]
+        opened = [self._open(s.image) for s in samples]
         for name, transform in self.transforms.items():
             blank = torch.zeros(3, *transform.size)
             pixels[name] = torch.stack([transform(im) if im is not None else blank
@@ -69,6 +68,14 @@ class Collator:
         if not self.for_generation:
             batch["labels"] = labels
         return batch
+
+
+    def _open(self, image) -> Image.Image | None:
+        if image is None:
+            return None
+        if isinstance(image, Image.Image):  # handed over in memory (lmms-eval's documents)
+            return image.convert("RGB")
+        return Image.open(self.image_root / image).convert("RGB")
 
 
 def to_device(batch, device):

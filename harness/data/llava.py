@@ -19,7 +19,7 @@ from models.templates import IMAGE_PLACEHOLDER
 @dataclass
 class Conversation:
     id: str
-    image: str | None
+    image: str | None   # relative to the image folder; a PIL image when handed over in memory
     turns: list[tuple[str, str]]
     extra: dict[str, Any] = field(default_factory=dict)
 
