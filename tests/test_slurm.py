@@ -67,6 +67,8 @@ def _log_tail(work, key, lines=30):
                                              .splitlines()[-lines:]) for p in logs)
 
 
+# 3 to 4 minutes of 2-minute Slurm time limits: an acceptance run, with the long ones
+@pytest.mark.long
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
                                                                  tmp_path):
     # ~2 minutes of training on one CPU against a 2-minute limit: Slurm signals the job
