@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from harness.errors import HarnessError
 from harness.rundir import atomic_write_text
 from harness.trained import TrainedRun, load_trained_run
@@ -48,8 +46,7 @@ def sample_losses(run: TrainedRun, part: str, limit: int | None = None,
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         batch = to_device(collate(chunk), device)
-        with torch.no_grad():
-            losses = run.model.per_sample_loss(**batch)
+        losses = run.model.per_sample_loss(**batch)
         out.update({r.id: float(v) for r, v in zip(chunk, losses)})
     return out
 

@@ -107,7 +107,6 @@ class MultimodalLM(nn.Module):
                                                has_image, sample_ids, left_pad=False)
         return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
-    @torch.no_grad()
     def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits [B, T-1, V] and their targets [B, T-1] (IGNORE_INDEX off the
@@ -117,6 +116,7 @@ class MultimodalLM(nn.Module):
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
         return logits, labels[:, 1:]
 
+    @torch.no_grad()
     def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
                         sample_ids=None, total: bool = False) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare

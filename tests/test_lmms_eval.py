@@ -158,8 +158,7 @@ def test_lmms_eval_loglikelihoods_are_the_harness_likelihoods(evaluated):
         q = by_id[evaluated["ids"][sample["doc_id"]]]
         pairs = [Conversation(q.id, q.image, [(q.turns[0][0], c)]) for c in ("Yes", "No")]
         batch = to_device(collate(pairs), run.device)
-        with torch.no_grad():
-            nll = run.model.per_sample_loss(**batch, total=True)
+        nll = run.model.per_sample_loss(**batch, total=True)
         # the samples file writes the (value, is_greedy) pairs as strings
         losses = [float(value) for value, _ in sample["filtered_resps"]]
         assert losses == pytest.approx(nll.tolist(), abs=1e-4)

@@ -69,7 +69,6 @@ class Collator:
             batch["labels"] = labels
         return batch
 
-
     def _open(self, image) -> Image.Image | None:
         if image is None:
             return None
