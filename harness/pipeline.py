@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
 from harness.cost import forward_flops, parameter_counts, peak_memory_mb
-from harness.data.batching import Collator, ImageTransform, to_device
+from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import load_llava_json
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
@@ -75,6 +75,12 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
                         text += [t["value"] for t in rec.get("conversations", [])]
     return ResolvedData(parts["align"], parts["sft"], parts["eval"],
                         text + template_corpus())
+
+
+def evaluation_template(cfg: RunConfig):
+    """The conversation template questions are asked in: eval.template, else the last
+    stage's."""
+    return TEMPLATES.get(cfg.eval.template or cfg.stages[-1].template)
 
 
 def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
@@ -234,10 +240,10 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     accelerator = _accelerator(cfg)
     model.to(accelerator.device)
-    transforms = {n: ImageTransform.for_expert(e) for n, e in model.experts.items()}
+    transforms = expert_transforms(model.experts)
     tokenizer = llm.tokenizer
     eval_records = load_llava_json(*data.eval) if data.eval else []
-    eval_template = TEMPLATES.get(cfg.eval.template or cfg.stages[-1].template)
+    eval_template = evaluation_template(cfg)
     datasets = {p: load_llava_json(*getattr(data, p)) for p in {s.data for s in cfg.stages}}
     for part, records in datasets.items():
         stated = getattr(cfg.data, part).samples if getattr(cfg.data, part) else None
@@ -291,7 +297,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
         solo = build_solo(cfg.model, expert, cfg.seed, llm).to(accelerator.device)
         collate = Collator(tokenizer, TEMPLATES.get(stage.template),
-                           {n: ImageTransform.for_expert(e) for n, e in solo.experts.items()},
+                           expert_transforms(solo.experts),
                            getattr(data, stage.data)[1])
         res = train_stage(solo, stage, datasets[stage.data], collate, stage_dir, cfg.seed,
                           accelerator, stop_after=stop_after, progress=progress)

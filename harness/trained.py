@@ -6,6 +6,7 @@ trained live in the last stage's weights.pt; the rest of the model is reproducib
 config's seed, and a locally trained tokenizer from WORKDIR/cache."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,19 +30,22 @@ class TrainedRun:
 
     def transforms(self) -> dict:
         """Each expert's image preprocessing, as the run trained it."""
-        from harness.data.batching import ImageTransform
-        return {n: ImageTransform.for_expert(e) for n, e in self.model.experts.items()}
+        from harness.data.batching import expert_transforms
+        return expert_transforms(self.model.experts)
 
     def eval_template(self):
-        """The conversation template the run was evaluated in (its eval.template, else the
-        last stage's)."""
-        from models.templates import TEMPLATES
-        return TEMPLATES.get(self.config.eval.template or self.config.stages[-1].template)
+        """The conversation template the run was evaluated in."""
+        from harness.pipeline import evaluation_template
+        return evaluation_template(self.config)
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto: the GPU if there is one. Under accelerate/torchrun (one process per GPU), auto
+    and cuda mean this process's own GPU, cuda:LOCAL_RANK."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:

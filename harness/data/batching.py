@@ -33,6 +33,11 @@ class ImageTransform:
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
 
 
+def expert_transforms(experts) -> dict[str, ImageTransform]:
+    """Each expert's image preprocessing, by expert name."""
+    return {name: ImageTransform.for_expert(e) for name, e in experts.items()}
+
+
 class Collator:
     """Builds training batches (labels on replies) or generation batches (prompt only)."""
 

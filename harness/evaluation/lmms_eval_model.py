@@ -21,10 +21,10 @@ A question carries at most one image (the run's experts see one); `<image>` is p
 the question when the task's prompt does not place it, as LLaVA does."""
 from __future__ import annotations
 
-import os
+import itertools
 import warnings
+from typing import NamedTuple
 
-import torch
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
@@ -45,13 +45,13 @@ def manifest():
                          simple_class_path=f"{__name__}.{AblateRun.__name__}")
 
 
-def _device_for(requested: str | None) -> str:
-    """lmms-eval launched by accelerate/torchrun runs one process per GPU: each takes its own."""
-    requested = requested or "auto"
-    local = os.environ.get("LOCAL_RANK")
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{local or 0}"
-    return requested
+class _Asked(NamedTuple):
+    """One generate_until request, ready to batch."""
+    question: Conversation
+    budget: int            # max new tokens
+    until: list[str]
+    context: str
+    gen_kwargs: dict
 
 
 class AblateRun(lmms):
@@ -73,7 +73,7 @@ class AblateRun(lmms):
                             "run_dir=WORKDIR/runs/<key> (a finished run)")
         if str(batch_size).startswith("auto"):
             raise TypeError(f"lmms-eval model '{MODEL_NAME}': batch_size must be a number")
-        self.run = load_trained_run(run_dir, _device_for(device))
+        self.run = load_trained_run(run_dir, device or "auto")
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens or self.run.config.eval.max_new_tokens)
         template = self.run.eval_template()
@@ -151,32 +151,29 @@ class AblateRun(lmms):
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             image = self._image(doc_to_visual(self._doc(task, split, doc_id)), task, doc_id)
-            asked.append((self._question(context, image, "", f"{task}/{doc_id}"),
-                          self._budget(gen_kwargs), [u for u in until if u], context,
-                          gen_kwargs))
+            asked.append(_Asked(self._question(context, image, "", f"{task}/{doc_id}"),
+                                self._budget(gen_kwargs), [u for u in until if u], context,
+                                gen_kwargs))
         answers: list[str] = []
-        start = 0
         bar = tqdm(total=len(asked), desc="ablate generate", disable=self.rank != 0)
-        while start < len(asked):
-            # a batch shares one token budget: consecutive requests of the same task do
-            budget = asked[start][1]
-            stop = start
-            while (stop < len(asked) and stop - start < self.batch_size
-                   and asked[stop][1] == budget):
-                stop += 1
-            chunk = asked[start:stop]
-            batch = to_device(self._prompting([c[0] for c in chunk]), self.run.device)
-            tokens = self.run.model.generate(batch["input_ids"], batch["attention_mask"],
-                                             batch["pixels"], batch["has_image"], budget,
-                                             self._stop_id, sample_ids=batch["sample_ids"])
-            for (_, _, until, context, gen_kwargs), toks in zip(chunk, tokens):
-                text = self.run.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                for marker in until:
-                    text = text.split(marker)[0]
-                answers.append(text)
-                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-            bar.update(len(chunk))
-            start = stop
+        # a batch shares one token budget: consecutive requests of the same task do
+        for budget, same in itertools.groupby(asked, key=lambda a: a.budget):
+            same = list(same)
+            for start in range(0, len(same), self.batch_size):
+                chunk = same[start:start + self.batch_size]
+                batch = to_device(self._prompting([a.question for a in chunk]),
+                                  self.run.device)
+                tokens = self.run.model.generate(
+                    batch["input_ids"], batch["attention_mask"], batch["pixels"],
+                    batch["has_image"], budget, self._stop_id, sample_ids=batch["sample_ids"])
+                for a, toks in zip(chunk, tokens):
+                    text = self.run.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                    for marker in a.until:
+                        text = text.split(marker)[0]
+                    answers.append(text)
+                    self.cache_hook.add_partial("generate_until", (a.context, a.gen_kwargs),
+                                                text)
+                bar.update(len(chunk))
         bar.close()
         return answers
 
