@@ -11,7 +11,9 @@ Columns:
     state, reason                   DONE/FAILED/INTERRUPTED/RUNNING/NEW, and why
     <axis>                          one per spec axis (and `variant`), the value's label
     seed                            the run's seed
-    <benchmark>/<metric>            as the scorer reports it (fractions in [0, 1])
+    <benchmark>/<metric>            as the scorer reports it (fractions in [0, 1]); which of
+                                    them is the benchmark's headline, and its unit, is in
+                                    Records.headlines, read from the runs' own records
     cost/<name>                     visual_tokens, params_total, params_trainable,
                                     fusion_params, flops_per_sample, train_samples_per_s (the
                                     last stage's), peak_memory_mb, wall_time_s
@@ -28,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.tracking.names import flatten, mlflow_name
+from harness.tracking.names import HEADLINE_TAG, flatten, mlflow_name
 
 QUESTION_COLUMNS = ["key", "benchmark", "question", "score"]
 MLFLOW_STATES = {"FINISHED": "DONE", "RUNNING": "RUNNING", "SCHEDULED": "RUNNING",
@@ -55,6 +57,7 @@ class RawRecord:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
     questions: list[tuple[str, str, float]] = field(default_factory=list)
+    headlines: dict[str, dict[str, str]] = field(default_factory=dict)  # bench -> metric, unit
 
 
 @dataclass
@@ -62,6 +65,15 @@ class Records:
     runs: pd.DataFrame          # one row per run, spec order
     questions: pd.DataFrame     # key, benchmark, question, score
     source: str                 # where they were read, for the report's header
+    headlines: dict[str, dict[str, str]] = field(default_factory=dict)  # bench -> metric, unit
+
+    def headline(self, benchmark: str) -> tuple[str, str] | None:
+        """(column, unit) of the number a table shows for `benchmark`, as the runs recorded
+        it; None when no finished run scored it."""
+        h = self.headlines.get(benchmark)
+        if h is None or f"{benchmark}/{h['metric']}" not in self.runs.columns:
+            return None
+        return f"{benchmark}/{h['metric']}", h["unit"]
 
 
 def restore(text: Any) -> Any:
@@ -150,6 +162,8 @@ def run_dir_record(path: Path) -> RawRecord:
     if rec.state != "DONE":
         return rec
     rec.metrics = _read_json(path / "metrics.json") or {}
+    rec.headlines = {b: {"metric": h["metric"], "unit": h["unit"]}
+                     for b, h in (_read_json(path / "scores.json") or {}).items()}
     cost = _read_json(path / "cost.json") or {}
     speeds = list((cost.get("train_samples_per_s") or {}).values())
     rec.cost = _cost(cost.get("parameters") or {}, cost, speeds[-1] if speeds else None)
@@ -172,6 +186,8 @@ def _mlflow_record(client, run, last_stage: str | None) -> RawRecord:
     rec = RawRecord(state=state, reason=tags.get("reason", ""), params=dict(data.params))
     if state != "DONE":
         return rec
+    rec.headlines = {name.removeprefix(HEADLINE_TAG): json.loads(value)
+                     for name, value in tags.items() if name.startswith(HEADLINE_TAG)}
     parameters: dict[str, dict[str, float]] = {}
     flat: dict[str, float] = {}
     speeds: dict[str, float] = {}
@@ -236,8 +252,11 @@ def from_mlflow(runs: list[RunRef], uri: str, experiment: str) -> Records:
 # --- one frame ------------------------------------------------------------------------------
 def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Records:
     rows, questions = [], []
+    headlines: dict[str, dict[str, str]] = {}
     for ref in runs:
         raw = raws.get(ref.key, RawRecord())
+        for bench, h in raw.headlines.items():
+            headlines.setdefault(bench, h)
         row: dict[str, Any] = {"run": ref.name, "key": ref.key, "arm": ref.arm,
                                "state": raw.state, "reason": raw.reason}
         row.update(ref.labels)
@@ -256,7 +275,7 @@ def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Rec
     for col in frame.columns:
         if "/" in col and not col.startswith("param/"):     # metrics and cost
             frame[col] = pd.to_numeric(frame[col])
-    return Records(frame, pd.DataFrame(questions, columns=QUESTION_COLUMNS), source)
+    return Records(frame, pd.DataFrame(questions, columns=QUESTION_COLUMNS), source, headlines)
 
 
 def benchmarks_of(frame: pd.DataFrame) -> list[str]:
@@ -269,22 +288,6 @@ def benchmarks_of(frame: pd.DataFrame) -> list[str]:
     return list(seen)
 
 
-# The number each benchmark's papers print, where it is not accuracy: MME's perception score,
-# OCRBench's points, POPE's F1 averaged over its splits, DocVQA's ANLS, ChartQA's relaxed
-# accuracy. Checked in this order, then accuracy, then the first metric.
-HEADLINE_METRICS = ("perception_points", "points", "mean_f1", "anls", "relaxed_accuracy",
-                    "accuracy")
-
-
-def primary_metric(frame: pd.DataFrame, benchmark: str) -> str | None:
-    """The column a table shows for a benchmark."""
-    cols = [c for c in frame.columns if c.startswith(benchmark + "/")]
-    if not cols:
-        return None
-    return next((f"{benchmark}/{m}" for m in HEADLINE_METRICS if f"{benchmark}/{m}" in cols),
-                cols[0])
-
-
-def display_scale(metric: str) -> float:
-    """Fractions print as %, *_points metrics on their published scale (MME 0-2000)."""
-    return 1.0 if metric.endswith("points") else 100.0
+def display_scale(unit: str) -> float:
+    """Fractions print as %, `points` on their published scale (MME 0-2000)."""
+    return 1.0 if unit == "points" else 100.0

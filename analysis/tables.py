@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.arms import TableLayout
-from analysis.records import Records, display_scale, primary_metric
+from analysis.records import Records, display_scale
 from analysis.stats import LEVEL, RESAMPLES, Interval, mean_std, paired_bootstrap
 
 DASH = "-"
@@ -74,15 +74,17 @@ class ArmStats:
     cost: dict[str, float]
 
 
-def _arm_stats(frame: pd.DataFrame, arm: str, benchmarks: list[str]) -> ArmStats:
+def _arm_stats(records: Records, arm: str, benchmarks: list[str]) -> ArmStats:
+    frame = records.runs
     runs = frame[frame["arm"] == arm]
     done = runs[runs["state"] == "DONE"]
-    cols = [primary_metric(frame, b) for b in benchmarks]
-    scores = {b: mean_std((display_scale(c) * done[c]).dropna().tolist() if c is not None
-                          else []) for b, c in zip(benchmarks, cols)}
+    heads = [records.headline(b) for b in benchmarks]
+    cols = [h[0] if h else None for h in heads]
+    scores = {b: mean_std((display_scale(h[1]) * done[h[0]]).dropna().tolist() if h
+                          else []) for b, h in zip(benchmarks, heads)}
     per_run = []
     # the average is over % benchmarks: a 0-2000 MME score would swamp it
-    percent = [c for c in cols if c is not None and display_scale(c) == 100.0]
+    percent = [h[0] for h in heads if h is not None and display_scale(h[1]) == 100.0]
     if len(done) and all(c is not None for c in cols) and percent:
         per_run = (100 * done[percent]).dropna().mean(axis=1).tolist()
     cost = {}
@@ -166,7 +168,7 @@ def status_notes(frame: pd.DataFrame) -> list[str]:
 def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[Table]:
     """The ablation table, and the per-benchmark changes when questions can be paired."""
     frame = records.runs
-    stats = {a: _arm_stats(frame, a, layout.benchmarks) for a in layout.arms}
+    stats = {a: _arm_stats(records, a, layout.benchmarks) for a in layout.arms}
     base = stats[layout.baseline]
     seeds = max((len(s.done) for s in stats.values()), default=0) > 1
     rows, cells, delta_rows, delta_cells = [], [], [], []

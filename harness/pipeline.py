@@ -30,6 +30,7 @@ from harness.evaluation.generate import (
     generate,
     score,
 )
+from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo, solo_config
 from harness.rundir import RunDir, atomic_torch_save, atomic_write_text, file_lock
 from harness.schema import to_plain
@@ -43,10 +44,11 @@ class RunResult:
     key: str
     name: str
     path: Path
-    scores: dict[str, float]              # benchmark -> main metric
+    scores: dict[str, float]              # benchmark -> its headline metric's value
     metrics: dict[str, dict[str, float]]  # benchmark -> all metrics
     cost: dict
     untrained_scores: dict[str, float] | None = None
+    units: dict[str, str] = dataclasses.field(default_factory=dict)  # fraction | points
 
 
 @dataclass(frozen=True)
@@ -165,14 +167,17 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
 
 
 def load_result(run_dir: RunDir) -> RunResult:
+    """A finished run's numbers as its records state them: each benchmark's headline from
+    scores.json (written from the benchmark registry when the run was scored)."""
     metrics = run_dir.read_json("metrics.json")
     cost = run_dir.read_json("cost.json")
     config = run_dir.read_json("config.json")
-    untrained = (run_dir.read_json("metrics_untrained.json")
-                 if (run_dir.path / "metrics_untrained.json").exists() else None)
+    scores = read_scores(run_dir.path)
+    untrained = read_scores(run_dir.path, "_untrained")
     return RunResult(run_dir.path.name, config["name"], run_dir.path,
-                     {b: m["accuracy"] for b, m in metrics.items()}, metrics, cost,
-                     {b: m["accuracy"] for b, m in untrained.items()} if untrained else None)
+                     {b: h["value"] for b, h in scores.items()}, metrics, cost,
+                     {b: h["value"] for b, h in untrained.items()} if untrained else None,
+                     {b: h["unit"] for b, h in scores.items()})
 
 
 def load_stage_weights(model: torch.nn.Module, weights: Path) -> set[str]:
@@ -269,6 +274,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             f.writelines(json.dumps(dataclasses.asdict(p)) + "\n" for p in preds)
         metrics, per_question = score(preds, expected_ids(questions))
         run_dir.write_json(f"metrics{tag}.json", metrics)
+        run_dir.write_json(f"scores{tag}.json", headlines(metrics))
         run_dir.write_json(f"per_question{tag}.json", per_question)
         return metrics
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 import pandas as pd
 
 
+def _average(scores: dict[str, float], points: set[str]) -> float | None:
+    """The mean of the % scores (benchmarks scored in points are left out, as in the
+    reports)."""
+    fractions = [s for b, s in scores.items() if b not in points]
+    return round(100 * sum(fractions) / len(fractions), 1) if fractions else None
+
+
 def results_table(results, labels: list[dict[str, str]] | None = None) -> pd.DataFrame:
     """One row per run: `labels` (a spec's axis values) index the rows when given, else the
     run names do."""
     rows = []
     for i, r in enumerate(results):
         row = dict(labels[i]) if labels else {"run": r.name}
-        row.update({b.removeprefix("synth-"): round(100 * s, 1) for b, s in r.scores.items()})
-        row["avg"] = round(100 * sum(r.scores.values()) / len(r.scores), 1)
+        points = {b for b, unit in r.units.items() if unit == "points"}
+        row.update({b.removeprefix("synth-"): round(s if b in points else 100 * s, 1)
+                    for b, s in r.scores.items()})
+        row["avg"] = _average(r.scores, points)
         if r.untrained_scores:
-            row["avg untrained"] = round(100 * sum(r.untrained_scores.values())
-                                         / len(r.untrained_scores), 1)
+            row["avg untrained"] = _average(r.untrained_scores, points)
         row["visual tokens"] = r.cost["visual_tokens"]
         row["params (M)"] = round(sum(m["total"] for m in r.cost["parameters"].values()) / 1e6, 2)
         row["fusion params (k)"] = round(r.cost.get("fusion_added_parameters", 0) / 1e3, 1)

@@ -53,6 +53,9 @@ def write_run(work, run, state, scores=None, speed=50.0, reason=None):
     metrics = {b: {"accuracy": sum(s) / len(s)} for b, s in scores.items()}
     metrics["synth-pope"].update(f1=0.5, yes_ratio=0.5)
     (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "scores.json").write_text(json.dumps(
+        {b: {"metric": "accuracy", "value": m["accuracy"], "unit": "fraction"}
+         for b, m in metrics.items()}))
     (d / "per_question.json").write_text(json.dumps(scores))
     with open(d / "predictions.jsonl", "w") as f:
         for b, s in scores.items():

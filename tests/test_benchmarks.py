@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError
+from harness.evaluation import fixtures as benchmark_files
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.closed_form import option_letter, pope_label
 from harness.evaluation.generate import Prediction, score
@@ -15,7 +16,6 @@ from harness.evaluation.prompts import OPTION_LETTER, SHORT_ANSWER
 from harness.evaluation.questions import BenchmarkFileError
 from harness.evaluation.scorers import SCORERS
 from harness.evaluation.text_metrics import anls_one, relaxed_match
-from tests import benchmark_files
 
 
 def load(name, tmp_path):

@@ -21,8 +21,8 @@ else:
     pytest.importorskip("lmms_eval", reason="the lmms extra is not installed: "
                                             "pip install -e '.[lmms]'")
 
+from harness.evaluation import fixtures as benchmark_files  # noqa: E402
 from harness.evaluation.benchmarks import BENCHMARKS  # noqa: E402
-from tests import benchmark_files  # noqa: E402
 from tests.tiny import tiny_run_yaml  # noqa: E402
 
 SPLITS = ("random", "popular", "adversarial")

@@ -20,9 +20,24 @@ class Benchmark:
     name: str
     scorer: str
     family: str
-    main_metric: str = "accuracy"
+    main_metric: str = "accuracy"      # the headline: the number the benchmark's papers print
     format: str | None = None          # a LOADERS id; None: synthetic, from the eval data
     max_new_tokens: int | None = None  # None: the run's eval.max_new_tokens
+
+    @property
+    def unit(self) -> str:
+        """How the headline prints: `points` on the published scale (MME 0-2000, OCRBench
+        0-1000), `fraction` as a percentage."""
+        return "points" if self.main_metric.endswith("points") else "fraction"
+
+    def headline(self, metrics: dict[str, float]) -> dict:
+        """The record of this benchmark's headline in a run (scores.json): which metric,
+        its value and its unit, so no reader of the records has to know the benchmark."""
+        if self.main_metric not in metrics:
+            raise KeyError(f"benchmark '{self.name}': its scorer '{self.scorer}' reported "
+                           f"{', '.join(metrics)} but not its headline '{self.main_metric}'")
+        return {"metric": self.main_metric, "value": float(metrics[self.main_metric]),
+                "unit": self.unit}
 
     @property
     def needs_source(self) -> bool:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.evaluation.scores import average, read_scores
 from harness.rundir import RunDir
 from harness.spec import ExperimentSpec, PlannedRun
 
@@ -95,11 +96,11 @@ def _progress(status: dict) -> str:
 
 def _score(run_dir: RunDir) -> str:
     try:
-        metrics = run_dir.read_json("metrics.json")
-    except (OSError, json.JSONDecodeError):
+        scores = read_scores(run_dir.path)
+    except (OSError, json.JSONDecodeError, KeyError):
         return ""
-    accs = [m["accuracy"] for m in metrics.values() if "accuracy" in m]
-    return f"avg {100 * sum(accs) / len(accs):.1f}" if accs else ""
+    avg = average(scores) if scores else None
+    return f"avg {100 * avg:.1f}" if avg is not None else ""
 
 
 def _job(run_dir: RunDir) -> dict:

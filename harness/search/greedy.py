@@ -24,11 +24,17 @@ import pandas as pd
 
 from analysis.greedy import candidate_frame, lineage_frame
 from harness.errors import HarnessError
-from harness.pipeline import load_result
+from harness.pipeline import RunResult, load_result
 from harness.rundir import atomic_write_text, file_lock
 from harness.scheduler.submit import prepare
 from harness.scheduler.views import follow, view_spec
-from harness.search.spec import SearchSpec, mean_std, normalized, objective_value
+from harness.search.spec import (
+    SearchSpec,
+    mean_std,
+    normalized,
+    objective_value,
+    raw_values,
+)
 from harness.spec import ExperimentSpec, PlannedRun
 
 
@@ -107,7 +113,7 @@ class GreedySearch:
         self.stream.flush()
 
     def execute(self, runs: list[PlannedRun], what: str) -> dict[str, dict]:
-        """Submit the runs not done (one submission), wait for all; run key -> metrics."""
+        """Submit the runs not done (one submission), wait for all; run key -> its result."""
         unique = list({r.key: r for r in runs}.values())
         batch = ExperimentSpec(self.spec.name, self.spec.file, self.spec.description,
                                sorted({k for r in unique for k in r.labels}), unique)
@@ -128,14 +134,13 @@ class GreedySearch:
             raise SearchFailed(f"{what}: {len(bad)} of {len(views)} runs did not finish:\n"
                                + "\n".join(lines) + "\nfix the cause and run `ablate search` "
                                "again: finished runs are reused, interrupted ones resume")
-        return {v.run.key: load_result(v.run_dir).metrics for v in views}
+        return {v.run.key: load_result(v.run_dir) for v in views}
 
-    def seed_run(self, run: PlannedRun, metrics: dict, extra: dict | None = None) -> SeedRun:
+    def seed_run(self, run: PlannedRun, result: RunResult, extra: dict | None = None
+                 ) -> SeedRun:
         spec = self.spec
-        return SeedRun(run.key, run.config.seed, objective_value(spec, metrics),
-                       normalized(spec, metrics),
-                       {b: metrics[b][n.metric] for b, n in spec.objective.items()},
-                       dict(extra or {}))
+        return SeedRun(run.key, run.config.seed, objective_value(spec, result),
+                       normalized(spec, result), raw_values(spec, result), dict(extra or {}))
 
     def evaluate(self, arms: list[tuple[list[str], str | None]], what: str) -> list[Arm]:
         """Train and evaluate arms (expert list, expert added) at every seed."""
@@ -144,9 +149,9 @@ class GreedySearch:
             self._tuner = self._tuner or Tuner(self)
             return self._tuner.evaluate(arms, what)
         planned = {(tuple(e), s): self.spec.run(e, s) for e, _ in arms for s in self.spec.seeds}
-        metrics = self.execute(list(planned.values()), what)
+        results = self.execute(list(planned.values()), what)
         return [Arm(e, added, [self.seed_run(planned[(tuple(e), s)],
-                                             metrics[planned[(tuple(e), s)].key])
+                                             results[planned[(tuple(e), s)].key])
                                for s in self.spec.seeds]) for e, added in arms]
 
     # --- the search -------------------------------------------------------------------

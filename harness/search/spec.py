@@ -44,7 +44,7 @@ class Normalization:
     """How one benchmark's metric maps to 0-100: 100 * (value - min) / (max - min)."""
     max: float
     min: float = 0.0
-    metric: str | None = None     # None: the benchmark's main metric
+    metric: str | None = None     # None: the benchmark's headline, as each run recorded it
     weight: float = 1.0
 
 
@@ -175,7 +175,6 @@ def _check_names(src: Located, where: str, names: list[str], defined: dict) -> N
 
 def _objective(section: SearchSection, base_cfg: RunConfig, src: Located
                ) -> dict[str, Normalization]:
-    from harness.evaluation.benchmarks import BENCHMARKS
     entries = section.objective.benchmarks
     where = "search.objective.benchmarks"
     if not entries:
@@ -197,8 +196,7 @@ def _objective(section: SearchSection, base_cfg: RunConfig, src: Located
             raise src.error(f"{at}.max", f"max ({norm.max}) must be above min ({norm.min})")
         if not norm.weight > 0:
             raise src.error(f"{at}.weight", "weights must be positive")
-        metric = norm.metric or BENCHMARKS.get(name).main_metric
-        out[name] = dataclasses.replace(norm, metric=metric)
+        out[name] = norm
     return out
 
 
@@ -286,18 +284,23 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
     return dataclasses.replace(search, objective=objective)
 
 
-def normalized(spec: SearchSpec, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Benchmark -> 0-100 score of one run's metrics.json."""
-    out = {}
-    for name, norm in spec.objective.items():
-        value = metrics[name][norm.metric]
-        out[name] = 100.0 * (value - norm.min) / (norm.max - norm.min)
-    return out
+def raw_values(spec: SearchSpec, result) -> dict[str, float]:
+    """Benchmark -> the value the objective normalizes, from one run's result
+    (harness.pipeline.RunResult): the named metric, else the run's recorded headline."""
+    return {name: (result.metrics[name][norm.metric] if norm.metric
+                   else result.scores[name]) for name, norm in spec.objective.items()}
 
 
-def objective_value(spec: SearchSpec, metrics: dict[str, dict[str, float]]) -> float:
+def normalized(spec: SearchSpec, result) -> dict[str, float]:
+    """Benchmark -> 0-100 score of one run."""
+    return {name: 100.0 * (value - spec.objective[name].min)
+            / (spec.objective[name].max - spec.objective[name].min)
+            for name, value in raw_values(spec, result).items()}
+
+
+def objective_value(spec: SearchSpec, result) -> float:
     """The weighted mean of the normalized benchmark scores."""
-    scores = normalized(spec, metrics)
+    scores = normalized(spec, result)
     total = sum(n.weight for n in spec.objective.values())
     return sum(scores[b] * spec.objective[b].weight for b in scores) / total
 

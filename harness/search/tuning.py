@@ -65,10 +65,10 @@ class Tuner:
             wave += 1
             planned = {(e, n, s): spec.run(list(e), s, {t.path: v})
                        for e, n, v in asked for s in spec.seeds}
-            metrics = self.search.execute(list(planned.values()),
+            results = self.search.execute(list(planned.values()),
                                           f"{what}, tuning wave {wave}")
             for e, n, v in asked:
-                runs = [self.search.seed_run(planned[(e, n, s)], metrics[planned[(e, n, s)].key],
+                runs = [self.search.seed_run(planned[(e, n, s)], results[planned[(e, n, s)].key],
                                              {t.path: v}) for s in spec.seeds]
                 studies[e].tell(n, sum(r.objective for r in runs) / len(runs))
         out = []
@@ -78,7 +78,7 @@ class Tuner:
             best = max(trials, key=lambda tr: (tr.value, -tr.number))
             value = best.params["value"]
             runs = [spec.run(experts, s, {t.path: value}) for s in spec.seeds]
-            seed_runs = [self.search.seed_run(r, _metrics_of(self.search, r), {t.path: value})
+            seed_runs = [self.search.seed_run(r, _result_of(self.search, r), {t.path: value})
                          for r in runs]
             out.append(Arm(list(experts), added, seed_runs, {
                 "path": t.path, "value": value,
@@ -87,8 +87,8 @@ class Tuner:
         return out
 
 
-def _metrics_of(search, run) -> dict:
-    """The finished run's metrics (every told trial's runs are done)."""
+def _result_of(search, run):
+    """The finished run's result (every told trial's runs are done)."""
     from harness.pipeline import load_result
     from harness.rundir import RunDir
-    return load_result(RunDir(search.workdir / "runs" / run.key)).metrics
+    return load_result(RunDir(search.workdir / "runs" / run.key))

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig
+from harness.evaluation.scores import average, read_scores
 from harness.pipeline import RunHooks, stage_label
 from harness.rundir import RunDir
-from harness.tracking.names import flatten, mlflow_name
+from harness.tracking.names import HEADLINE_TAG, flatten, mlflow_name
 from harness.tracking.store import open_store, retry
 
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
@@ -123,9 +124,10 @@ class MlflowMirror(RunHooks):
                 for bench, values in scores.items():
                     for name, value in values.items():
                         add(f"{tag}{bench}/{name}", value)
-                accs = [v["accuracy"] for v in scores.values() if "accuracy" in v]
-                if accs:
-                    add(f"{tag}average/accuracy", sum(accs) / len(accs))
+                heads = read_scores(run_dir.path, fname.removeprefix("metrics")
+                                    .removesuffix(".json"))
+                if heads and average(heads) is not None:
+                    add(f"{tag}average/headline", average(heads))
         cost = run_dir.read_json("cost.json")
         for module, counts in cost.pop("parameters").items():
             add(f"cost/params/{module}/total", counts["total"])
@@ -136,7 +138,9 @@ class MlflowMirror(RunHooks):
                     add(f"cost/{key}/{stage}", number)
             else:
                 add(f"cost/{key}", value)
-        tags: dict[str, str] = {}
+        tags: dict[str, str] = {
+            f"{HEADLINE_TAG}{bench}": json.dumps({"metric": h["metric"], "unit": h["unit"]})
+            for bench, h in (read_scores(run_dir.path) or {}).items()}
         for stage in run_dir.read_json("stages.json"):
             label = stage_label(stage)
             label = mlflow_name(label)

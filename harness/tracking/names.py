@@ -27,3 +27,8 @@ def mlflow_name(name: str) -> str:
     """MLflow accepts only alphanumerics, _ - . space : / in metric and tag names (an expert or
     benchmark name may hold more)."""
     return re.sub(r"[^\w\-. :/]", "_", name)
+
+
+# The MLflow tag headline.<benchmark> holds {"metric": ..., "unit": ...} of the benchmark's
+# headline (the run's scores.json), so readers of MLflow records need not know it either.
+HEADLINE_TAG = "headline."

@@ -1,5 +1,8 @@
-"""Small benchmark files in each benchmark's official layout, written into a folder for tests:
-the records are hand-picked so the expected scores can be worked out by hand in the tests."""
+"""Small benchmark files in each benchmark's official layout (the file names, folders and
+record fields of GQA, TextVQA, POPE, MME, ScienceQA, MMBench, SEED-Bench, ChartQA, DocVQA and
+OCRBench), written into a folder: `ablate rehearse` answers and scores them through the real
+loaders and scorers, and the tests work their expected scores out by hand, so the records are
+hand-picked (articles, punctuation, near misses, a video question SEED-Bench must skip)."""
 from __future__ import annotations
 
 import base64
@@ -158,6 +161,8 @@ def seed(root: Path) -> tuple[Path, Path]:
     return root / "SEED-Bench.json", root / "SEED-Bench-image"
 
 
+# benchmark id -> writer(root) -> (questions path, images folder or None), the two values of
+# its eval.sources entry
 WRITERS = {"gqa": gqa, "textvqa": textvqa, "docvqa": docvqa, "chartqa": chartqa,
            "ocrbench": ocrbench, "pope": pope, "mme": mme, "scienceqa_img": scienceqa,
            "mmbench_dev": mmbench, "seed_bench_img": seed}
