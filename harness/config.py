@@ -48,10 +48,15 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """image_aspect_ratio: how a non-square image reaches each expert, in training and
+    evaluation alike: `resize` stretches it to the expert's input, `pad` first pads it to a
+    square with the expert's mean colour (LLaVA-1.5's and Eagle's `image_aspect_ratio: pad`)."""
     synthetic: SyntheticData | None = None
     align: DatasetRef | None = None
     sft: DatasetRef | None = None
     eval: DatasetRef | None = None
+    image_aspect_ratio: Literal["resize", "pad"] = field(default="resize",
+                                                         metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
 from harness.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.data.batching import Collator, expert_transforms, to_device
-from harness.data.llava import load_llava_json
+from harness.data.llava import load_llava_json, read_llava_records
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
 from harness.errors import DataError
@@ -73,8 +73,10 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
         if cfg.model.llm.id == "tiny-llama":  # only a locally trained tokenizer needs a corpus
             for p in parts.values():
                 if p:
-                    for rec in json.loads(p[0].read_text())[:5000]:
-                        text += [t["value"] for t in rec.get("conversations", [])]
+                    for rec in read_llava_records(p[0])[:5000]:
+                        turns = rec.get("conversations") if isinstance(rec, dict) else None
+                        text += [t["value"] for t in turns or [] if isinstance(t, dict)
+                                 and isinstance(t.get("value"), str)]
     return ResolvedData(parts["align"], parts["sft"], parts["eval"],
                         text + template_corpus())
 
@@ -90,6 +92,8 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
     what it trains at which rate spelled out, its data, and the stage it starts from."""
     d = cfg.data
     data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
+    if d.image_aspect_ratio != "resize":   # left out at its default: earlier keys stay valid
+        data = {**data, "image_aspect_ratio": d.image_aspect_ratio}
     return content_hash({"model": architecture_dict(cfg.model), "seed": cfg.seed,
                          "stage": to_plain(stage),
                          "trains": trainable_lrs(cfg.model.experts, stage),
@@ -245,11 +249,16 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     accelerator = _accelerator(cfg)
     model.to(accelerator.device)
-    transforms = expert_transforms(model.experts)
+    transforms = expert_transforms(model.experts, cfg.data.image_aspect_ratio)
     tokenizer = llm.tokenizer
-    eval_records = load_llava_json(*data.eval) if data.eval else []
+    def note(message: str) -> None:   # each normalization of a data file, once, in the log
+        print(message, flush=True)
+        run_dir.log(event="data", note=message)
+
+    eval_records = load_llava_json(*data.eval, report=note) if data.eval else []
     eval_template = evaluation_template(cfg)
-    datasets = {p: load_llava_json(*getattr(data, p)) for p in {s.data for s in cfg.stages}}
+    datasets = {p: load_llava_json(*getattr(data, p), report=note)
+                for p in sorted({s.data for s in cfg.stages})}
     for part, records in datasets.items():
         stated = getattr(cfg.data, part).samples if getattr(cfg.data, part) else None
         if stated is not None and stated != len(records):
@@ -303,7 +312,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
         solo = build_solo(cfg.model, expert, cfg.seed, llm).to(accelerator.device)
         collate = Collator(tokenizer, TEMPLATES.get(stage.template),
-                           expert_transforms(solo.experts),
+                           expert_transforms(solo.experts, cfg.data.image_aspect_ratio),
                            getattr(data, stage.data)[1])
         res = train_stage(solo, stage, datasets[stage.data], collate, stage_dir, cfg.seed,
                           accelerator, stop_after=stop_after, progress=progress)

@@ -31,7 +31,7 @@ class TrainedRun:
     def transforms(self) -> dict:
         """Each expert's image preprocessing, as the run trained it."""
         from harness.data.batching import expert_transforms
-        return expert_transforms(self.model.experts)
+        return expert_transforms(self.model.experts, self.config.data.image_aspect_ratio)
 
     def eval_template(self):
         """The conversation template the run was evaluated in."""

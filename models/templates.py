@@ -37,18 +37,36 @@ class Template:
 
     def encode(self, turns: list[tuple[str, str]], tokenizer, for_generation: bool = False
                ) -> Encoded:
-        """turns: (human, assistant) pairs; for generation the last reply is left open."""
+        """turns: (human, assistant) pairs; for generation the last reply is left open.
+
+        Tokenized as LLaVA's `tokenizer_image_token` does: the whole rendered conversation,
+        split only at the image placeholders, each piece in one tokenizer call (so a
+        sentencepiece tokenizer's word-initial marks and merges are what LLaVA-1.5 trains on,
+        not an artefact of where a template segment ends). A token is trained when its
+        characters lie in a trained segment (replies and their end marker)."""
+        segments = self.render(turns, for_generation)
+        text = "".join(t for t, _ in segments)
+        trained, start = [], 0
+        for seg, is_trained in segments:
+            if is_trained:
+                trained.append((start, start + len(seg)))
+            start += len(seg)
         ids: list[int] = []
         labels: list[int] = []
-        for text, trained in self.render(turns, for_generation):
-            for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
-                if k:
-                    ids.append(IMAGE_TOKEN_INDEX)
-                    labels.append(IGNORE_INDEX)
-                if piece:
-                    tok = tokenizer(piece, add_special_tokens=False)["input_ids"]
-                    ids += tok
-                    labels += tok if trained else [IGNORE_INDEX] * len(tok)
+        offset = 0
+        for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+            if k:
+                ids.append(IMAGE_TOKEN_INDEX)
+                labels.append(IGNORE_INDEX)
+                offset += len(IMAGE_PLACEHOLDER)
+            if piece:
+                enc = tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True)
+                for tok, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+                    a, b = a + offset, max(b, a + 1) + offset
+                    ids.append(tok)
+                    labels.append(tok if any(lo <= a and b <= hi for lo, hi in trained)
+                                  else IGNORE_INDEX)
+            offset += len(piece)
         return Encoded(ids, labels)
 
     def stop_id(self, tokenizer) -> int:
@@ -59,8 +77,9 @@ TEMPLATES: Registry[Template] = Registry("template")
 
 
 def _plain(turns, for_generation):
-    # LLaVA's pretraining format keeps only the image from the human turn.
-    segments: list[Segment] = [(IMAGE_PLACEHOLDER, False)]
+    # LLaVA's pretraining format (preprocess_plain) keeps only the image from the human turn;
+    # its tokenizer call adds the BOS in front.
+    segments: list[Segment] = [("<s>" + IMAGE_PLACEHOLDER, False)]
     if not for_generation:
         segments.append((turns[0][1] + "\n", True))
     return segments

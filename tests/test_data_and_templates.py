@@ -40,7 +40,8 @@ def test_llava_records_multiturn_text_only_and_placeholder_anywhere(tmp_path):
             {"from": "human", "value": "Describe."}, {"from": "gpt", "value": "z"}]},
     ]
     convs = load_llava_json(*_write(tmp_path, records, ["a.png"]))
-    assert convs[0].turns == [("What is this?\n<image>", "x"), ("And now?", "y")]
+    # LLaVA's preprocess_multimodal: the placeholder moves to the turn's front, then "\n"
+    assert convs[0].turns == [("<image>\nWhat is this?", "x"), ("And now?", "y")]
     assert convs[1].image is None
     assert convs[2].turns[0][0] == "<image>\nDescribe."
 
@@ -50,7 +51,11 @@ def test_llava_records_multiturn_text_only_and_placeholder_anywhere(tmp_path):
         {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}]},
      "image not found"),
     ({"id": "t", "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]},
-     "must be"),
+     "turn 1 \\(human\\) has no gpt reply"),
+    ({"id": "r", "conversations": [{"from": "human", "value": "x"}, {"from": "human", "value": "y"}]},
+     "turn 1 is from 'human'"),
+    ({"id": "s", "conversations": [{"from": "human", "value": "x"}, {"from": "bot", "value": "y"}]},
+     "turn 1 must be"),
     ({"id": "p", "conversations": [{"from": "human", "value": "<image> hi"},
                                    {"from": "gpt", "value": "x"}]},
      "no `image`"),

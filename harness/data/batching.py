@@ -16,26 +16,48 @@ from models.experts.base import InputView, VisionExpert
 from models.templates import IGNORE_INDEX, Template
 
 
+ASPECT_RATIOS = ("resize", "pad")
+
+
+def pad_to_square(image: Image.Image, color: tuple[int, int, int]) -> Image.Image:
+    """LLaVA-1.5's expand2square: the image centred on a square of `color`, its aspect ratio
+    kept."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), color)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
 @dataclass(frozen=True)
 class ImageTransform:
+    """One expert's preprocessing. aspect `pad` (LLaVA-1.5's and Eagle's
+    image_aspect_ratio: pad) first pads the image to a square with the expert's mean colour,
+    so the resize keeps its aspect ratio; `resize` stretches it to the input size."""
     size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     view: InputView | None = None
+    aspect: str = "resize"
 
     @classmethod
-    def for_expert(cls, expert: VisionExpert) -> ImageTransform:
+    def for_expert(cls, expert: VisionExpert, aspect: str = "resize") -> ImageTransform:
         return cls(expert.input_size, tuple(expert.mean), tuple(expert.std),
-                   expert.config.view)
+                   expert.config.view, aspect)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = apply_view(image, self.view).resize(self.size[::-1], Image.BICUBIC)
+        image = apply_view(image, self.view)
+        if self.aspect == "pad":
+            image = pad_to_square(image, tuple(int(255 * m) for m in self.mean))
+        image = image.resize(self.size[::-1], Image.BICUBIC)
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
 
 
-def expert_transforms(experts) -> dict[str, ImageTransform]:
+def expert_transforms(experts, aspect: str = "resize") -> dict[str, ImageTransform]:
     """Each expert's image preprocessing, by expert name."""
-    return {name: ImageTransform.for_expert(e) for name, e in experts.items()}
+    return {name: ImageTransform.for_expert(e, aspect) for name, e in experts.items()}
 
 
 class Collator:
