@@ -12,6 +12,7 @@ from harness.errors import HarnessError
 from models.registry import UnknownIdError
 
 DEFAULT_WORKDIR = "ablate-work"
+DEFAULT_REHEARSAL_WORKDIR = "ablate-rehearse"
 
 
 def _quiet_libraries() -> None:
@@ -166,6 +167,26 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_rehearse(args) -> int:
+    from harness.rehearsal import rehearse
+    from harness.rehearsal.shrink import Sizes
+    workdir = Path(args.workdir or DEFAULT_REHEARSAL_WORKDIR)
+    result = rehearse(args.spec, workdir, args.executor, args.run, args.max_parallel,
+                      args.profile, Sizes(steps=args.steps))
+    print(f"\n{result.spec}: {len(result.lines)} runs rehearsed in {result.seconds:.0f} s "
+          f"(grids {result.scale})")
+    for line in result.lines:
+        print("  " + line.text())
+    if result.report_dir:
+        print(f"report: {result.report_dir}")
+    if result.failed:
+        print(f"error: {len(result.failed)} of {len(result.lines)} runs failed: "
+              + "; ".join(f"{line.name}: {line.state}: {line.reason}" for line in result.failed),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_report(args) -> int:
     from analysis.report import build_report
     workdir = Path(args.workdir)
@@ -267,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the run directories (default, the source of truth) or MLflow")
     p.add_argument("--tracking-uri", help="with --source mlflow: the store (default: the "
                                           "sqlite file WORKDIR/mlflow.db)")
+
+    p = sub.add_parser("rehearse", help="every run of a spec (experiment or search) end to end "
+                                        "on this CPU in minutes: tiny stand-ins of its experts "
+                                        "and LLM, generated data in the real formats, its "
+                                        "stages with capped steps, its report")
+    p.add_argument("spec", help="experiment or search spec YAML")
+    p.add_argument("--workdir", default=None, help=f"rehearsal work directory (default "
+                                                   f"./{DEFAULT_REHEARSAL_WORKDIR}, apart "
+                                                   f"from real records)")
+    p.add_argument("--executor", default="inline", choices=["local", "slurm", "inline"],
+                   help="inline: in this process (default); local or slurm: as jobs")
+    p.add_argument("--max-parallel", type=_positive, default=1,
+                   help="local executor: jobs at once (default 1)")
+    p.add_argument("--profile", help="slurm executor: resources profile")
+    p.add_argument("--run", help="rehearse only this run (its name, key or axis labels)")
+    p.add_argument("--steps", type=_positive, default=2,
+                   help="training steps of each stage (default 2)")
+    p.set_defaults(func=cmd_rehearse)
 
     p = sub.add_parser("routing-labels", help="MoVA routing labels: per sample, the experts "
                                               "whose run lowers the base run's loss")

@@ -45,6 +45,9 @@ class LLMConfig:
     init_seed: int = 0
     dtype: str = "float32"
     extra: dict[str, str] = field(default_factory=dict)
+    # the stand-in's tokenizer: `byte-level` BPE, or `llama`: sentencepiece-style like
+    # Llama-2/Vicuna's (word-initial U+2581 marks, byte fallback, BOS added)
+    tokenizer: str = field(default="byte-level", metadata={"omit_if_default": True})
 
 
 @dataclass
@@ -108,7 +111,52 @@ def load_hf(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM:
     return _load(config.path, config.dtype)
 
 
-def train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+TOKENIZER_STYLES = ("byte-level", "llama")
+
+
+def train_llama_style_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A tokenizer that behaves as Llama-2's (Vicuna's) does, trained on `corpus`: the text's
+    spaces become U+2581 and one is prepended (the legacy sentencepiece normalizer LLaVA-1.5
+    was trained with, hence its "extra" token after an image placeholder), BPE pieces never
+    span a word boundary, unknown characters fall back to <0xNN> bytes, BOS is added."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    mark = "\u2581"
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend(mark),
+                                           normalizers.Replace(" ", mark)])
+    # for training only: split before each word mark so no merge crosses a word boundary
+    tok.pre_tokenizer = pre_tokenizers.Split(mark, "merged_with_next")
+    specials = ["<unk>", "<s>", "</s>", "<pad>", *LLAMA3_SPECIAL]
+    byte_pieces = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + len(byte_pieces),
+                                  special_tokens=specials + byte_pieces, show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.pre_tokenizer = None   # as Llama's tokenizer.json: merges alone keep words apart
+    tok.decoder = decoders.Sequence([decoders.Replace(mark, " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>",
+                                   additional_special_tokens=LLAMA3_SPECIAL)
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int, style: str = "byte-level"
+                    ) -> PreTrainedTokenizerFast:
+    if style not in TOKENIZER_STYLES:
+        raise ValueError(f"unknown tokenizer style '{style}'; allowed: "
+                         + ", ".join(TOKENIZER_STYLES))
+    if style == "llama":
+        return train_llama_style_tokenizer(corpus, vocab_size)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -124,7 +172,7 @@ def train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFa
 
 
 def write_tiny_llama(config: LLMConfig, corpus: list[str], directory: Path) -> None:
-    tokenizer = train_tokenizer(corpus, config.vocab_size)
+    tokenizer = train_tokenizer(corpus, config.vocab_size, config.tokenizer)
     torch.manual_seed(config.init_seed)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=config.hidden_size,

@@ -15,7 +15,6 @@ from harness.data.views import apply_view
 from models.experts.base import InputView, VisionExpert
 from models.templates import IGNORE_INDEX, Template
 
-
 ASPECT_RATIOS = ("resize", "pad")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ class SearchSpec:
     _overrides: list[Override] = field(repr=False)
     check_files: bool = True          # False: `ablate plan` without the data on this machine
     slurm_profile: str | None = None
+    # applied to every run the search plans (`ablate rehearse` shrinks them); None: as is
+    transform: Callable[[PlannedRun], PlannedRun] | None = field(default=None, repr=False)
 
     @property
     def max_experts(self) -> int:
@@ -134,7 +137,8 @@ class SearchSpec:
                                    self.check_files)
         except ConfigError as exc:
             raise self._renamed(exc, experts) from None
-        return PlannedRun(f"{self.name}[{suffix}]", labels, cfg)
+        run = PlannedRun(f"{self.name}[{suffix}]", labels, cfg)
+        return self.transform(run) if self.transform is not None else run
 
     @staticmethod
     def _renamed(exc: ConfigError, experts: list[str]) -> ConfigError:

@@ -64,6 +64,25 @@ class InputView:
                              "0 <= left < right <= 1 and 0 <= top < bottom <= 1")
 
 
+@dataclass(frozen=True)
+class StandIn:
+    """Build the preset's own architecture at a small width instead of its published one,
+    random-init: the same backend class, depth, patch or stride and layer indices, with the
+    native input side `resolution` (so position embeddings, windows and grids scale with it).
+    What `ablate rehearse` runs in place of a full-size expert on a CPU."""
+    resolution: int
+    width: int = 32
+
+    def __post_init__(self):
+        if self.resolution < 1 or self.width < 16 or self.width % 16:
+            raise ValueError("stand_in needs resolution >= 1 and a width that is a positive "
+                             "multiple of 16 (heads of 16 channels)")
+
+    @property
+    def heads(self) -> int:
+        return self.width // 16
+
+
 # Options added after results exist carry this metadata: at their default they are left out
 # of the config's hashed form (harness.schema.to_plain), so earlier run keys stay valid.
 ADDED_OPTION = {"omit_if_default": True}
@@ -88,6 +107,7 @@ class ExpertConfig:
     resample: Literal["bilinear", "unshuffle", "avgpool"] = "bilinear"
     tiling: TilingConfig | None = None
     view: InputView | None = field(default=None, metadata=ADDED_OPTION)
+    stand_in: StandIn | None = field(default=None, metadata=ADDED_OPTION)
 
     @property
     def key(self) -> str:

@@ -33,6 +33,7 @@ from models.experts.base import (
     IMAGENET_STD,
     BlockwiseViT,
     ExpertConfig,
+    StandIn,
     VisionExpert,
 )
 from models.experts.presets import check_divisible, pick
@@ -54,6 +55,8 @@ class HFExpert(VisionExpert):
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
+        if config.stand_in is not None:
+            preset = self.narrowed(dict(preset), config.stand_in)
         if config.pretrained:
             model = self.model_cls.from_pretrained(config.pretrained)
         else:
@@ -70,6 +73,19 @@ class HFExpert(VisionExpert):
 
     def patch_size(self) -> int:
         return self.hf_config.patch_size
+
+    @classmethod
+    def narrowed(cls, preset: dict, stand_in: StandIn) -> dict:
+        """The preset's config at the stand-in's width and native side, depth and patch
+        kept."""
+        out = {**preset, "hidden_size": stand_in.width,
+               "num_attention_heads": stand_in.heads, "image_size": stand_in.resolution}
+        for wide in ("intermediate_size", "mlp_dim", "d_ff"):
+            if wide in out:
+                out[wide] = 2 * stand_in.width
+        if "projection_dim" in out:
+            out["projection_dim"] = stand_in.width
+        return out
 
     def adapt_resolution(self) -> None:
         """Hook for families whose position embeddings must be resized at build time."""
@@ -182,6 +198,16 @@ class HFSAM(HFExpert):
                      window_size=4, output_channels=32),
     }
 
+    @classmethod
+    def narrowed(cls, preset: dict, stand_in: StandIn) -> dict:
+        # the attention windows keep their share of the token grid
+        out = super().narrowed(preset, stand_in)
+        grid, old_grid = (stand_in.resolution // preset["patch_size"],
+                          preset["image_size"] // preset["patch_size"])
+        out["window_size"] = max(2, round(preset["window_size"] * grid / old_grid))
+        out["output_channels"] = stand_in.width
+        return out
+
     @property
     def depth(self) -> int:
         return self.hf_config.num_hidden_layers + 1
@@ -230,6 +256,15 @@ class HFPix2Struct(HFExpert):
 
     def native_resolution(self) -> int:
         return self.patch_size() * math.isqrt(self.hf_config.seq_len)
+
+    @classmethod
+    def narrowed(cls, preset: dict, stand_in: StandIn) -> dict:
+        # Pix2Struct's native side is its patch budget: seq_len patches of 16 px
+        out = super().narrowed(preset, stand_in)
+        out.pop("image_size")
+        patch = math.isqrt(preset["patch_embed_hidden_size"] // 3)
+        out.update(d_kv=16, seq_len=(stand_in.resolution // patch) ** 2)
+        return out
 
     def patch_size(self) -> int:
         return math.isqrt(self.hf_config.patch_embed_hidden_size // 3)

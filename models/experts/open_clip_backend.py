@@ -20,11 +20,19 @@ from models.experts.presets import Preset, check_divisible, pick
 open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
 
 
-def create_open_clip(arch: str, pretrained: str | None, resolution: int) -> torch.nn.Module:
-    """Build the full open_clip model and return its image tower."""
+# The text tower open_clip builds beside a stand-in's image tower (it is dropped at once).
+_SMALL_TEXT = {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1}
+
+
+def create_open_clip(arch: str, pretrained: str | None, resolution: int,
+                     vision_cfg: dict | None = None) -> torch.nn.Module:
+    """Build the full open_clip model and return its image tower; `vision_cfg` replaces the
+    architecture's image-tower config (a stand-in's), with a small text tower beside it."""
     # open_clip moves the model to `device` at the end; keep the caller's default device so a
     # full-size expert can be built on the meta device for shape checks.
     opts = dict(force_image_size=resolution, device=torch.empty(0).device)
+    if vision_cfg is not None:
+        opts.update(vision_cfg=vision_cfg, text_cfg=_SMALL_TEXT, embed_dim=32)
     if pretrained and pretrained.startswith("hf-hub:"):
         model = open_clip.create_model(pretrained, **opts)
     elif pretrained and Path(pretrained).is_dir():
@@ -62,11 +70,17 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
         preset = pick(config.id, self.presets, config.preset)
         resolution = config.resolution or preset.resolution
         vision_cfg = open_clip.get_model_config(preset.arch)["vision_cfg"]
+        narrowed = None
+        if config.stand_in is not None:   # the preset's depth and patch at a small width
+            s = config.stand_in
+            narrowed = {**vision_cfg, "width": s.width, "head_width": 16,
+                        "image_size": s.resolution}
+            resolution = config.resolution or s.resolution
         self.patch = vision_cfg["patch_size"]
         check_divisible(config.id, resolution, self.patch)
         self._depth = vision_cfg["layers"]
         super().__init__(config, resolution)
-        self.model = create_open_clip(preset.arch, config.pretrained, resolution)
+        self.model = create_open_clip(preset.arch, config.pretrained, resolution, narrowed)
         self.width = self.model.transformer.width
         self._depth = len(self.model.transformer.resblocks)
 
@@ -107,6 +121,8 @@ class OpenClipConvNeXt(ConvNeXtExpert):
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
+        if config.stand_in is not None:   # four stages and stride 32 kept, at the tiny widths
+            preset = Preset(self.presets["tiny"].arch, config.stand_in.resolution)
         super().__init__(config, config.resolution or preset.resolution)
         self.model = create_open_clip(preset.arch, config.pretrained, self.resolution)
 

@@ -8,6 +8,7 @@ pretrained tag or an `hf-hub:` name.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import timm
@@ -39,6 +40,9 @@ class TimmConvNeXt(ConvNeXtExpert):
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
+        if config.stand_in is not None:   # four stages and stride 32 kept, at the tiny widths
+            preset = Preset(*dataclasses.astuple(self.presets["tiny"])[:1],
+                            config.stand_in.resolution, self.presets["tiny"].kwargs)
         super().__init__(config, config.resolution or preset.resolution)
         self.model = create_timm(preset.arch, config.pretrained, **preset.kwargs)
 
@@ -61,6 +65,10 @@ class TimmEVA02(VisionExpert):
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
+        if config.stand_in is not None:   # the preset's depth and patch at a small width
+            s = config.stand_in
+            preset = Preset(preset.arch, s.resolution, {**preset.kwargs, "embed_dim": s.width,
+                                                        "num_heads": s.heads})
         resolution = config.resolution or preset.resolution
         self.patch = preset.kwargs.get("patch_size", 14)
         check_divisible(config.id, resolution, self.patch)

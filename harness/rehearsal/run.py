@@ -1,0 +1,190 @@
+"""Rehearse a spec: shrink each of its runs, generate the data, run them through the
+scheduler as `ablate run` / `ablate search` would (the executor of choice), render the
+spec's report with its reference table, and say per run what happened.
+
+Rehearsal records never mix with real ones: they live in their own work directory (default
+`ablate-rehearse/`), and the spec's name, hence its MLflow experiment and search folder, gets
+a `-rehearsal` suffix."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.rehearsal.data import write_benchmarks, write_training_data
+from harness.rehearsal.geometry import spec_scale
+from harness.rehearsal.shrink import Sizes, shrink
+from harness.rundir import RunDir
+from harness.spec import ExperimentSpec, PlannedRun
+
+SUFFIX = "-rehearsal"
+
+
+@dataclass
+class RunLine:
+    name: str
+    key: str
+    state: str
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    def text(self) -> str:
+        parts = [f"{self.state:<8} {self.name} (run {self.key})"]
+        if self.trained or self.reused:
+            parts.append("trained " + (", ".join(self.trained) or "-") + "; reused "
+                         + (", ".join(self.reused) or "-"))
+        if self.scored:
+            parts.append(f"scored {len(self.scored)}: " + ", ".join(self.scored))
+        if self.reason:
+            parts.append(self.reason)
+        return " | ".join(parts)
+
+
+@dataclass
+class RehearsalResult:
+    spec: str
+    workdir: Path
+    lines: list[RunLine]
+    scale: str
+    report_dir: Path | None
+    seconds: float
+
+    @property
+    def failed(self) -> list[RunLine]:
+        return [line for line in self.lines if line.state != "DONE"]
+
+
+def run_line(run: PlannedRun, workdir: Path) -> RunLine:
+    from harness.evaluation.scores import read_scores
+    from harness.pipeline import stage_label
+    d = RunDir(workdir / "runs" / run.key)
+    status = d.read_json("status.json") if (d.path / "status.json").exists() else {}
+    line = RunLine(run.name, run.key, status.get("state", "NEW"),
+                   reason=status.get("reason", ""))
+    if (d.path / "stages.json").exists():
+        for s in d.read_json("stages.json"):
+            (line.reused if s["reused"] else line.trained).append(stage_label(s))
+    if line.state == "DONE":
+        line.scored = list(read_scores(d.path) or {})
+    return line
+
+
+class Shrinker:
+    """Everything a spec's runs share in their rehearsal: the scale, the data, the sizes."""
+
+    def __init__(self, configs, workdir: Path, sizes: Sizes):
+        configs = list(configs)
+        self.scale, self.geometry = spec_scale(
+            [e for c in configs for e in c.model.experts],
+            [c.model.fusion.options for c in configs])
+        self.workdir, self.sizes = workdir, sizes
+        data_root = workdir / "data"
+        data_root.mkdir(parents=True, exist_ok=True)
+        records = max(32, 4 * sizes.steps * sizes.batch_size)
+        self.training = write_training_data(data_root, records)
+        needed = sorted({b for c in configs for b in c.eval.sources})
+        self.benchmarks = write_benchmarks(data_root, needed)
+
+    def __call__(self, run: PlannedRun) -> PlannedRun:
+        cfg = shrink(run.config, self.scale, self.geometry, self.training, self.benchmarks,
+                     self.sizes, self.workdir)
+        return PlannedRun(run.name, run.labels, cfg)
+
+
+def _pick(runs: list[PlannedRun], only: str | None) -> list[PlannedRun]:
+    if only is None:
+        return runs
+    chosen = [r for r in runs if only in (r.name, r.key)
+              or only == ",".join(f"{k}={v}" for k, v in r.labels.items())
+              or only in r.labels.values()]
+    if not chosen:
+        from harness.errors import ConfigError
+        raise ConfigError(f"no run named '{only}'; runs: "
+                          + ", ".join(r.name for r in runs), field="--run")
+    return chosen
+
+
+def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: str | None = None,
+             max_parallel: int = 1, profile: str | None = None, sizes: Sizes = Sizes(),
+             stream=sys.stdout) -> RehearsalResult:
+    from harness.search import is_search_spec
+    started = time.time()
+    workdir = Path(workdir).resolve()
+    if is_search_spec(path):
+        return _rehearse_search(path, workdir, executor, max_parallel, profile, sizes, stream,
+                                started)
+    from harness.scheduler.submit import prepare
+    from harness.scheduler.views import follow
+    from harness.spec import load_spec
+    full = load_spec(path, check_files=False)
+    shrinker = Shrinker((r.config for r in full.runs), workdir, sizes)
+    runs = [shrinker(r) for r in _pick(full.runs, only)]
+    spec = dataclasses.replace(full, name=full.name + SUFFIX, runs=runs)
+    stream.write(f"{spec.name}: rehearsing {len(runs)} of {len(full.runs)} runs in {workdir} "
+                 f"(grids {shrinker.scale.describe()})\n")
+    stream.flush()
+    submission = prepare(spec, workdir, executor, max_parallel, profile)
+    submission.execute()
+    if submission.executor.follows and (submission.submitted or submission.in_flight):
+        follow(spec, workdir, stream=stream)
+    lines = [run_line(r, workdir) for r in runs]
+    report_dir = _report(spec, workdir, lines, stream)
+    return RehearsalResult(spec.name, workdir, lines, shrinker.scale.describe(), report_dir,
+                           time.time() - started)
+
+
+def _report(spec: ExperimentSpec, workdir: Path, lines: list[RunLine], stream) -> Path | None:
+    from analysis.report import experiment_report
+    if spec.report is None or not any(line.state == "DONE" for line in lines):
+        return None
+    report = experiment_report(spec, workdir)
+    folder = workdir / "reports" / spec.name
+    report.write(folder)
+    stream.write(report.text("markdown") + "\n")
+    return folder
+
+
+def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, profile,
+                     sizes: Sizes, stream, started: float) -> RehearsalResult:
+    """The search's first two rounds at least: its stop rule is set to add whatever the
+    first round's best is, and to stop at two added experts."""
+    from analysis.report import search_report
+    from harness.search import load_search_spec
+    from harness.search.greedy import GreedySearch
+    from harness.search.spec import StopRule
+    full = load_search_spec(path, check_files=False)
+    arms = [full.start + [e] for e in full.pool]
+    shrinker = Shrinker((full.run(a, full.seeds[0]).config for a in arms), workdir, sizes)
+    rounds = min(2, len(full.pool))
+    search = dataclasses.replace(
+        full, name=full.name + SUFFIX, transform=shrinker,
+        stop=StopRule(min_gain=-float("inf"), max_experts=len(full.start) + rounds))
+    stream.write(f"{search.name}: rehearsing {rounds} rounds of the search in {workdir} "
+                 f"(grids {shrinker.scale.describe()})\n")
+    stream.flush()
+    GreedySearch(search, workdir, executor, max_parallel=max_parallel, profile=profile,
+                 stream=stream).run()
+    lines = [run_line(r, workdir) for r in _search_runs(search, workdir)]
+    report = search_report(search, workdir)
+    folder = workdir / "reports" / search.name
+    report.write(folder)
+    stream.write(report.text("markdown") + "\n")
+    return RehearsalResult(search.name, workdir, lines, shrinker.scale.describe(), folder,
+                           time.time() - started)
+
+
+def _search_runs(search, workdir: Path) -> list[PlannedRun]:
+    """Every arm the rehearsed search trained, from its round records."""
+    import json
+    out: dict[str, PlannedRun] = {}
+    for f in sorted((workdir / "searches" / search.name).glob("round-*.json")):
+        rnd = json.loads(f.read_text())
+        for arm in [rnd["current"], *rnd["candidates"]]:
+            for seed in search.seeds:
+                run = search.run(arm["experts"], seed)
+                out.setdefault(run.key, run)
+    return list(out.values())
