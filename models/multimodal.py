@@ -91,8 +91,15 @@ class MultimodalLM(nn.Module):
             return None
         idx = has_image.nonzero().flatten()
         ids = [text.sample_ids[i] for i in idx.tolist()] if text.sample_ids else None
-        text = TextContext(text.embeddings[idx], text.mask[idx], ids)
+        # the gates see the prompt in the vision side's dtype: an LM held in bf16 beside an
+        # fp32 fusion (the papers' setting) must not hand its bf16 embeddings to fp32 layers
+        vision_dtype = self.projector_dtype
+        text = TextContext(text.embeddings[idx].to(vision_dtype), text.mask[idx], ids)
         return self.encode_images({k: v[idx] for k, v in pixels.items()}, text)
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
 
     def _lm_inputs(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
                    left_pad: bool):

@@ -58,12 +58,13 @@ class RehearsalResult:
         return [line for line in self.lines if line.state != "DONE"]
 
 
-def run_line(run: PlannedRun, workdir: Path) -> RunLine:
+def run_line(run: PlannedRun, workdir: Path, key: str | None = None) -> RunLine:
     from harness.evaluation.scores import read_scores
     from harness.pipeline import stage_label
-    d = RunDir(workdir / "runs" / run.key)
+    key = key or run.key
+    d = RunDir(workdir / "runs" / key)
     status = d.read_json("status.json") if (d.path / "status.json").exists() else {}
-    line = RunLine(run.name, run.key, status.get("state", "NEW"),
+    line = RunLine(run.name, key, status.get("state", "NEW"),
                    reason=status.get("reason", ""))
     if (d.path / "stages.json").exists():
         for s in d.read_json("stages.json"):
@@ -109,10 +110,13 @@ def _pick(runs: list[PlannedRun], only: str | None) -> list[PlannedRun]:
 
 
 def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: str | None = None,
-             max_parallel: int = 1, profile: str | None = None, sizes: Sizes = Sizes(),
-             stream=sys.stdout) -> RehearsalResult:
+             max_parallel: int = 1, profile: str | None = None, sizes: Sizes | None = None,
+             stream=None) -> RehearsalResult:
+    """Rehearse the spec at `path` in `workdir`; `only` picks one run (name, key or axis
+    labels)."""
     from harness.search import is_search_spec
     started = time.time()
+    sizes, stream = sizes or Sizes(), stream or sys.stdout
     workdir = Path(workdir).resolve()
     if is_search_spec(path):
         return _rehearse_search(path, workdir, executor, max_parallel, profile, sizes, stream,
@@ -128,7 +132,13 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
                  f"(grids {shrinker.scale.describe()})\n")
     stream.flush()
     submission = prepare(spec, workdir, executor, max_parallel, profile)
-    submission.execute()
+    if submission.executor.follows:   # jobs (one Slurm array): each fails on its own
+        submission.execute()
+    for job in [] if submission.executor.follows else submission.jobs:
+        try:   # in this process, one at a time, so a failed run does not stop the others
+            submission.executor.submit([job])
+        except Exception as exc:   # recorded FAILED with its reason in the run directory
+            stream.write(f"   {job[1].cfg.name}: {type(exc).__name__}: {exc}\n")
     if submission.executor.follows and (submission.submitted or submission.in_flight):
         follow(spec, workdir, stream=stream)
     lines = [run_line(r, workdir) for r in runs]
@@ -166,9 +176,12 @@ def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, prof
     stream.write(f"{search.name}: rehearsing {rounds} rounds of the search in {workdir} "
                  f"(grids {shrinker.scale.describe()})\n")
     stream.flush()
-    GreedySearch(search, workdir, executor, max_parallel=max_parallel, profile=profile,
-                 stream=stream).run()
-    lines = [run_line(r, workdir) for r in _search_runs(search, workdir)]
+    try:
+        GreedySearch(search, workdir, executor, max_parallel=max_parallel, profile=profile,
+                     stream=stream).run()
+    except Exception as exc:   # the failed runs are named below from their directories
+        stream.write(f"   the search stopped: {type(exc).__name__}: {exc}\n")
+    lines = _search_lines(search.name, workdir)
     report = search_report(search, workdir)
     folder = workdir / "reports" / search.name
     report.write(folder)
@@ -177,14 +190,15 @@ def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, prof
                            time.time() - started)
 
 
-def _search_runs(search, workdir: Path) -> list[PlannedRun]:
-    """Every arm the rehearsed search trained, from its round records."""
-    import json
-    out: dict[str, PlannedRun] = {}
-    for f in sorted((workdir / "searches" / search.name).glob("round-*.json")):
-        rnd = json.loads(f.read_text())
-        for arm in [rnd["current"], *rnd["candidates"]]:
-            for seed in search.seeds:
-                run = search.run(arm["experts"], seed)
-                out.setdefault(run.key, run)
-    return list(out.values())
+def _search_lines(name: str, workdir: Path) -> list[RunLine]:
+    """Every run the rehearsed search submitted: the run directories whose run is one of
+    its arms (named `NAME[...]`)."""
+    lines = []
+    for folder in sorted((workdir / "runs").iterdir()):
+        d = RunDir(folder)
+        if not (folder / "status.json").exists():
+            continue
+        run_name = d.read_json("status.json").get("name", "")
+        if run_name.startswith(name + "["):
+            lines.append(run_line(PlannedRun(run_name, {}, None), workdir, folder.name))
+    return lines
