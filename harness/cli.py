@@ -24,11 +24,14 @@ def _quiet_libraries() -> None:
 
 
 def cmd_train(args) -> int:
-    from harness.config import load_run_config
+    from harness.config import device_problem, load_run_config
     from harness.pipeline import run
     from harness.summary import results_table
-
     configs = [load_run_config(p) for p in args.configs]  # validate all before running any
+    for path, cfg in zip(args.configs, configs):
+        problem = device_problem(cfg.device)
+        if problem:
+            raise HarnessError(f"{path}: {problem}")
     results = []
     for cfg in configs:
         print(f"== {cfg.name} (run {cfg.key})", flush=True)
@@ -222,8 +225,20 @@ def cmd_routing_labels(args) -> int:
     return 0
 
 
+def _workdir(text: str) -> str:
+    """A work directory: an existing folder, or a path that can become one."""
+    path = Path(text).expanduser()
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise argparse.ArgumentTypeError(f"{part} exists and is not a folder; give a "
+                                                 "folder (or a new path) for the work directory")
+            break
+    return text
+
+
 def add_workdir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default=DEFAULT_WORKDIR,
+    p.add_argument("--workdir", default=DEFAULT_WORKDIR, type=_workdir,
                    help=f"runs, records and caches live here (default: ./{DEFAULT_WORKDIR})")
 
 
@@ -294,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and LLM, generated data in the real formats, its "
                                         "stages with capped steps, its report")
     p.add_argument("spec", help="experiment or search spec YAML")
-    p.add_argument("--workdir", default=None, help=f"rehearsal work directory (default "
+    p.add_argument("--workdir", default=None, type=_workdir,
+                   help=f"rehearsal work directory (default "
                                                    f"./{DEFAULT_REHEARSAL_WORKDIR}, apart "
                                                    f"from real records)")
     p.add_argument("--executor", default="inline", choices=["local", "slurm", "inline"],

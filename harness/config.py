@@ -16,6 +16,7 @@ from typing import Any, Literal
 from harness.schema import bind, bind_dataclass, to_plain
 from harness.yamlio import Located, load_yaml
 from models.experts import ADDED_OPTION, EXPERTS, ExpertConfig
+from models.fields import ranged
 from models.fusion import FUSIONS, FusionOptionError
 from models.llm import LLMS, LLMConfig
 from models.projectors import PROJECTORS
@@ -27,13 +28,14 @@ from models.templates import TEMPLATES
 class SyntheticData:
     """Generate LLaVA-format data on disk (see harness.data.synthetic)."""
     seed: int = 0
-    image_size: int = 64
-    train_per_skill: int = 400
-    eval_per_skill: int = 50
-    captions: int = 2000
-    text_only: int = 100
-    skills: list[str] = field(default_factory=lambda: ["color", "shape", "position", "count",
-                                                       "existence", "chart", "text"])
+    image_size: int = ranged(64, ge=16)
+    train_per_skill: int = ranged(400, ge=1)
+    eval_per_skill: int = ranged(50, ge=1)
+    captions: int = ranged(2000, ge=1)
+    text_only: int = ranged(100, ge=0)
+    skills: list[str] = ranged(default_factory=lambda: ["color", "shape", "position", "count",
+                                                        "existence", "chart", "text"],
+                               min_items=1)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class DatasetRef:
     epoch-based stage before the file is on this machine; the loaded file must agree."""
     json: str
     images: str
-    samples: int | None = field(default=None, metadata=ADDED_OPTION)
+    samples: int | None = ranged(None, ge=1, metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,11 @@ class FusionSpec:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    experts: list[ExpertConfig]
+    experts: list[ExpertConfig] = ranged(min_items=1)
     fusion: FusionSpec
     projector: str = "mlp2x_gelu"
     llm: LLMConfig = field(default_factory=LLMConfig)
-    max_length: int = 512
+    max_length: int = ranged(512, ge=2)
 
     def to_dict(self) -> dict:
         out = to_plain(self)
@@ -111,26 +113,24 @@ class StageConfig:
     """
     name: str
     data: Literal["align", "sft"]
-    train: list[str]
-    lr: float
+    train: list[str] = ranged(min_items=1)
+    lr: float = ranged(gt=0)
     template: str = "vicuna_v1"
-    steps: int | None = None
-    epochs: float | None = None
-    batch_size: int = 32
-    lrs: dict[str, float] = field(default_factory=dict)
+    steps: int | None = ranged(None, ge=1)
+    epochs: float | None = ranged(None, gt=0)
+    batch_size: int = ranged(32, ge=1)
+    lrs: dict[str, float] = ranged(default_factory=dict, gt=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    checkpoint_every: int = 100
+    warmup_ratio: float = ranged(0.03, ge=0, le=1)
+    weight_decay: float = ranged(0.0, ge=0)
+    grad_clip: float = ranged(1.0, ge=0)    # 0: no clipping
+    checkpoint_every: int = ranged(100, ge=1)
     per_expert: bool = field(default=False, metadata=ADDED_OPTION)
     enabled: bool = field(default=True, metadata=ADDED_OPTION)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of `steps` or `epochs`")
-        if self.batch_size < 1 or (self.steps is not None and self.steps < 1):
-            raise ValueError("`steps` and `batch_size` must be >= 1")
 
 
 def trainable_lrs(experts: list[ExpertConfig], stage: StageConfig) -> dict[str, float]:
@@ -174,9 +174,9 @@ class EvalConfig:
     """benchmarks: registry ids; sources: benchmark -> its files, for every real benchmark;
     likelihood: closed-answer benchmarks (yes/no, option letters) answered by the allowed
     answer the model finds most likely instead of by generation."""
-    benchmarks: list[str]
-    batch_size: int = 64
-    max_new_tokens: int = 8
+    benchmarks: list[str] = ranged(min_items=1)
+    batch_size: int = ranged(64, ge=1)
+    max_new_tokens: int = ranged(8, ge=1)
     template: str | None = None   # None = the last stage's template
     before_training: bool = False  # also score the untrained model (a floor for the table)
     sources: dict[str, BenchmarkSource] = field(default_factory=dict, metadata=ADDED_OPTION)
@@ -203,6 +203,20 @@ class RunConfig:
     def key(self) -> str:
         """Identity: the hash of the resolved content, not of the name."""
         return content_hash({k: v for k, v in self.to_dict().items() if k != "name"})
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` cannot run on this machine (None: it can). `cuda` never falls back to the
+    CPU silently: a run meant for GPUs that trains on a CPU is days of wasted queue time."""
+    import torch
+    if device == "cuda" and not torch.cuda.is_available():
+        import os
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return ("device: cuda, but this machine has no GPU visible to torch"
+                + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+                + "; run it where there is one (--executor slurm with a GPU profile), or set "
+                  "device: cpu or auto")
+    return None
 
 
 def content_hash(obj: Any) -> str:
@@ -422,3 +436,12 @@ def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> No
             if not ok:
                 kind = "folder" if want_dir else "file"
                 raise src.error(f"data.{part}.{attr}", f"{kind} not found: {p}")
+        from harness.data.llava import check_llava_file
+        from harness.errors import DataError
+        try:   # a malformed file fails here, before any run directory or job exists
+            count = check_llava_file(ref.json)
+        except DataError as exc:
+            raise src.error(f"data.{part}.json", str(exc)) from None
+        if ref.samples is not None and ref.samples != count:
+            raise src.error(f"data.{part}.samples", f"states {ref.samples} records; "
+                            f"{ref.json} has {count}")

@@ -16,13 +16,20 @@ import torch
 import yaml
 from accelerate import Accelerator
 
-from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
+from harness.config import (
+    RunConfig,
+    StageConfig,
+    architecture_dict,
+    content_hash,
+    device_problem,
+    trainable_lrs,
+)
 from harness.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import load_llava_json, read_llava_records
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
-from harness.errors import DataError
+from harness.errors import DataError, HarnessError
 from harness.evaluation.generate import (
     choose_by_likelihood,
     collect_questions,
@@ -166,6 +173,9 @@ def make_deterministic(seed: int) -> None:
 
 
 def _accelerator(cfg: RunConfig) -> Accelerator:
+    problem = device_problem(cfg.device)
+    if problem:
+        raise HarnessError(problem)
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     return Accelerator(cpu=cpu, mixed_precision=cfg.precision)
 

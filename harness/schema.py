@@ -1,5 +1,6 @@
 """Binds plain YAML data onto typed dataclasses, field by field, so that every unknown field,
-missing field, wrong type or out-of-range choice is reported with its file, line and path."""
+missing field, wrong type, out-of-range choice or value outside the field's declared range
+(models.fields.ranged) is reported with its file, line and path."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,7 @@ import typing
 from typing import Any, Literal, Union
 
 from harness.yamlio import Located
+from models.fields import range_error
 
 
 def _type_name(tp: Any) -> str:
@@ -111,6 +113,9 @@ def bind_dataclass(cls: type, value: Any, src: Located, path: str) -> Any:
         child = f"{path}.{name}" if path else name
         if name in value:
             kwargs[name] = bind(hints[name], value[name], src, child)
+            problem = range_error(kwargs[name], f.metadata.get("range", {}))
+            if problem:
+                raise src.error(child, problem)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise src.error(child, "required field is missing")
     try:

@@ -72,7 +72,13 @@ def _to_plain(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> A
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_plain(n, f"{path}[{i}]", lines, file) for i, n in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as exc:   # a tag the safe loader refuses (!!python/...): never run
+        raise ConfigError(f"unsupported YAML tag {node.tag!r}: a spec holds plain values "
+                          f"(strings, numbers, booleans, lists, mappings); "
+                          f"{getattr(exc, 'problem', None) or exc}", file=file,
+                          line=node.start_mark.line + 1, field=path or None) from None
 
 
 def load_yaml(path: str | Path) -> Located:

@@ -24,6 +24,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from models.fields import ranged
 from models.registry import Registry
 
 LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
@@ -36,12 +37,12 @@ class LLMConfig:
     pretrained LM's weights are."""
     id: str = "tiny-llama"
     path: str | None = None
-    hidden_size: int = 128
-    layers: int = 2
-    heads: int = 4
-    intermediate_size: int = 256
-    vocab_size: int = 1024
-    max_positions: int = 1024
+    hidden_size: int = ranged(128, ge=1)
+    layers: int = ranged(2, ge=1)
+    heads: int = ranged(4, ge=1)
+    intermediate_size: int = ranged(256, ge=1)
+    vocab_size: int = ranged(1024, ge=64)
+    max_positions: int = ranged(1024, ge=2)
     init_seed: int = 0
     dtype: str = "float32"
     extra: dict[str, str] = field(default_factory=dict)

@@ -180,9 +180,11 @@ def patch_info_mining(fusion, maps: dict[str, torch.Tensor], b: int) -> torch.Te
                 scores, values = [], []
                 for u in range(i * wh, (i + 1) * wh):
                     for v in range(j * ww, (j + 1) * ww):
+                        # Mini-Gemini: keys and values each through a LayerNorm of their own
                         key = layer_norm(k_map[:, u, v], fusion.norm_k)
+                        value = layer_norm(k_map[:, u, v], fusion.norm_v or fusion.norm_k)
                         scores.append(torch.dot(q, linear(key, fusion.to_k)) / math.sqrt(len(q)))
-                        values.append(linear(key, fusion.to_v))
+                        values.append(linear(value, fusion.to_v))
                 weights = softmax(scores)
                 out.append(query + sum(w * v for w, v in zip(weights, values)))
         rows.append(torch.stack(out))

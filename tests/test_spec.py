@@ -86,7 +86,9 @@ def test_inline_base_and_override_sets(tmp_path):
 
 def test_relative_data_paths_follow_the_file_that_wrote_them(tmp_path):
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "x.json").write_text("[]")
+    (tmp_path / "d" / "x.json").write_text(  # files are parsed when a spec loads
+        '[{"id": "a", "conversations": [{"from": "human", "value": "hi"}, '
+        '{"from": "gpt", "value": "yo"}]}]')
     spec = load_spec(write_spec(tmp_path, """\
         name: s
         base: base.yaml

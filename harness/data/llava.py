@@ -12,6 +12,7 @@ its turn and put once at the front followed by a newline (preprocess_multimodal)
 real LLaVA-558K and llava_v1_5_mix665k train as LLaVA trains them."""
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -121,6 +122,26 @@ def read_llava_records(path: Path) -> list:
     if not records:
         raise DataError(f"{path}: no records")
     return records
+
+
+@functools.lru_cache(maxsize=16)
+def _checked(path: str, mtime_ns: int, size: int) -> int:
+    records = read_llava_records(Path(path))
+    for i, r in enumerate(records):
+        parse_record(r, i, Path(path))
+    return len(records)
+
+
+def check_llava_file(json_path: str | Path) -> int:
+    """Every record of the file parsed as training will parse it (images are checked when the
+    run loads it): the record count, or the DataError a run would have ended with. Once per
+    file version in a process, so a grid of runs over one file reads it once."""
+    path = Path(json_path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    return _checked(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def load_llava_json(json_path: str | Path, image_root: str | Path,

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.rehearsal.data import write_benchmarks, write_training_data
 from harness.rehearsal.geometry import spec_scale
 from harness.rehearsal.shrink import Sizes, shrink
-from harness.rundir import RunDir
+from harness.rundir import RunDir, file_lock
 from harness.spec import ExperimentSpec, PlannedRun
 
 SUFFIX = "-rehearsal"
@@ -86,9 +86,10 @@ class Shrinker:
         data_root = workdir / "data"
         data_root.mkdir(parents=True, exist_ok=True)
         records = max(32, 4 * sizes.steps * sizes.batch_size)
-        self.training = write_training_data(data_root, records)
         needed = sorted({b for c in configs for b in c.eval.sources})
-        self.benchmarks = write_benchmarks(data_root, needed)
+        with file_lock(data_root / ".write.lock"):   # two rehearsals sharing a folder
+            self.training = write_training_data(data_root, records)
+            self.benchmarks = write_benchmarks(data_root, needed)
 
     def __call__(self, run: PlannedRun) -> PlannedRun:
         cfg = shrink(run.config, self.scale, self.geometry, self.training, self.benchmarks,

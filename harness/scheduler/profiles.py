@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.schema import bind_dataclass
 from harness.yamlio import load_yaml
+from models.fields import ranged
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,8 @@ class GpuThroughput:
     dense bf16 rate times a utilization (0.4 is a typical model-FLOPs utilization for 7B
     LLaVA-style training)."""
     name: str = "A100"
-    peak_tflops: float = 312.0
-    utilization: float = 0.4
-
-    def __post_init__(self):
-        if self.peak_tflops <= 0 or not 0 < self.utilization <= 1:
-            raise ValueError("gpu.peak_tflops must be > 0 and gpu.utilization in (0, 1]")
+    peak_tflops: float = ranged(312.0, gt=0)
+    utilization: float = ranged(0.4, gt=0, le=1)
 
     def hours(self, flops: float) -> float:
         return flops / (self.peak_tflops * 1e12 * self.utilization) / 3600
@@ -37,13 +34,13 @@ class GpuThroughput:
 @dataclass(frozen=True)
 class SlurmProfile:
     partition: str
-    time_min: int = 60
-    cpus_per_task: int = 8
-    gpus_per_node: int = 0
-    mem_gb: int = 32
-    array_parallelism: int = 16       # at most this many tasks of one array run at once
-    signal_delay_s: int = 120         # USR2 this long before the limit: requeue, then resume
-    max_requeues: int = 3             # time-limit requeues per job before it counts as failed
+    time_min: int = ranged(60, ge=1)
+    cpus_per_task: int = ranged(8, ge=1)
+    gpus_per_node: int = ranged(0, ge=0)
+    mem_gb: int = ranged(32, ge=1)
+    array_parallelism: int = ranged(16, ge=1)  # at most this many tasks of one array at once
+    signal_delay_s: int = ranged(120, ge=0)    # USR2 this long before the limit: requeue
+    max_requeues: int = ranged(3, ge=0)        # time-limit requeues before it counts as failed
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
@@ -52,9 +49,6 @@ class SlurmProfile:
     gpu: GpuThroughput = field(default_factory=GpuThroughput)  # for plan's GPU-hours only
 
     def __post_init__(self):
-        for name in ("time_min", "cpus_per_task", "mem_gb", "array_parallelism"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1")
         # Slurm may send the signal up to a minute before `signal_delay_s` asks (its event
         # resolution); a signal that arrives before Python has installed submitit's handler
         # kills the job instead of requeueing it.

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.config import device_problem
+from harness.errors import ConfigError
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.views import IN_FLIGHT, SUBMITTABLE, view_spec
@@ -14,6 +16,8 @@ from harness.spec import ExperimentSpec, PlannedRun
 from harness.tracking.mirror import MlflowMirror, tracking_record
 from harness.tracking.names import mlflow_name
 from harness.tracking.store import check_reachable, default_uri, open_store
+
+ON_THIS_MACHINE = ("inline", "local")   # executors whose jobs run where `ablate` runs
 
 
 @dataclass
@@ -45,6 +49,11 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     if tracking_uri:
         check_reachable(uri)
     report = Submission(executor, uri)
+    if executor.name in ON_THIS_MACHINE:   # a Slurm job finds its GPU on its node
+        for run in spec.runs:
+            problem = device_problem(run.config.device)
+            if problem:
+                raise ConfigError(f"run {run.name}: {problem}", file=spec.file, field="device")
     views = view_spec(spec, workdir)
     todo = []
     for v in views:

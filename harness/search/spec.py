@@ -36,8 +36,9 @@ from typing import Any
 from harness.config import RunConfig, content_hash, parse_run_config
 from harness.errors import ConfigError
 from harness.schema import bind_dataclass
-from harness.spec.expand import Override, PlannedRun, _base, _compose
+from harness.spec.expand import Override, PlannedRun, _base, _compose, check_expert_ids
 from harness.yamlio import Located, load_yaml
+from models.fields import ranged
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Normalization:
     max: float
     min: float = 0.0
     metric: str | None = None     # None: the benchmark's headline, as each run recorded it
-    weight: float = 1.0
+    weight: float = ranged(1.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ class Objective:
 
 @dataclass(frozen=True)
 class StopRule:
-    min_gain: float = 0.0
-    max_experts: int | None = None
+    min_gain: float = ranged(0.0, ge=0)   # normalized points
+    max_experts: int | None = ranged(None, ge=2)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ class Tuning:
     low: float
     high: float
     log: bool = True
-    trials: int = 4
-    parallel: int = 2
+    trials: int = ranged(4, ge=1)
+    parallel: int = ranged(2, ge=1)
     sampler_seed: int = 0
 
 
@@ -198,8 +199,6 @@ def _objective(section: SearchSection, base_cfg: RunConfig, src: Located
         norm = bind_dataclass(Normalization, value, src, at)
         if not norm.max > norm.min:
             raise src.error(f"{at}.max", f"max ({norm.max}) must be above min ({norm.min})")
-        if not norm.weight > 0:
-            raise src.error(f"{at}.weight", "weights must be positive")
         out[name] = norm
     return out
 
@@ -245,8 +244,6 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
     for i, seed in enumerate(s.seeds):
         if s.seeds.index(seed) != i:
             raise src.error(f"search.seeds[{i}]", f"seed {seed} is listed twice")
-    if s.stop.min_gain < 0:
-        raise src.error("search.stop.min_gain", "must be >= 0 (normalized points)")
     if s.stop.max_experts is not None and s.stop.max_experts <= len(s.start):
         raise src.error("search.stop.max_experts", f"must exceed the start set's size "
                                                    f"({len(s.start)}), or nothing is added")
@@ -254,11 +251,10 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
         t = s.tune
         if not t.low < t.high or (t.log and t.low <= 0):
             raise src.error("search.tune", "need low < high (and low > 0 on a log scale)")
-        if t.trials < 1 or t.parallel < 1:
-            raise src.error("search.tune", "trials and parallel must be >= 1")
     base = _base(spec, src)
     if not isinstance(base.data, dict):
         raise base.error("", "a run config must be a mapping")
+    check_expert_ids(base)
     overrides = [Override(p, v, f"set.{p}", "search `set`") for p, v in spec.set.items()]
     identity = content_hash({"experts": experts, "start": s.start, "pool": s.pool,
                              "objective": s.objective.benchmarks,

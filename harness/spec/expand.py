@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from harness.schema import bind_dataclass
 from harness.spec import paths
 from harness.spec.report import ReportSection, resolve_report
 from harness.yamlio import Located, load_yaml
+from models.fields import ranged
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class SpecFile:
     report: ReportSection = field(default_factory=ReportSection)
     slurm: str | None = None      # the Slurm profile its jobs need, relative to the spec file
     set: dict[str, Any] = field(default_factory=dict)   # base overrides shared by every run
+    # a grid larger than this is refused before it is expanded (each run is validated in
+    # full, so 10 axes of 10 values would not finish); raise it to allow more
+    max_runs: int = ranged(1000, ge=1, metadata={"omit_if_default": True})
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,21 @@ def _base(spec: SpecFile, src: Located) -> Located:
     raise src.error("base", "expected a run config mapping or the path of a run config file")
 
 
+def check_expert_ids(base: Located) -> None:
+    """An unknown expert id in the base is reported at the base's line before any override
+    is resolved: overrides address experts by name (the id, when unnamed), so a typo there
+    would otherwise surface as an override naming an expert the base does not have."""
+    from models.experts import EXPERTS
+    from models.registry import UnknownIdError
+    model = base.data.get("model") if isinstance(base.data, dict) else None
+    experts = model.get("experts") if isinstance(model, dict) else None
+    for i, expert in enumerate(experts if isinstance(experts, list) else []):
+        eid = expert.get("id") if isinstance(expert, dict) else None
+        if isinstance(eid, str) and eid not in EXPERTS:
+            raise base.error(f"model.experts[{i}].id",
+                             str(UnknownIdError(EXPERTS.kind, eid, EXPERTS.names())))
+
+
 def _compose(base: Located, overrides: list[Override], spec_src: Located, name: str
              ) -> Located:
     """The base with the overrides applied, with each field's line and file pointing at
@@ -256,6 +276,7 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     base = _base(spec, src)
     if not isinstance(base.data, dict):
         raise base.error("", "a run config must be a mapping")
+    check_expert_ids(base)
     if spec.set:  # applied to the base first, so variants and axes may refine what it sets
         base = _compose(base, [Override(p, v, f"set.{p}", "spec `set`")
                                for p, v in spec.set.items()], src, spec.name)
@@ -278,6 +299,14 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     for group in groups:
         choices.append([[(name, axes[name][i]) for name in group]
                         for i in range(len(axes[group[0]]))])
+    sizes = [len(c) for c in choices]
+    combinations = math.prod(sizes)
+    if combinations > spec.max_runs:
+        raise src.error("max_runs" if "max_runs" in src.data else "axes",
+                        f"the grid has {combinations:,} combinations ("
+                        + " x ".join(str(n) for n in sizes) + f" values) before exclusions, "
+                        f"more than max_runs = {spec.max_runs:,}; narrow the axes, or set "
+                        f"`max_runs: {combinations}` in the spec to expand them all")
     runs: list[PlannedRun] = []
     by_key: dict[str, PlannedRun] = {}
     for combo in itertools.product(*choices):

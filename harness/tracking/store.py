@@ -93,6 +93,15 @@ class TrackingStore:
 
 
 def open_store(uri: str) -> TrackingStore:
+    """The store's client. A SQLite store is created (its tables) under a lock beside it, so
+    two `ablate run`s started at once on a fresh work directory do not both create it."""
     from mlflow.tracking import MlflowClient
     quiet()
-    return TrackingStore(uri, MlflowClient(tracking_uri=uri))
+    if not uri.startswith("sqlite:///"):
+        return TrackingStore(uri, MlflowClient(tracking_uri=uri))
+    from harness.rundir import file_lock
+    db = Path(uri.removeprefix("sqlite:///"))
+    with file_lock(db.with_name(db.name + ".lock")):   # the first client creates the tables
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    return TrackingStore(uri, client)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.fields import ranged
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,13 +32,9 @@ HALF_STD = (0.5, 0.5, 0.5)
 @dataclass(frozen=True)
 class TilingConfig:
     """Split the image into rows x cols tiles at the expert's resolution, optional thumbnail."""
-    rows: int = 2
-    cols: int = 2
+    rows: int = ranged(2, ge=1)
+    cols: int = ranged(2, ge=1)
     thumbnail: bool = False
-
-    def __post_init__(self):
-        if self.rows < 1 or self.cols < 1:
-            raise ValueError("tiling rows and cols must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -50,13 +48,11 @@ class InputView:
     white); pixels: then shrink the image to this side and back (box filter), so detail finer
     than image/pixels is gone."""
     color: Literal["rgb", "gray", "silhouette"] = "rgb"
-    pixels: int | None = None
+    pixels: int | None = ranged(None, ge=1)
     crop: list[float] | None = None
-    threshold: int = 210
+    threshold: int = ranged(210, ge=0, le=255)
 
     def __post_init__(self):
-        if self.pixels is not None and self.pixels < 1:
-            raise ValueError("view.pixels must be >= 1")
         if self.crop is not None and (len(self.crop) != 4 or not
                                       0 <= self.crop[0] < self.crop[2] <= 1 or not
                                       0 <= self.crop[1] < self.crop[3] <= 1):
@@ -100,10 +96,10 @@ class ExpertConfig:
     preset: str = "tiny"
     name: str | None = None
     pretrained: str | None = None
-    resolution: int | None = None
-    layers: list[int] = field(default_factory=lambda: [-1])
+    resolution: int | None = ranged(None, ge=1)
+    layers: list[int] = ranged(default_factory=lambda: [-1], min_items=1)
     freeze: bool = True
-    lr: float | None = None
+    lr: float | None = ranged(None, gt=0)
     resample: Literal["bilinear", "unshuffle", "avgpool"] = "bilinear"
     tiling: TilingConfig | None = None
     view: InputView | None = field(default=None, metadata=ADDED_OPTION)

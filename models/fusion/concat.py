@@ -7,13 +7,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, TextContext
 from models.fusion.resample import resample, resampled_channels
 
 
 @dataclass(frozen=True)
 class ChannelConcatOptions:
-    grid: int | None = None   # common grid side; None = the first input's grid
+    """grid: the common grid side (None: the first input's). align_corners: a bilinear
+    resize onto it maps corner to corner, as Eagle's encoder resizes
+    (F.interpolate(..., mode="bilinear", align_corners=True)); false resizes by pixel
+    centres (align_corners=False)."""
+    grid: int | None = ranged(None, ge=1)
+    align_corners: bool = True
 
 
 class ChannelConcat(Fusion):
@@ -31,6 +37,7 @@ class ChannelConcat(Fusion):
                                  f"thumbnail on the grid; use sequence_append, or tiling "
                                  f"without a thumbnail")
         self.grid = options.grid or inputs[0].grid[0]
+        self.align_corners = options.align_corners
         self._channels = sum(resampled_channels(s, self.grid) for s in inputs)
 
     @property
@@ -42,15 +49,15 @@ class ChannelConcat(Fusion):
         return self._channels
 
     def fuse(self, maps, thumbs, text: TextContext | None = None):
-        fused = torch.cat([resample(m, s.resample, self.grid) for m, s in zip(maps, self.inputs)],
-                          dim=1)
+        fused = torch.cat([resample(m, s.resample, self.grid, self.align_corners)
+                           for m, s in zip(maps, self.inputs)], dim=1)
         return fused.flatten(2).transpose(1, 2)
 
 
 @dataclass(frozen=True)
 class SequenceAppendOptions:
-    width: int | None = None   # common token width; None = the widest input
-    grid: int | None = None    # optional common grid per input; None = each input's own
+    width: int | None = ranged(None, ge=1)   # common token width; None = the widest input
+    grid: int | None = ranged(None, ge=1)    # optional common grid per input; None: own
 
 
 class SequenceAppend(Fusion):

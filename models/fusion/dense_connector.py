@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -30,18 +30,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.experts.base import VisionExpert
+from models.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError
 
 
 @dataclass(frozen=True)
 class DenseConnectorOptions:
     mode: Literal["sti", "sci", "dci"] = "sci"
-    layers: list[int] = field(default_factory=lambda: [8, 16])  # paper numbering; sti/sci
-    groups: int = 2                 # dci
-    final: int | None = None        # paper numbering; None = the expert's depth (LLaVA's -2)
-    alpha: int = 8                  # sti: pooling kernel and stride
-    learned: bool = False           # Table 6's parameterized variants
-    downsample: int | None = None   # Efficient DC: grid side of the projected tokens
+    layers: list[int] = ranged(default_factory=lambda: [8, 16], ge=1)  # paper numbering
+    groups: int = ranged(2, ge=1)           # dci
+    final: int | None = ranged(None, ge=1)  # paper numbering; None = the expert's depth
+    alpha: int = ranged(8, ge=1)            # sti: pooling kernel and stride
+    learned: bool = False                   # Table 6's parameterized variants
+    downsample: int | None = ranged(None, ge=1)  # Efficient DC: grid side of the output
+    # dci: the groups split paper layers 1..groups_up_to (None: 1..final). The official code
+    # on SigLIP-so400m drops its last block, takes hidden state 26 (final: 27) and averages
+    # layers 1-13 and 14-26 (hidden 0-12, 13-25): groups_up_to: 26
+    groups_up_to: int | None = ranged(None, ge=1, metadata={"omit_if_default": True})
 
 
 def paper_to_index(layer: int) -> int:
@@ -63,12 +68,17 @@ class DenseConnector(Fusion):
                                     f"the expert's layers 1..{top} (paper numbering: 1 = patch "
                                     f"embedding)")
         if options.mode == "dci":
-            if options.groups < 1 or final % options.groups:
+            span = options.groups_up_to if options.groups_up_to is not None else final
+            if not 1 <= span <= final:
+                raise FusionOptionError("groups_up_to", f"dense_connector: groups_up_to {span} "
+                                        f"is outside the layers 1..{final} below the final one")
+            if options.groups < 1 or span % options.groups:
                 raise FusionOptionError("groups", f"dense_connector: {options.groups} DCI groups "
-                                        f"do not divide the {final} layers 1..{final}; allowed: "
-                                        + ", ".join(str(g) for g in range(1, final + 1)
-                                                    if final % g == 0))
-            size = final // options.groups
+                                        f"do not divide the {span} layers 1..{span}; allowed: "
+                                        + ", ".join(str(g) for g in range(1, span + 1)
+                                                    if span % g == 0)
+                                        + " (or set groups_up_to)")
+            size = span // options.groups
             groups = [[paper_to_index(k) for k in range(g * size + 1, (g + 1) * size + 1)]
                       for g in range(options.groups)]
             return paper_to_index(final), groups

@@ -17,26 +17,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError
 
 
 @dataclass(frozen=True)
 class PatchInfoMiningOptions:
+    """value_norm `own`: the values get a LayerNorm of their own, as Mini-Gemini's
+    (its value projector is LayerNorm + Linear beside the key projector's); `shared` keys'."""
     queries: str | None = None   # the low-resolution expert; None = the first expert
-    width: int | None = None     # attention width d; None = the query width
+    width: int | None = ranged(None, ge=1)   # attention width d; None = the query width
+    value_norm: Literal["own", "shared"] = "own"
 
 
 @dataclass(frozen=True)
 class DeformableMiningOptions:
     queries: str | None = None
-    width: int | None = None
-    points: int = 4              # sampling points per query and head
-    heads: int = 1
+    width: int | None = ranged(None, ge=1)
+    points: int = ranged(4, ge=1)            # sampling points per query and head
+    heads: int = ranged(1, ge=1)
 
 
 def split_queries_keys(inputs: list[FeatureSpec], queries: str | None
@@ -100,6 +105,8 @@ class PatchInfoMining(_Mining):
     def __init__(self, inputs: list[FeatureSpec], options: PatchInfoMiningOptions,
                  context: BuildContext | None = None):
         super().__init__(inputs, options.queries, options.width)
+        self.norm_v = (nn.LayerNorm(sum(s.channels for s in self.keys))
+                       if options.value_norm == "own" else None)
         (qh, qw), (kh, kw) = self.query.grid, self.key_grid
         if kh % qh or kw % qw:
             raise FusionOptionError("", f"patch info mining: the {qh}x{qw} query grid "
@@ -120,8 +127,8 @@ class PatchInfoMining(_Mining):
         windows = (k_map.reshape(b, -1, qh, wh, qw, ww).permute(0, 2, 4, 3, 5, 1)
                    .reshape(b, qh * qw, wh * ww, -1))
         q = self.to_q(self.norm_q(queries))                              # [B, N, d]
-        normed = self.norm_k(windows)
-        k, v = self.to_k(normed), self.to_v(normed)                      # [B, N, M, .]
+        norm_v = self.norm_v if self.norm_v is not None else self.norm_k
+        k, v = self.to_k(self.norm_k(windows)), self.to_v(norm_v(windows))      # [B, N, M, .]
         scores = torch.einsum("bnd,bnmd->bnm", q, k) / math.sqrt(self.dim)
         return queries + torch.einsum("bnm,bnmc->bnc", scores.softmax(-1), v)
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
 
@@ -30,17 +31,17 @@ from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routin
 @dataclass(frozen=True)
 class MoVAOptions:
     base: str | None = None          # the base encoder; None = the first expert
-    depth: int = 2                   # adapter blocks
-    heads: int = 4
-    mlp_ratio: float = 4.0
+    depth: int = ranged(2, ge=1)     # adapter blocks
+    heads: int = ranged(4, ge=1)
+    mlp_ratio: float = ranged(4.0, gt=0)
     gating: str = "learned"          # learned | uniform
     router: str = "all"              # all | random | topk | dynamic | oracle
-    k: int = 3                       # random / topk / dynamic: experts per sample (at most)
-    threshold: float | None = None   # dynamic: gate probability to keep an expert (1/E)
+    k: int = ranged(3, ge=1)         # random / topk / dynamic: experts per sample (at most)
+    threshold: float | None = ranged(None, gt=0, le=1)  # dynamic: gate probability (1/E)
     labels: str | None = None        # oracle: routing-label JSON {sample id: [experts]}
     unlabeled: str = "all"           # oracle, a sample the file lacks: all | none | error
     labels_sha256: str | None = None  # set by the harness: `labels`' content hash (identity)
-    expert_grid: int | None = None   # experts' tokens on this grid; None = the base grid
+    expert_grid: int | None = ranged(None, ge=1)  # experts' tokens on it; None: the base's
 
 
 GATINGS = ("learned", "uniform")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.experts.base import BlockwiseViT, VisionExpert
+from models.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError
 
 INJECTIONS = 3   # after L/4, L/2, 3L/4
@@ -34,8 +35,8 @@ STAGES = INJECTIONS + 1
 class MRAdapterOptions:
     vit: str | None = None          # the low-resolution ViT; None = the one that runs blockwise
     convnet: str | None = None      # the high-resolution ConvNet; None = the other expert
-    width: int | None = None        # output width; None = the ViT's
-    gate_hidden: int | None = None  # W1's width; None = a quarter of the ViT's
+    width: int | None = ranged(None, ge=1)        # output width; None = the ViT's
+    gate_hidden: int | None = ranged(None, ge=1)  # W1's width; None = a quarter of the ViT's
 
 
 def injection_blocks(depth: int) -> list[int]:

@@ -25,7 +25,8 @@ def resampled_channels(spec: FeatureSpec, grid: int) -> int:
     return spec.channels
 
 
-def resample(x: torch.Tensor, method: str, grid: int) -> torch.Tensor:
+def resample(x: torch.Tensor, method: str, grid: int, align_corners: bool = False
+             ) -> torch.Tensor:
     h, w = x.shape[-2:]
     if (h, w) == (grid, grid):
         return x
@@ -33,4 +34,4 @@ def resample(x: torch.Tensor, method: str, grid: int) -> torch.Tensor:
         return F.pixel_unshuffle(x, h // grid)
     if method == "avgpool":
         return F.avg_pool2d(x, kernel_size=(h // grid, w // grid))
-    return F.interpolate(x, size=(grid, grid), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=(grid, grid), mode="bilinear", align_corners=align_corners)

@@ -1,0 +1,47 @@
+"""Ranges of config fields, declared where the field is (`ranged(default, ge=1)`), so the one
+binder that reads YAML into these dataclasses (harness.schema) checks them with the field's
+file, line and path; nothing else re-checks a range. Metadata only: no harness import."""
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Any
+
+_CHECKS = (("gt", operator.gt, ">"), ("ge", operator.ge, ">="), ("lt", operator.lt, "<"),
+           ("le", operator.le, "<="))
+
+
+def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           gt: float | None = None, ge: float | None = None, lt: float | None = None,
+           le: float | None = None, min_items: int | None = None,
+           metadata: dict | None = None) -> Any:
+    """A dataclass field with bounds: numbers (gt/ge/lt/le; for a dict or list of numbers,
+    every value) and sizes (min_items, for lists and dicts). None stays allowed where the
+    type is optional."""
+    bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le),
+                                ("min_items", min_items)) if v is not None}
+    kwargs: dict[str, Any] = {"metadata": {**(metadata or {}), "range": bounds}}
+    if default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    if default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = default_factory
+    return dataclasses.field(**kwargs)
+
+
+def range_error(value: Any, bounds: dict) -> str | None:
+    """Why `value` breaks `bounds`, or None."""
+    if value is None or not bounds:
+        return None
+    if "min_items" in bounds and isinstance(value, (list, tuple, dict)) \
+            and len(value) < bounds["min_items"]:
+        n = bounds["min_items"]
+        return f"needs at least {n} item{'s' if n > 1 else ''}, got {len(value)}"
+    numbers = (list(value.values()) if isinstance(value, dict) else
+               list(value) if isinstance(value, (list, tuple)) else [value])
+    for v in numbers:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        for key, holds, word in _CHECKS:
+            if key in bounds and not holds(v, bounds[key]):
+                return f"must be {word} {bounds[key]:g}, got {v:g}"
+    return None
