@@ -177,6 +177,11 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
     if problem:
         raise HarnessError(problem)
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    # accelerate keeps one process-wide state and refuses a second run's different precision
+    # (inline runs, `ablate train a.yaml b.yaml`); each run sets its own. The process-level
+    # part (devices, ranks) is kept.
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state()
     return Accelerator(cpu=cpu, mixed_precision=cfg.precision)
 
 

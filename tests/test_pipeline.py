@@ -123,3 +123,16 @@ def test_learning_rate_precedence(cfg, tmp_path):
     assert lrs == {"projector": 1e-3, "llm": 0.0, "experts.clip-vit": 2e-5}
     stage = dataclasses.replace(stage, lrs={"experts.clip-vit": 3e-6})
     assert {g["name"]: g["lr"] for g in param_groups(model, stage)}["experts.clip-vit"] == 3e-6
+
+
+def test_runs_of_different_precision_in_one_process(cfg, tmp_path):
+    """Inline runs (and `ablate train a.yaml b.yaml`) share a process; accelerate's state
+    must not pin the first run's precision (the rehearsal's bf16 runs after fp32 ones)."""
+    work = tmp_path / "work"
+    first = run(cfg, work, progress=False)
+    second = run(dataclasses.replace(cfg, precision="bf16"), work, progress=False)
+    assert first.key != second.key
+    for result in (first, second):
+        assert json.loads((result.path / "status.json").read_text())["state"] == "DONE"
+    assert json.loads((first.path / "scores.json").read_text()).keys() == {"synth-color",
+                                                                           "synth-pope"}
