@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
-from harness.config import load_run_config
+from harness.config import ParallelConfig, load_run_config
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
 from harness.pipeline import make_deterministic, resolve_data
 from harness.rundir import RunDir
-from harness.train import batch_indices, param_groups, train_stage
+from harness.training import batch_indices, param_groups, train_stage
+from harness.training.distributed import World
 from models.templates import TEMPLATES
 
 
@@ -51,8 +51,8 @@ def harness_steps(model, stage, dataset, collate, seed, n, workdir) -> float:
     """Wall time per step of the whole stage: logging and checkpoints included."""
     stage = dataclasses.replace(stage, steps=n, checkpoint_every=max(1, n // 2))
     t0 = time.perf_counter()
-    train_stage(model, stage, dataset, collate, RunDir(workdir), seed, Accelerator(cpu=True),
-                progress=False)
+    train_stage(model, stage, dataset, collate, RunDir(workdir), seed,
+                World.single(torch.device("cpu")), ParallelConfig(), progress=False)
     return (time.perf_counter() - t0) / n
 
 
@@ -77,9 +77,9 @@ def main() -> None:
         for block in range(args.blocks):
             runs = [lambda: bare.append(bare_steps(copy.deepcopy(model), stage, dataset,
                                                    collate, cfg.seed, 0, args.steps)),
-                    lambda: ours.append(harness_steps(copy.deepcopy(model), stage, dataset,
-                                                      collate, cfg.seed, args.steps,
-                                                      Path(tmp) / f"stage{block}"))]
+                    lambda block=block: ours.append(harness_steps(
+                        copy.deepcopy(model), stage, dataset, collate, cfg.seed, args.steps,
+                        Path(tmp) / f"stage{block}"))]
             for go in (runs if block % 2 == 0 else runs[::-1]):  # alternate who goes first
                 go()
     b, h = statistics.median(bare), statistics.median(ours)

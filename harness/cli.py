@@ -27,19 +27,32 @@ def cmd_train(args) -> int:
     from harness.config import device_problem, load_run_config
     from harness.pipeline import run
     from harness.summary import results_table
+    from harness.training import split
+    from harness.training.distributed import env_world_size
     configs = [load_run_config(p) for p in args.configs]  # validate all before running any
+    ranks = args.nproc if env_world_size() <= 1 else env_world_size()
     for path, cfg in zip(args.configs, configs):
         problem = device_problem(cfg.device)
         if problem:
             raise HarnessError(f"{path}: {problem}")
+        for stage in cfg.stages:   # the global batch must split over the ranks
+            split(stage, ranks, cfg.parallel.micro_batch)
+    if args.nproc > 1 and env_world_size() <= 1:
+        from harness.training.launch import launch
+        argv = [a for a in (args.argv or []) if a]
+        return launch(argv, args.nproc)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     results = []
     for cfg in configs:
-        print(f"== {cfg.name} (run {cfg.key})", flush=True)
+        if main_rank:
+            print(f"== {cfg.name} (run {cfg.key})", flush=True)
         result = run(cfg, Path(args.workdir), progress=not args.no_progress)
-        print(f"   run directory: {result.path}", flush=True)
+        if main_rank:
+            print(f"   run directory: {result.path}", flush=True)
         results.append(result)
-    print()
-    print(results_table(results).to_string())
+    if main_rank:
+        print()
+        print(results_table(results).to_string())
     return 0
 
 
@@ -259,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="+", help="run config YAML files")
     add_workdir(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--nproc", type=_positive, default=1,
+                   help="run each config as N processes on this machine (one per GPU, or N "
+                        "CPU processes with gloo), data-parallel or sharded by the config's "
+                        "`parallel:` (default 1)")
     p.set_defaults(func=cmd_train)
 
     def spec_command(name: str, summary: str, func) -> argparse.ArgumentParser:
@@ -354,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if "--nproc" in raw:   # what each rank of `train --nproc N` runs: the same, without it
+        i = raw.index("--nproc")
+        raw = raw[:i] + raw[i + 2:]
+    args.argv = raw
     _quiet_libraries()
     try:
         return args.func(args)

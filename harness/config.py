@@ -184,6 +184,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """How a run uses its hardware, which is not part of its identity (a run finished on 8
+    GPUs is reused by a spec run on 4): strategy auto | single | ddp | fsdp
+    (harness.training.strategies), micro_batch (samples per rank and forward; None: the
+    stage's batch over the ranks, no accumulation), activation checkpointing on the LLM's
+    decoder layers."""
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    micro_batch: int | None = ranged(None, ge=1)
+    activation_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     model: ModelConfig
@@ -193,6 +205,7 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["no", "bf16", "fp16"] = "no"
+    parallel: ParallelConfig = field(default_factory=ParallelConfig, metadata=ADDED_OPTION)
 
     def to_dict(self) -> dict:
         out = to_plain(self)
@@ -201,8 +214,9 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """Identity: the hash of the resolved content, not of the name."""
-        return content_hash({k: v for k, v in self.to_dict().items() if k != "name"})
+        """Identity: the hash of the resolved content, not of the name or the hardware."""
+        return content_hash({k: v for k, v in self.to_dict().items()
+                             if k not in ("name", "parallel")})
 
 
 def device_problem(device: str) -> str | None:

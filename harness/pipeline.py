@@ -9,12 +9,12 @@ import functools
 import json
 import os
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
 
 from harness.config import (
     RunConfig,
@@ -39,9 +39,18 @@ from harness.evaluation.generate import (
 )
 from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo, solo_config
-from harness.rundir import RunDir, atomic_torch_save, atomic_write_text, file_lock
+from harness.rundir import RunDir, atomic_torch_save, atomic_write_text
 from harness.schema import to_plain
-from harness.train import StageInterrupted, train_stage
+from harness.training import StageInterrupted, StageResult, split, train_stage
+from harness.training.distributed import (
+    World,
+    barrier,
+    broadcast,
+    gather_to_main,
+    init_world,
+    main_holds,
+    shard,
+)
 from models.experts import ExpertConfig
 from models.templates import TEMPLATES, template_corpus
 
@@ -144,23 +153,28 @@ def stage_label(record: dict) -> str:
     return f"{record['name']}.{record['expert']}" if record.get("expert") else record["name"]
 
 
-def _stage(run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig, stage: StageConfig,
-           expert: str | None, upstream: str | None, train) -> tuple[bool, dict]:
-    """Reuse the stage if it is done, else train it with `train()` (which writes weights.pt
-    and returns the summary). Runs sharing the stage wait on its lock, then reuse it."""
-    run_dir.set_status("RUNNING", name=cfg.name, stage=stage_label({"name": stage.name,
-                                                               "expert": expert}),
-                       stage_dir=str(stage_dir.path))
-    with file_lock(stage_dir.lock_path):
-        if stage_dir.done:
-            return True, stage_dir.read_json("result.json")
-        stage_dir.write_json("stage.json", {"stage": to_plain(stage), "expert": expert,
-                                            "upstream": upstream, "run": cfg.key})
-        stage_dir.set_status("RUNNING", run=cfg.key)
+def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
+           stage: StageConfig, expert: str | None, upstream: str | None, train
+           ) -> tuple[bool, dict]:
+    """Reuse the stage if it is done, else train it with `train()` on every rank (rank 0
+    writes weights.pt and returns the summary). Runs sharing the stage wait on its lock, then
+    reuse it. Rank 0 decides, the other ranks follow."""
+    if world.is_main:
+        run_dir.set_status("RUNNING", name=cfg.name, stage=stage_label(
+            {"name": stage.name, "expert": expert}), stage_dir=str(stage_dir.path))
+    with main_holds(world, stage_dir.lock_path):
+        if broadcast(world, stage_dir.done if world.is_main else None):
+            return True, broadcast(world, stage_dir.read_json("result.json")
+                                   if world.is_main else None)
+        if world.is_main:
+            stage_dir.write_json("stage.json", {"stage": to_plain(stage), "expert": expert,
+                                                "upstream": upstream, "run": cfg.key})
+            stage_dir.set_status("RUNNING", run=cfg.key)
         summary = train()
-        stage_dir.write_json("result.json", summary)
-        stage_dir.set_status("DONE", run=cfg.key)
-        return False, summary
+        if world.is_main:
+            stage_dir.write_json("result.json", summary)
+            stage_dir.set_status("DONE", run=cfg.key)
+        return False, broadcast(world, summary if world.is_main else None)
 
 
 def make_deterministic(seed: int) -> None:
@@ -172,17 +186,11 @@ def make_deterministic(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _accelerator(cfg: RunConfig) -> Accelerator:
+def _world(cfg: RunConfig) -> World:
     problem = device_problem(cfg.device)
     if problem:
         raise HarnessError(problem)
-    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    # accelerate keeps one process-wide state and refuses a second run's different precision
-    # (inline runs, `ablate train a.yaml b.yaml`); each run sets its own. The process-level
-    # part (devices, ranks) is kept.
-    from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state()
-    return Accelerator(cpu=cpu, mixed_precision=cfg.precision)
+    return init_world(cfg.device)
 
 
 def load_result(run_dir: RunDir) -> RunResult:
@@ -227,48 +235,85 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
     hooks = hooks or RunHooks()
     workdir = Path(workdir).resolve()
     run_dir = RunDir(workdir / "runs" / cfg.key)
-    with file_lock(run_dir.lock_path):
-        if run_dir.done:
-            hooks.finished(cfg, run_dir)
+    world = _world(cfg)
+    main = world.is_main
+    with main_holds(world, run_dir.lock_path):
+        if broadcast(world, run_dir.done if main else None):
+            if main:
+                hooks.finished(cfg, run_dir)
             return load_result(run_dir)
-        run_dir.write_json("config.json", cfg.to_dict())
-        atomic_write_text(run_dir.path / "config.yaml",
-                          yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        run_dir.set_status("RUNNING", name=cfg.name)
-        hooks.started(cfg, run_dir)
+        if main:
+            for old in run_dir.path.glob("rank-*.error"):
+                old.unlink()
+            run_dir.write_json("config.json", cfg.to_dict())
+            atomic_write_text(run_dir.path / "config.yaml",
+                              yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            run_dir.set_status("RUNNING", name=cfg.name, ranks=world.size)
+            hooks.started(cfg, run_dir)
         try:
-            result = _run(cfg, workdir, run_dir, progress, stop_after)
+            result = _run(cfg, workdir, run_dir, progress, stop_after, world)
         except (StageInterrupted, KeyboardInterrupt, SystemExit) as exc:
             # preemption (submitit exits from its signal handler), Ctrl-C, or a test's stop:
             # the checkpoint is kept and the next attempt resumes from it
             reason = str(exc) if isinstance(exc, StageInterrupted) else \
                 f"{type(exc).__name__} (preempted, timed out or cancelled); checkpoint kept"
-            run_dir.set_status("INTERRUPTED", reason=reason, name=cfg.name)
-            hooks.stopped(cfg, run_dir, "INTERRUPTED", reason)
+            if main:
+                run_dir.set_status("INTERRUPTED", reason=reason, name=cfg.name)
+                hooks.stopped(cfg, run_dir, "INTERRUPTED", reason)
             raise
         except BaseException as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            if not main:   # rank 0 owns the status: leave it this rank's traceback
+                atomic_write_text(run_dir.path / f"rank-{world.rank}.error",
+                                  traceback.format_exc())
+                raise
+            reason = failure_reason(run_dir, exc)
             run_dir.set_status("FAILED", reason=reason, name=cfg.name)
             hooks.stopped(cfg, run_dir, "FAILED", reason)
             raise
-        run_dir.set_status("DONE", name=cfg.name)
-        hooks.finished(cfg, run_dir)
+        if main:
+            run_dir.set_status("DONE", name=cfg.name)
+            hooks.finished(cfg, run_dir)
         return result
 
 
+def failure_reason(run_dir: RunDir, exc: BaseException, wait_s: float = 3.0) -> str:
+    """Rank 0's exception, and the traceback a failing rank left (rank 0 often only sees
+    its peer vanish from a collective): the other ranks' own words are the cause."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, HarnessError):
+        return reason
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not list(run_dir.path.glob("rank-*.error")):
+        time.sleep(0.2)
+    for path in sorted(run_dir.path.glob("rank-*.error")):
+        text = path.read_text().strip()
+        last = text.splitlines()[-1] if text else ""
+        reason += f"; {path.stem}: {last} (traceback in {path})\n{text}"
+    return reason
+
+
 def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
-         stop_after: int | None) -> RunResult:
+         stop_after: int | None, world: World) -> RunResult:
     started = time.time()
+    main = world.is_main
+    for stage in cfg.stages:   # before anything trains: the global batch must split
+        split(stage, world.size, cfg.parallel.micro_batch)
     make_deterministic(cfg.seed)
+    # rank 0 first writes what the ranks share (generated data, a locally built LLM), the
+    # others then read it
+    if not main:
+        barrier(world)
     data = resolve_data(cfg, workdir)
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
-    accelerator = _accelerator(cfg)
-    model.to(accelerator.device)
+    if main:
+        barrier(world)
+    model.to(world.device)
     transforms = expert_transforms(model.experts, cfg.data.image_aspect_ratio)
     tokenizer = llm.tokenizer
     def note(message: str) -> None:   # each normalization of a data file, once, in the log
-        print(message, flush=True)
-        run_dir.log(event="data", note=message)
+        if main:
+            print(message, flush=True)
+            run_dir.log(event="data", note=message)
 
     eval_records = load_llava_json(*data.eval, report=note) if data.eval else []
     eval_template = evaluation_template(cfg)
@@ -283,17 +328,27 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                                   workdir / "cache" / "benchmarks")
     image_root = data.eval[1] if data.eval else Path("/")
 
-    def evaluate(tag: str) -> dict:
-        by_likelihood = {n: q for n, q in questions.items() if n in cfg.eval.likelihood}
-        by_generation = {n: q for n, q in questions.items() if n not in by_likelihood}
+    def evaluate(tag: str) -> dict | None:
+        """Each rank answers its share of every benchmark's questions; rank 0 gathers the
+        answers back into the questions' order and scores them (None on the other ranks)."""
+        mine = {n: shard(q, world) for n, q in questions.items()}
+        by_likelihood = {n: q for n, q in mine.items() if n in cfg.eval.likelihood}
+        by_generation = {n: q for n, q in mine.items() if n not in by_likelihood}
         collate = Collator(tokenizer, eval_template, transforms, image_root, for_generation=True)
         preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
                          cfg.eval.max_new_tokens, eval_template.stop_id(tokenizer),
-                         accelerator.device, progress)
+                         world.device, progress and main)
         if by_likelihood:
             scoring = Collator(tokenizer, eval_template, transforms, image_root)
             preds += choose_by_likelihood(model, scoring, by_likelihood, cfg.eval.batch_size,
-                                          accelerator.device, progress)
+                                          world.device, progress and main)
+        gathered = gather_to_main(world, preds)
+        if not main:
+            return None
+        order = {(n, q.id): i for i, (n, q) in enumerate(
+            (n, q) for n, qs in questions.items() for q in qs)}
+        preds = sorted((p for part in gathered for p in part),
+                       key=lambda p: order.get((p.benchmark, p.id), len(order)))
         with open(run_dir.path / f"predictions{tag}.jsonl", "w") as f:
             f.writelines(json.dumps(dataclasses.asdict(p)) + "\n" for p in preds)
         metrics, per_question = score(preds, expected_ids(questions))
@@ -306,7 +361,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         evaluate("_untrained")
 
     stages_record, trained_names = [], set()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = model
     stages = {s.name: s for s in cfg.stages}
     experts = {e.key: e for e in cfg.model.experts}
     upstream: dict[str | None, str | None] = {}   # expert (None: joint) -> its last stage key
@@ -316,27 +371,32 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms,
                            getattr(data, stage.data)[1])
         res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
-                          cfg.seed, accelerator, stop_after=stop_after, progress=progress)
+                          cfg.seed, world, cfg.parallel, cfg.precision, stop_after=stop_after,
+                          progress=progress)
         trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
-        # Everything trained so far (this stage and the ones it builds on): the rest of the
-        # model is reproducible from its initialization.
-        state = unwrapped.state_dict()
-        atomic_torch_save({n: state[n] for n in trained_names}, stage_dir.path / "weights.pt")
-        return dataclasses.asdict(res)
+        if main:
+            # Everything trained so far (this stage and the ones it builds on): the rest of
+            # the model is reproducible from its initialization.
+            state = {**unwrapped.state_dict(), **res.weights}
+            atomic_torch_save({n: state[n] for n in trained_names},
+                              stage_dir.path / "weights.pt")
+        return _summary(res)
 
     def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
-        solo = build_solo(cfg.model, expert, cfg.seed, llm).to(accelerator.device)
+        solo = build_solo(cfg.model, expert, cfg.seed, llm).to(world.device)
         collate = Collator(tokenizer, TEMPLATES.get(stage.template),
                            expert_transforms(solo.experts, cfg.data.image_aspect_ratio),
                            getattr(data, stage.data)[1])
         res = train_stage(solo, stage, datasets[stage.data], collate, stage_dir, cfg.seed,
-                          accelerator, stop_after=stop_after, progress=progress)
-        prefix = f"experts.{expert.key}."
-        state = accelerator.unwrap_model(solo).state_dict()
-        # the expert carries on into the combination; its own projector does not
-        atomic_torch_save({n: v for n, v in state.items() if n.startswith(prefix)},
-                          stage_dir.path / "weights.pt")
-        return dataclasses.asdict(res)
+                          world, cfg.parallel, cfg.precision, stop_after=stop_after,
+                          progress=progress)
+        if main:
+            prefix = f"experts.{expert.key}."
+            state = {**solo.state_dict(), **res.weights}
+            # the expert carries on into the combination; its own projector does not
+            atomic_torch_save({n: v for n, v in state.items() if n.startswith(prefix)},
+                              stage_dir.path / "weights.pt")
+        return _summary(res)
 
     for name, expert, key in stage_keys(cfg):
         stage = stages[name]
@@ -345,21 +405,26 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             train = functools.partial(train_alone, stage, stage_dir, experts[expert])
         else:
             train = functools.partial(train_joint, stage, stage_dir)
-        reused, summary = _stage(run_dir, stage_dir, cfg, stage, expert,
+        reused, summary = _stage(world, run_dir, stage_dir, cfg, stage, expert,
                                  upstream.get(expert), train)
         trained_names |= load_stage_weights(unwrapped, stage_dir.path / "weights.pt")
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),
                               "key": key, "reused": reused, "dir": str(stage_dir.path),
                               **summary})
-        run_dir.log(event="stage", **stages_record[-1])
-    run_dir.write_json("stages.json", stages_record)
+        if main:
+            run_dir.log(event="stage", **stages_record[-1])
+    if main:
+        run_dir.write_json("stages.json", stages_record)
 
     evaluate("")
+    if not main:   # rank 0 records the cost; the others wait for the run's records
+        barrier(world)
+        return load_result(run_dir)
     one = Collator(tokenizer, TEMPLATES.get(cfg.stages[-1].template), transforms,
                    getattr(data, cfg.stages[-1].data)[1])
     sample = next(r for r in datasets[cfg.stages[-1].data] if r.image is not None)
-    batch = to_device(one([sample]), accelerator.device)
+    batch = to_device(one([sample]), world.device)
     cost = {"parameters": parameter_counts(model),
             "visual_tokens": model.num_visual_tokens,
             "fusion_channels": model.fusion.channels,
@@ -368,7 +433,14 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             "step_time_s": {stage_label(s): s["step_time"] for s in stages_record},
             "train_samples_per_s": {stage_label(s): s["samples_per_second"]
                                     for s in stages_record},
-            "peak_memory_mb": peak_memory_mb(accelerator.device),
-            "wall_time_s": time.time() - started}
+            "peak_memory_mb": peak_memory_mb(world.device),
+            "wall_time_s": time.time() - started,
+            "ranks": world.size}
     run_dir.write_json("cost.json", cost)
+    barrier(world)
     return load_result(run_dir)
+
+
+def _summary(res: StageResult) -> dict:
+    """A stage's result.json: the numbers, without the trained tensors."""
+    return {k: v for k, v in dataclasses.asdict(res).items() if k != "weights"}

@@ -92,7 +92,8 @@ def slurm_lines(profile: SlurmProfile, path: Path, tasks: int, longest_gpu_hours
     requeues = max(0, int(wall_h // limit_h)) if limit_h else 0
     lines = [f"Slurm ({path}): 1 array of {tasks} tasks, sbatch --array=0-{tasks - 1}"
              f"%{p.array_parallelism} --partition={p.partition} --gpus-per-node="
-             f"{p.gpus_per_node} --cpus-per-task={p.cpus_per_task} --mem={p.mem_gb}GB "
+             f"{p.gpus_per_node} --ntasks-per-node={p.ranks_per_node} "
+             f"--cpus-per-task={p.cpus_per_task} --mem={p.mem_gb}GB "
              f"--time={p.time_min}"
              + (f" --account={p.account}" if p.account else "")
              + (f" --qos={p.qos}" if p.qos else "")

@@ -49,6 +49,26 @@ def file_lock(path: Path):
         os.close(fd)
 
 
+@contextmanager
+def try_file_lock(path: Path):
+    """The lock if it is free now (yields True, held until the block ends), else yields
+    False at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def is_locked(path: Path) -> bool:
     if not path.exists():
         return False

@@ -109,10 +109,44 @@ class MultimodalLM(nn.Module):
         return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
                             has_image, left_pad)
 
-    def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None):
+    def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None,
+                reduction: str = "mean"):
+        """The LM loss on the answer tokens: their mean (`mean`), or their summed loss and
+        their count (`sum`), which a loop divides by the count over the whole global batch so
+        the gradient does not depend on how the batch was split over ranks and micro-steps."""
         embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
                                                has_image, sample_ids, left_pad=False)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        if reduction == "mean":
+            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
+        target = labels[:, 1:]
+        counted = target != IGNORE_INDEX
+        loss = torch.nn.functional.cross_entropy(logits[counted].float(), target[counted],
+                                                 reduction="sum")
+        # Every trainable part of the vision side takes part in the graph (with weight 0) even
+        # in a batch without an image or one a router sends around an expert: data-parallel
+        # and sharded ranks must all reduce the same gradients.
+        anchor = [p.sum() for part in (self.experts, self.fusion, self.projector)
+                  for p in part.parameters() if p.requires_grad]
+        if anchor:
+            loss = loss + 0.0 * torch.stack(anchor).sum().float()
+        return loss, counted.sum()
+
+    def answer_tokens(self, input_ids, attention_mask, labels, has_image) -> int:
+        """How many answer tokens `forward` will count for this batch, without running it
+        (the visual tokens spliced in, each sample cut at max_length, the first position not
+        predicted): what a training step sums over its micro-batches before any forward."""
+        total = 0
+        for i in range(input_ids.shape[0]):
+            keep = attention_mask[i].bool()
+            ids, lab = input_ids[i][keep], labels[i][keep]
+            pos = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten()
+            if len(pos) == 1 and bool(has_image[i]):
+                p = int(pos[0])
+                lab = torch.cat([lab[:p], lab.new_full((self.num_visual_tokens,), IGNORE_INDEX),
+                                 lab[p + 1:]])
+            total += int((lab[: self.max_length][1:] != IGNORE_INDEX).sum())
+        return total
 
     def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids
                        ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 
 from harness.config import load_run_config
 from harness.pipeline import run
-from harness.train import StageInterrupted
+from harness.training import StageInterrupted
 from tests.tiny import tiny_run_yaml
 
 SMALL = tiny_run_yaml("small", sft_checkpoint_every=2, before_training=True)
@@ -113,7 +113,7 @@ def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
 def test_learning_rate_precedence(cfg, tmp_path):
     from harness.modelbuild import build_model
     from harness.pipeline import resolve_data
-    from harness.train import param_groups
+    from harness.training import param_groups
     data = resolve_data(cfg, tmp_path)
     model, _ = build_model(cfg.model, cfg.seed, tmp_path / "llm", data.corpus)
     expert = dataclasses.replace(cfg.model.experts[0], lr=2e-5)

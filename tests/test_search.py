@@ -76,7 +76,7 @@ BAD = [
      "search.objective.benchmarks.synth-color", "normalization missing"),
     ("pool: [b, c]", "pool: [b, z]", "search.pool[1]", "unknown expert 'z'"),
     ("max_experts: 3", "max_experts: 1", "search.stop.max_experts", "must exceed"),
-    ("view: {pixels: 4}", "view: {pixels: 0}", "search.experts.c.view", "pixels must be"),
+    ("view: {pixels: 4}", "view: {pixels: 0}", "search.experts.c.view.pixels", "must be >= 1"),
     ("id: clip-vit, preset: tiny, resolution: 32, freeze: false, view: {color: gray}",
      "id: clip-vit, preset: tiny, resolution: 30, freeze: false",
      "search.experts.b", "cannot take resolution 30"),

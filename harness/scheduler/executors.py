@@ -121,8 +121,9 @@ class SlurmExecutor(Executor):
 
     def describe(self):
         p = self.profile
-        return (f"slurm partition {p.partition}, {p.time_min} min, {p.cpus_per_task} CPUs, "
-                f"{p.gpus_per_node} GPUs, at most {p.array_parallelism} at a time")
+        return (f"slurm partition {p.partition}, {p.time_min} min, {p.gpus_per_node} GPUs, "
+                f"{p.ranks_per_node} tasks x {p.cpus_per_task} CPUs, at most "
+                f"{p.array_parallelism} at a time")
 
     def submit(self, jobs):
         import submitit

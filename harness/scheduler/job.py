@@ -29,6 +29,20 @@ def current_job_id() -> str:
         return "inline"
 
 
+def export_ranks() -> None:
+    """A submitit job of several tasks (one per GPU) is one run of as many ranks: each task
+    exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from Slurm's variables. GPUs stay
+    visible to every task (cuda:LOCAL_RANK is this task's), as submitit would otherwise set
+    CUDA_VISIBLE_DEVICES per task and leave cuda:1.. out of range. Only rank 0 requeues a
+    preempted job (submitit's rule), and its `checkpoint` runs no collective."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:   # not inside a submitit job
+        return
+    if env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 class RunJob(submitit.helpers.Checkpointable):
     def __init__(self, cfg: RunConfig, workdir: str, tracking: TrackingTarget | None,
                  tags: dict[str, str], threads: int | None = None, progress: bool = False):
@@ -37,6 +51,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict:
         from harness.pipeline import run
+        export_ranks()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         logging.getLogger().setLevel(logging.ERROR)
         import torch

@@ -37,6 +37,9 @@ class SlurmProfile:
     time_min: int = ranged(60, ge=1)
     cpus_per_task: int = ranged(8, ge=1)
     gpus_per_node: int = ranged(0, ge=0)
+    # processes per node, each one rank of the run (None: one per GPU, or one without GPUs);
+    # cpus_per_task is per task (data workers + 1), mem_gb per node
+    tasks_per_node: int | None = ranged(None, ge=1)
     mem_gb: int = ranged(32, ge=1)
     array_parallelism: int = ranged(16, ge=1)  # at most this many tasks of one array at once
     signal_delay_s: int = ranged(120, ge=0)    # USR2 this long before the limit: requeue
@@ -58,6 +61,10 @@ class SlurmProfile:
                              f"Slurm may send up to 60 s early): time_min * 60 must be at "
                              f"least signal_delay_s + 90")
 
+    @property
+    def ranks_per_node(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
     def executor_parameters(self) -> dict:
         params = {"slurm_partition": self.partition, "slurm_time": self.time_min,
                   "slurm_cpus_per_task": self.cpus_per_task, "slurm_mem": f"{self.mem_gb}GB",
@@ -67,6 +74,7 @@ class SlurmProfile:
                   "slurm_additional_parameters": dict(self.extra)}
         if self.gpus_per_node:
             params["slurm_gpus_per_node"] = self.gpus_per_node
+        params["slurm_tasks_per_node"] = self.ranks_per_node
         for name in ("account", "qos", "constraint"):
             if getattr(self, name):
                 params[f"slurm_{name}"] = getattr(self, name)

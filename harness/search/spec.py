@@ -58,7 +58,7 @@ class Objective:
 @dataclass(frozen=True)
 class StopRule:
     min_gain: float = ranged(0.0, ge=0)   # normalized points
-    max_experts: int | None = ranged(None, ge=2)
+    max_experts: int | None = ranged(None, ge=1)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,136 @@
+"""The ranks of one run: who this process is, and the few collectives the harness needs.
+
+A run has G ranks, one per GPU (or N CPU processes with gloo). Rank 0 owns the run directory,
+its locks, status and MLflow; the other ranks follow its decisions, which rank 0 broadcasts.
+With one rank nothing here talks to anyone: `World.single()` and every helper is a no-op, so
+one code path serves every size.
+
+The process group is set up from torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR, MASTER_PORT), which `ablate train --nproc N` and a multi-task submitit job
+(harness.scheduler.job) export."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+# A rank that dies leaves the others in a collective: gloo notices a closed peer at once, but
+# NCCL waits up to the timeout. Short enough that a failed job ends, long enough for a
+# checkpoint of a 7B model to be written while the others wait at the barrier.
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("ABLATE_DIST_TIMEOUT_MIN",
+                                                                "15")))
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+
+    @classmethod
+    def single(cls, device: torch.device) -> World:
+        return cls(0, 1, 0, device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_world(device: str) -> World:
+    """This process's place in the run: from the launcher's environment when WORLD_SIZE > 1
+    (the process group is created once per process), else a single rank. `device` is the
+    run config's (cpu | cuda | auto): ranks on GPUs use cuda:LOCAL_RANK and NCCL, on CPUs gloo."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if env_world_size() <= 1:
+        return World.single(torch.device("cuda" if use_cuda else "cpu"))
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+        where = torch.device("cuda", local)
+    else:
+        where = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=size,
+                                timeout=DEFAULT_TIMEOUT)
+    return World(rank, size, local, where)
+
+
+def broadcast(world: World, value=None):
+    """Rank 0's `value` on every rank (any picklable object)."""
+    if not world.distributed:
+        return value
+    box = [value if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    if world.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather_to_main(world: World, value) -> list | None:
+    """Every rank's `value`, in rank order, on rank 0 (None elsewhere)."""
+    if not world.distributed:
+        return [value]
+    out = [None] * world.size if world.is_main else None
+    dist.gather_object(value, out, dst=0)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def shard(items: list, world: World) -> list:
+    """This rank's contiguous share of `items` (rank r of R: the r-th of R near-equal runs)."""
+    n = len(items)
+    lo, hi = world.rank * n // world.size, (world.rank + 1) * n // world.size
+    return items[lo:hi]
+
+
+@contextlib.contextmanager
+def main_holds(world: World, lock_path: Path, heartbeat_s: float = 10.0):
+    """Rank 0 holds the file lock at `lock_path` (a run's or a stage's) while the block runs;
+    the other ranks never touch it and wait for rank 0 to have it. Rank 0 waits for the lock
+    with a heartbeat, so the others are never left in one collective for longer than the
+    process group's timeout while another job finishes the stage they share."""
+    from harness.rundir import file_lock, try_file_lock
+    if not world.distributed:
+        with file_lock(lock_path):
+            yield
+        return
+    if world.is_main:
+        last = time.monotonic()
+        while True:
+            with try_file_lock(lock_path) as held:
+                if held:
+                    broadcast(world, "go")
+                    yield
+                    return
+            time.sleep(0.2)
+            if time.monotonic() - last > heartbeat_s:
+                broadcast(world, "wait")
+                last = time.monotonic()
+    else:
+        while broadcast(world) != "go":
+            pass
+        yield

@@ -1,0 +1,225 @@
+"""One training stage on any number of ranks: pick what is trainable, split the stage's
+global batch into this rank's micro-batches, accumulate, step, checkpoint.
+
+The global batch is the stage's `batch_size`: step s always takes the same samples
+(`batch_indices`, a permutation seeded by (seed, epoch)); rank r of R takes the r-th slice of
+them, cut into `accumulation` micro-batches of `micro_batch`, so micro-batch x ranks x
+accumulation = batch_size. The loss is the answer tokens' summed loss divided by the number
+of answer tokens in the whole global batch (counted before any forward and summed over ranks),
+so one process, 2 ranks and 1 process accumulating 2 micro-batches compute the same gradient.
+Resuming needs only the step: the checkpoint (harness.training.checkpoint) holds the sharded
+trainable parameters, optimizer, scheduler and RNG."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from harness.config import ParallelConfig, StageConfig, trainable_lrs
+from harness.data.batching import to_device
+from harness.errors import HarnessError
+from harness.rundir import RunDir
+from harness.training import checkpoint
+from harness.training.distributed import World, all_reduce_sum
+from harness.training.strategies import choose, decoder_layers, upcast_trainable
+from models.multimodal import MultimodalLM
+
+
+class BatchSplitError(HarnessError):
+    """A global batch that the ranks and micro-batch do not divide."""
+
+
+def param_groups(model: MultimodalLM, stage: StageConfig) -> list[dict]:
+    """Freeze everything, then unfreeze the stage's modules, each with its learning rate."""
+    model.requires_grad_(False)
+    groups = []
+    lrs = trainable_lrs([e.config for e in model.experts.values()], stage)
+    for name, lr in lrs.items():
+        module = (model.experts[name.removeprefix("experts.")] if name.startswith("experts.")
+                  else getattr(model, name))
+        params = list(module.parameters())
+        module.requires_grad_(True)
+        if params:
+            groups.append({"name": name, "params": params, "lr": lr})
+    if not groups:
+        raise ValueError(f"stage '{stage.name}' has nothing to train: {stage.train}")
+    return groups
+
+
+def lr_lambda(stage: StageConfig, total: int) -> Callable[[int], float]:
+    warmup = int(round(stage.warmup_ratio * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if stage.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if stage.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def total_steps(stage: StageConfig, n_samples: int) -> int:
+    if stage.steps is not None:
+        return stage.steps
+    return max(1, math.ceil(stage.epochs * n_samples / stage.batch_size))
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return order[k * batch_size:(k + 1) * batch_size].tolist()
+
+
+def split(stage: StageConfig, world_size: int, micro_batch: int | None) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) of this stage on `world_size` ranks."""
+    per_rank, rest = divmod(stage.batch_size, world_size)
+    if rest or per_rank < 1:
+        raise BatchSplitError(f"stage '{stage.name}': the global batch_size {stage.batch_size} "
+                              f"does not divide over {world_size} ranks; use a number of "
+                              "ranks that divides it")
+    micro = micro_batch or per_rank
+    if per_rank % micro:
+        raise BatchSplitError(f"stage '{stage.name}': {per_rank} samples per rank (batch_size "
+                              f"{stage.batch_size} over {world_size} ranks) do not split into "
+                              f"micro-batches of {micro}; allowed parallel.micro_batch: "
+                              + ", ".join(str(m) for m in range(1, per_rank + 1)
+                                          if per_rank % m == 0))
+    return micro, per_rank // micro
+
+
+@dataclass
+class StageResult:
+    steps: int
+    final_loss: float
+    step_time: float          # mean seconds per optimizer step (this process's steps)
+    samples_per_second: float
+    trainable: dict[str, int]
+    strategy: str = "single"
+    ranks: int = 1
+    micro_batch: int = 0
+    accumulation: int = 1
+    weights: dict = field(default_factory=dict, repr=False)   # rank 0: trained, whole, CPU
+
+
+def _autocast(world: World, precision: str):
+    if precision == "no":
+        return torch.autocast(world.device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(world.device.type, dtype=dtype)
+
+
+def _checkpoint_layers(model: MultimodalLM) -> None:
+    """Activation checkpointing (non-reentrant) on the LLM's decoder layers, applied before any
+    sharding wrapper, as torchtitan and Prismatic do."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing,
+    )
+    layers = set(map(id, decoder_layers(model)))
+    apply_activation_checkpointing(model, check_fn=lambda m: id(m) in layers)
+
+
+def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
+                stage_dir: RunDir, seed: int, world: World, parallel: ParallelConfig,
+                precision: str = "no", stop_after: int | None = None,
+                progress: bool = True) -> StageResult:
+    """Train (or resume) one stage in `stage_dir`; every rank calls it. `stop_after` ends
+    early after that many steps of this process, leaving the checkpoint, as a preemption
+    would (used by tests). A strategy that shards the module in place trains a copy, so the
+    caller's model stays whole for evaluation."""
+    micro, accumulation = split(stage, world.size, parallel.micro_batch)
+    trained = trainable_lrs([e.config for e in model.experts.values()], stage)
+    strategy = choose(parallel.strategy, world, model, llm_trains="llm" in trained)
+    param_groups(model, stage)                       # which parameters train
+    if strategy.wraps_in_place:
+        model = copy.deepcopy(model)
+    if precision != "no":
+        upcast_trainable(model)
+    if parallel.activation_checkpointing:
+        _checkpoint_layers(model)
+    wrapped = strategy.wrap(model)
+    groups = param_groups(model, stage)              # the (possibly sharded) parameters
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+    total = total_steps(stage, len(dataset))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, total))
+    scaler = torch.amp.GradScaler(world.device.type, enabled=precision == "fp16")
+    start = 0
+    resume_from = checkpoint.latest(stage_dir.path)
+    if resume_from is not None:
+        start = checkpoint.load(resume_from, world, wrapped, optimizer, scheduler, names)
+        if world.is_main:
+            kept = [m for m in stage_dir.metrics_log() if m.get("step", 0) <= start]
+            (stage_dir.path / "metrics.jsonl").write_text(
+                "".join(json.dumps(m) + "\n" for m in kept))
+    if world.is_main:
+        stage_dir.log(event="start", step=start, total=total, trainable=trainable,
+                      strategy=strategy.name, ranks=world.size, micro_batch=micro,
+                      accumulation=accumulation)
+    wrapped.train()
+    bar = tqdm(total=total, initial=start, desc=stage.name,
+               disable=not (progress and world.is_main), dynamic_ncols=True, leave=False)
+    times, loss_value, done_here = [], float("nan"), 0
+    per_rank = micro * accumulation
+    for step in range(start, total):
+        t0 = time.perf_counter()
+        chosen = batch_indices(step, stage.batch_size, len(dataset), seed)
+        mine = chosen[world.rank * per_rank:(world.rank + 1) * per_rank]
+        batches = [to_device(collate([dataset[i] for i in mine[k * micro:(k + 1) * micro]]),
+                             world.device) for k in range(accumulation)]
+        counts = torch.tensor([float(sum(model.answer_tokens(b["input_ids"], b["attention_mask"],
+                                                            b["labels"], b["has_image"])
+                                         for b in batches))], device=world.device)
+        tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
+        summed = torch.zeros((), device=world.device)
+        for k, batch in enumerate(batches):
+            with strategy.sync_gradients(wrapped, k == accumulation - 1):
+                with _autocast(world, precision):
+                    loss_sum, _ = wrapped(**batch, reduction="sum")
+                # DDP and FSDP average gradients over ranks: x world makes it their sum
+                scaler.scale(loss_sum * (world.size / tokens)).backward()
+            summed += loss_sum.detach().float()
+        if stage.grad_clip:
+            scaler.unscale_(optimizer)
+            strategy.clip([p for g in groups for p in g["params"]], stage.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = float(all_reduce_sum(world, summed).item()) / tokens
+        times.append(time.perf_counter() - t0)
+        done_here += 1
+        if world.is_main:
+            stage_dir.log(step=step + 1, loss=loss_value, lr=scheduler.get_last_lr()[0],
+                          step_time=times[-1])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}",
+                        samples_s=f"{stage.batch_size / times[-1]:.0f}")
+        finished = step + 1 == total
+        if finished or (step + 1) % stage.checkpoint_every == 0 or done_here == stop_after:
+            checkpoint.save(stage_dir.path, world, wrapped, optimizer, scheduler, step + 1,
+                            names)
+        if done_here == stop_after and not finished:
+            bar.close()
+            raise StageInterrupted(step + 1)
+    bar.close()
+    weights = checkpoint.full_trainable_state(world, wrapped, names)
+    mean = sum(times) / len(times) if times else float("nan")
+    return StageResult(total, loss_value, mean, stage.batch_size / mean if times else 0.0,
+                       trainable, strategy.name, world.size, micro, accumulation, weights)
+
+
+class StageInterrupted(RuntimeError):
+    def __init__(self, step: int):
+        super().__init__(f"stopped after step {step} (checkpoint kept)")
+        self.step = step

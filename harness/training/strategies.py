@@ -1,0 +1,120 @@
+"""How one stage's model is spread over the run's ranks, behind one seam (`Strategy`):
+
+- `single`: one process, the model as is;
+- `ddp`: a full replica per rank, gradients all-reduced (small models, the CPU demo);
+- `fsdp`: torch FSDP2 (`fully_shard`) on every LLM decoder layer and the root, so each rank
+  holds 1/world of the trainable parameters, their gradients and optimizer state; the layers
+  are resharded after forward when the LLM trains (ZeRO-3, LLaVA-1.5's stage 2) and kept
+  gathered when only the connector trains (ZeRO-2, its stage 1).
+
+`auto` picks single on one rank, ddp below a billion parameters, fsdp above. Every strategy
+computes in the run's precision with trainable parameters (and so their gradients, their
+reduction and the optimizer) in fp32, and frozen parts left in the dtype they were loaded in.
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from harness.training.distributed import World
+from models.registry import Registry
+
+STRATEGIES: Registry[type] = Registry("parallel strategy")
+AUTO_FSDP_PARAMETERS = 1_000_000_000
+
+
+class Strategy(ABC):
+    name: str
+    wraps_in_place = False   # the module itself is changed (FSDP): train a copy of the model
+
+    def __init__(self, world: World, reshard: bool = True):
+        self.world, self.reshard = world, reshard
+
+    @abstractmethod
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the loop calls (forward and backward)."""
+
+    def sync_gradients(self, wrapped: nn.Module, sync: bool):
+        """A context in which backward reduces gradients across ranks only when `sync` (the
+        last micro-batch of an accumulation)."""
+        return contextlib.nullcontext()
+
+    def clip(self, params: list[torch.Tensor], max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def upcast_trainable(model: nn.Module) -> None:
+    """fp32 master copies of what trains (an LLM loaded in bf16 and fine-tuned keeps fp32
+    weights, gradients and AdamW state; autocast computes in bf16)."""
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+                setattr(module, name, nn.Parameter(p.detach().float(), requires_grad=True))
+
+
+@STRATEGIES.register("single", "one process, the model as is")
+class Single(Strategy):
+    name = "single"
+
+    def wrap(self, model):
+        return model
+
+
+@STRATEGIES.register("ddp", "a replica per rank, gradients all-reduced")
+class DDP(Strategy):
+    name = "ddp"
+
+    def wrap(self, model):
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [self.world.device.index] if self.world.device.type == "cuda" else None
+        # routers may leave an expert unused in a step; DDP must not wait for its gradients
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    def sync_gradients(self, wrapped, sync):
+        return contextlib.nullcontext() if sync else wrapped.no_sync()
+
+
+@STRATEGIES.register("fsdp", "FSDP2 fully_shard on the LLM's decoder layers and the root")
+class FSDP(Strategy):
+    name = "fsdp"
+    wraps_in_place = True
+
+    def wrap(self, model):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        mesh = init_device_mesh(self.world.device.type, (self.world.size,))
+        for layer in decoder_layers(model):
+            fully_shard(layer, mesh=mesh, reshard_after_forward=self.reshard)
+        fully_shard(model, mesh=mesh, reshard_after_forward=self.reshard)
+        return model
+
+    def sync_gradients(self, wrapped, sync):
+        wrapped.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The LLM's transformer blocks (HF causal LMs keep them in `model.layers`)."""
+    llm = getattr(model, "llm", None)
+    inner = getattr(llm, "model", None)
+    layers = getattr(inner, "layers", None)
+    return list(layers) if layers is not None else []
+
+
+def choose(name: str, world: World, model: nn.Module, llm_trains: bool) -> Strategy:
+    """The strategy a stage runs with: `name` from the run's `parallel.strategy`."""
+    if name == "auto":
+        if not world.distributed:
+            name = "single"
+        else:
+            params = sum(p.numel() for p in model.parameters())
+            name = "fsdp" if params >= AUTO_FSDP_PARAMETERS else "ddp"
+    if name != "single" and not world.distributed:
+        name = "single"   # one rank: nothing to spread (the same loop, no wrapper)
+    if name == "single" and world.distributed:
+        raise ValueError("parallel.strategy single cannot run on several ranks; use auto, "
+                         "ddp or fsdp")
+    return STRATEGIES.get(name)(world, reshard=llm_trains)
