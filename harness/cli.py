@@ -60,16 +60,23 @@ def cmd_plan(args) -> int:
     from harness.plan import plan_table, search_plan
     from harness.search import is_search_spec, load_search_spec
     from harness.spec import load_spec
-    if is_search_spec(args.spec):
-        spec = load_search_spec(args.spec, check_files=False)
-        table, footer = search_plan(spec, Path(args.workdir), args.profile)
-    else:
-        spec = load_spec(args.spec, check_files=False)  # full specs plan without their data
-        table, footer = plan_table(spec, Path(args.workdir), args.profile)
+    from harness.plan import PlanDoesNotFit
+    failure = None
+    try:
+        if is_search_spec(args.spec):
+            spec = load_search_spec(args.spec, check_files=False)
+            table, footer = search_plan(spec, Path(args.workdir), args.profile)
+        else:
+            spec = load_spec(args.spec, check_files=False)  # full specs plan without data
+            table, footer = plan_table(spec, Path(args.workdir), args.profile)
+    except PlanDoesNotFit as exc:
+        failure, table, footer = exc, exc.table, exc.footer
     print(f"{spec.name}: {spec.description}" if spec.description else spec.name)
     with _wide():
         print(table.to_string())
     print("\n".join(footer))
+    if failure is not None:
+        raise failure
     return 0
 
 

@@ -32,6 +32,7 @@ class ArchitectureCost:
     vision_forward_flops: float
     projector_params: int | None
     llm_params: int | None    # None: the LLM's config is not available here
+    part_params: dict[str, int] = dataclasses.field(default_factory=dict)  # experts.X, fusion
 
 
 def _llm_shape(cfg: RunConfig) -> tuple[int | None, int | None]:
@@ -66,9 +67,10 @@ def _measure(cfg: RunConfig) -> ArchitectureCost:
         with torch.device("meta"):
             projector = build_projector(cfg.model.projector, fusion.channels, hidden)
         projector_params = sum(p.numel() for p in projector.parameters())
+    parts = {f"experts.{n}": sum(p.numel() for p in e.parameters()) for n, e in experts.items()}
+    parts["fusion"] = sum(p.numel() for p in fusion.parameters())
     return ArchitectureCost(fusion.output_tokens, fusion.num_tokens, vision_params,
-                            vision_flops,
-                            projector_params, llm_params)
+                            vision_flops, projector_params, llm_params, parts)
 
 
 _MEASURED: dict[str, ArchitectureCost] = {}
@@ -117,3 +119,65 @@ def stage_flops(cfg: RunConfig, stage: StageConfig, expert: str | None = None
                   + 3 * 2 * cost.projector_params * cost.fused_tokens
                   + 3 * 2 * cost.llm_params * tokens)
     return per_sample * samples
+
+
+# bytes per value: what trains is fp32 (its gradient fp32, AdamW two fp32 moments)
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# activations a transformer layer keeps per token and hidden unit for its backward, in bf16
+# with fused (SDPA) attention (Korthikanti et al. 2022: 34 s b h bytes without the a s^2 term)
+_LAYER_ACTIVATION_BYTES = 34
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Per-GPU memory of one stage, in GB: what `ablate plan` checks against the profile's GPU
+    (an estimate: allocator fragmentation and the vision side's activations come on top)."""
+    strategy: str
+    params: float
+    grads: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.params + self.grads + self.optimizer + self.activations
+
+
+def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | None = None
+                 ) -> MemoryEstimate | None:
+    """The stage on `ranks` GPUs with the run's `parallel` settings (None when the LLM's
+    config is not readable here). FSDP shards parameters, gradients and optimizer state over
+    the ranks; DDP and one rank hold them whole."""
+    from harness.training import split
+    from harness.training.strategies import AUTO_FSDP_PARAMETERS
+    if expert is not None:
+        lone = next(e for e in cfg.model.experts if e.key == expert)
+        cfg = dataclasses.replace(cfg, model=solo_config(cfg.model, lone))
+    cost = architecture_cost(cfg)
+    hf = llm_config(cfg.model.llm)
+    if cost.llm_params is None or hf is None:
+        return None
+    total_params = cost.llm_params + cost.vision_params + (cost.projector_params or 0)
+    strategy = cfg.parallel.strategy
+    if strategy == "auto":
+        strategy = ("single" if ranks == 1 else
+                    "fsdp" if total_params >= AUTO_FSDP_PARAMETERS else "ddp")
+    shard = ranks if strategy == "fsdp" else 1
+    sizes = {"llm": cost.llm_params, "projector": cost.projector_params or 0,
+             **cost.part_params}
+    trained = set(trainable_lrs(cfg.model.experts, stage))
+    trainable = sum(n for name, n in sizes.items() if name in trained)
+    llm_bytes = _DTYPE_BYTES.get(cfg.model.llm.dtype, 4)
+    frozen_bytes = sum(n * (llm_bytes if name == "llm" else 4) for name, n in sizes.items()
+                       if name not in trained)
+    gb = 1024 ** 3
+    micro, _ = split(stage, ranks, cfg.parallel.micro_batch)
+    tokens = micro * (cost.visual_tokens + TEXT_TOKENS)
+    layers, hidden = hf.num_hidden_layers, hf.hidden_size
+    per_layer = _LAYER_ACTIVATION_BYTES * tokens * hidden
+    kept = (layers * 2 * tokens * hidden + per_layer if cfg.parallel.activation_checkpointing
+            else layers * per_layer)
+    logits = 2 * 4 * tokens * hf.vocab_size   # fp32 logits and their gradient
+    return MemoryEstimate(strategy, (4 * trainable + frozen_bytes) / shard / gb,
+                          4 * trainable / shard / gb, 8 * trainable / shard / gb,
+                          (kept + logits) / gb)

@@ -9,12 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.estimate import TEXT_TOKENS, architecture_cost, stage_flops
+from harness.errors import HarnessError
+from harness.estimate import TEXT_TOKENS, architecture_cost, stage_flops, stage_memory
 from harness.pipeline import stage_dir_name, stage_keys
 from harness.rundir import RunDir
 from harness.scheduler.profiles import GpuThroughput, SlurmProfile, load_profile
 from harness.scheduler.views import view_spec
 from harness.spec import ExperimentSpec
+
+
+class PlanDoesNotFit(HarnessError):
+    """A stage whose estimated memory exceeds the profile's GPUs; carries the table."""
+
+    def __init__(self, message: str, table: pd.DataFrame, footer: list[str]):
+        super().__init__(message)
+        self.table, self.footer = table, footer
 
 
 def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
@@ -28,10 +37,12 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
     views = view_spec(spec, workdir)
     planned: set[str] = set()
     total, unknown, stages_to_train, stage_uses, rows = 0.0, False, 0, 0, []
+    ranks = slurm.ranks_per_node if slurm else 1
+    too_big: list[str] = []
     for i, (run, view) in enumerate(zip(spec.runs, views)):
         cfg = run.config
         stages = {s.name: s for s in cfg.stages}
-        trains, reuses, flops = [], [], 0.0
+        trains, reuses, flops, memory = [], [], 0.0, None
         for name, expert, key in stage_keys(cfg):
             if view.state == "DONE":
                 continue
@@ -50,13 +61,23 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
                     unknown = True
                 else:
                     flops += f
+                m = stage_memory(cfg, stages[name], ranks, expert)
+                if m is not None:
+                    memory = max(memory or 0.0, m.total)
+                    if m.total > 0.9 * gpu.memory_gb:
+                        too_big.append(f"{run.name} stage {label}: {m.total:.0f} GB per GPU "
+                                       f"({m.strategy} on {ranks}: parameters {m.params:.0f}, "
+                                       f"gradients {m.grads:.0f}, optimizer "
+                                       f"{m.optimizer:.0f}, activations "
+                                       f"{m.activations:.0f})")
         total += flops
         cost = architecture_cost(cfg)
         row = {"#": i, **run.labels, "run": run.key, "state": view.state,
                "visual tokens": cost.visual_tokens,
                "trains": ", ".join(trains) or "-", "reuses": ", ".join(reuses) or "-",
                "train PFLOPs": round(flops / 1e15, 3) if trains else 0.0,
-               "GPU-h": round(gpu.hours(flops), 2) if trains else 0.0}
+               "GPU-h": round(gpu.hours(flops), 2) if trains else 0.0,
+               "GB/GPU": round(memory, 1) if memory is not None else "-"}
         if view.state == "DONE":
             row["trains"] = row["reuses"] = ""
             row["state"] = f"DONE ({view.detail})" if view.detail else "DONE"
@@ -71,6 +92,16 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
               + f" (3x forward of trained parts, {TEXT_TOKENS} text tokens per sample)",
               f"estimated GPU-hours: {gpu.hours(total):,.1f} on {gpu.describe()}"
               + (", training only" if not unknown else ", training of the runs sized above")]
+    footer.append(f"memory: the largest stage's estimate per GPU is shown (GB/GPU; on {ranks} "
+                  f"rank(s), against {gpu.memory_gb:g} GB)")
+    if too_big:
+        raise PlanDoesNotFit(
+            f"{len(too_big)} stage(s) do not fit on {gpu.memory_gb:g}-GB GPUs (90% usable):\n  "
+            + "\n  ".join(too_big[:10]) + ("\n  ..." if len(too_big) > 10 else "")
+            + "\nfix: more GPUs (the profile's gpus_per_node / tasks_per_node), a smaller "
+              "parallel.micro_batch (accumulation keeps the global batch), or "
+              "parallel.activation_checkpointing: true", table=pd.DataFrame(rows).set_index("#"),
+            footer=footer)
     todo = len(spec.runs) - done
     if slurm is not None and todo:
         footer += slurm_lines(slurm, Path(profile), todo, max(run_hours, default=0.0))

@@ -156,3 +156,31 @@ def test_pad_keeps_the_aspect_ratio_with_the_mean_colour():
 def torch_tensor(mean):
     import torch
     return torch.tensor(mean).view(3, 1, 1)
+
+
+def test_a_batch_resizes_each_image_once_per_size(monkeypatch, tmp_path):
+    """Experts that see the same input size (Eagle's 1024-px four) share one resize; each
+    still normalizes its own way."""
+    from harness.data.batching import Collator
+    from harness.data.llava import Conversation
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "a.png")
+    transforms = {"clip": ImageTransform((16, 16), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)),
+                  "sam": ImageTransform((16, 16), (0.4, 0.4, 0.4), (0.3, 0.3, 0.3)),
+                  "small": ImageTransform((8, 8), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))}
+    calls = []
+    real = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize",
+                        lambda self, size, *a, **k: calls.append(size) or real(self, size, *a,
+                                                                               **k))
+    tok = train_tokenizer(["hello there"] * 3, 300, "llama")
+    collate = Collator(tok, TEMPLATES.get("vicuna_v1"), transforms, tmp_path)
+    batch = collate([Conversation("x", "a.png", [("<image>\nhi", "yo")])])
+    assert sorted(calls) == [(8, 8), (16, 16)]
+    for name, t in transforms.items():
+        want = t(Image.open(tmp_path / "a.png").convert("RGB"))
+        assert torch_equal(batch["pixels"][name][0], want)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return torch.equal(a, b)

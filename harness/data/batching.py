@@ -47,10 +47,22 @@ class ImageTransform:
                    expert.config.view, aspect)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(self.resized(image))
+
+    @property
+    def resize_key(self) -> tuple:
+        """Transforms with the same key resize an image to the same pixels (Eagle's four
+        1024-px experts): a batch resizes each image once per key."""
+        pad = tuple(int(255 * m) for m in self.mean) if self.aspect == "pad" else None
+        return (self.size, self.view, pad)
+
+    def resized(self, image: Image.Image) -> Image.Image:
         image = apply_view(image, self.view)
         if self.aspect == "pad":
             image = pad_to_square(image, tuple(int(255 * m) for m in self.mean))
-        image = image.resize(self.size[::-1], Image.BICUBIC)
+        return image.resize(self.size[::-1], Image.BICUBIC)
+
+    def normalize(self, image: Image.Image) -> torch.Tensor:
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
 
 
@@ -84,11 +96,16 @@ class Collator:
             mask[i, :n] = 1
         has_image = torch.tensor([s.image is not None for s in samples])
         pixels = {}
-        opened = [self._open(s.image) for s in samples]
+        opened = [self._open(s.image) for s in samples]   # each image decoded once
+        resized: dict[tuple, list] = {}                    # and resized once per size
         for name, transform in self.transforms.items():
+            key = transform.resize_key
+            if key not in resized:
+                resized[key] = [transform.resized(im) if im is not None else None
+                                for im in opened]
             blank = torch.zeros(3, *transform.size)
-            pixels[name] = torch.stack([transform(im) if im is not None else blank
-                                        for im in opened])
+            pixels[name] = torch.stack([transform.normalize(im) if im is not None else blank
+                                        for im in resized[key]])
         batch = {"input_ids": input_ids, "attention_mask": mask, "pixels": pixels,
                  "has_image": has_image, "sample_ids": [s.id for s in samples]}
         if not self.for_generation:

@@ -22,6 +22,7 @@ class GpuThroughput:
     name: str = "A100"
     peak_tflops: float = ranged(312.0, gt=0)
     utilization: float = ranged(0.4, gt=0, le=1)
+    memory_gb: float = ranged(80.0, gt=0)   # what `ablate plan` checks each stage against
 
     def hours(self, flops: float) -> float:
         return flops / (self.peak_tflops * 1e12 * self.utilization) / 3600

@@ -11,6 +11,7 @@ Resuming needs only the step: the checkpoint (harness.training.checkpoint) holds
 trainable parameters, optimizer, scheduler and RNG."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -27,7 +28,7 @@ from harness.errors import HarnessError
 from harness.rundir import RunDir
 from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum
-from harness.training.strategies import choose, decoder_layers, upcast_trainable
+from harness.training.strategies import choose, upcast_trainable
 from models.multimodal import MultimodalLM
 
 
@@ -118,14 +119,20 @@ def _autocast(world: World, precision: str):
     return torch.autocast(world.device.type, dtype=dtype)
 
 
-def _checkpoint_layers(model: MultimodalLM) -> None:
-    """Activation checkpointing (non-reentrant) on the LLM's decoder layers, applied before any
-    sharding wrapper, as torchtitan and Prismatic do."""
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-        apply_activation_checkpointing,
-    )
-    layers = set(map(id, decoder_layers(model)))
-    apply_activation_checkpointing(model, check_fn=lambda m: id(m) in layers)
+@contextlib.contextmanager
+def _checkpointed_layers(model: MultimodalLM, enabled: bool):
+    """Activation checkpointing (non-reentrant) on the LLM's decoder layers for the stage:
+    each layer keeps only its input and recomputes the rest in backward. Through the LM's own
+    switch, so parameter names (and checkpoints, weights) stay those of the plain model."""
+    llm = model.llm
+    if not enabled or not getattr(llm, "supports_gradient_checkpointing", False):
+        yield
+        return
+    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        llm.gradient_checkpointing_disable()
 
 
 def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
@@ -144,8 +151,13 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
         model = copy.deepcopy(model)
     if precision != "no":
         upcast_trainable(model)
-    if parallel.activation_checkpointing:
-        _checkpoint_layers(model)
+    with _checkpointed_layers(model, parallel.activation_checkpointing):
+        return _train(model, strategy, stage, dataset, collate, stage_dir, seed, world,
+                      precision, micro, accumulation, stop_after, progress)
+
+
+def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, precision,
+           micro, accumulation, stop_after, progress) -> StageResult:
     wrapped = strategy.wrap(model)
     groups = param_groups(model, stage)              # the (possibly sharded) parameters
     names = {n for n, p in model.named_parameters() if p.requires_grad}
