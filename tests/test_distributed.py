@@ -95,6 +95,7 @@ def test_one_rank_two_ranks_and_accumulation_train_the_same(tmp_path):
         assert (split / total > 0.95) if sharded else split == 0, (name, split, total)
 
 
+@pytest.mark.long
 def test_a_killed_two_rank_stage_resumes_in_one_rank(tmp_path):
     """SIGKILL of a 2-rank FSDP run mid-stage, then the same run in 1 process: it resumes from
     the 2-rank checkpoint (DCP reshards it) to the uninterrupted result."""

@@ -218,13 +218,13 @@ def _open(uri: str, queue) -> None:
 
 
 def test_concurrent_first_use_of_the_sqlite_store(tmp_path):
-    """Four processes opening a fresh MLflow SQLite store and creating the same experiment at
+    """Three processes opening a fresh MLflow SQLite store and creating the same experiment at
     once (two `ablate run`s of one spec on a new work directory): one store, one experiment,
     no error."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(uri, queue)) for _ in range(4)]
+    procs = [ctx.Process(target=_open, args=(uri, queue)) for _ in range(3)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=180) for _ in procs]

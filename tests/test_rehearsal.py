@@ -20,12 +20,11 @@ from models.experts import build_expert
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_SPECS = sorted((ROOT / "experiments").glob("*.yaml"))
-# the default run checks the shrink on the specs that hold every relation it must keep
-# (interpolation and tiling; SAM's pixel-unshuffle and five fusions; MoVA's six families);
-# the long run checks the rest
-SHRINK_DEFAULT = ("eagle_resolution", "eagle_fusion_sam", "mova_table1")
-SHRINK_SPECS = [p if p.stem in SHRINK_DEFAULT else pytest.param(p, marks=pytest.mark.long)
-                for p in FULL_SPECS]
+# the shrink is checked on the specs that hold every relation it must keep (interpolation
+# and tiling; SAM's pixel-unshuffle and five fusions; MoVA's six families); every spec is
+# rehearsed end to end by the long test below
+SHRINK_SPECS = [p for p in FULL_SPECS
+                if p.stem in ("eagle_resolution", "eagle_fusion_sam", "mova_table1")]
 
 
 def test_grid_scale_keeps_order_divisibility_and_tiling():
@@ -148,6 +147,7 @@ def test_a_failed_run_is_named_and_the_exit_code_is_1(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.slurm
+@pytest.mark.long
 def test_rehearsal_on_the_slurm_executor(slurm_cluster, tmp_path, capsys):
     """The four runs of MoVA Table 7 as one job array on the one-node cluster."""
     work = tmp_path / "rh"
