@@ -57,10 +57,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from harness.plan import plan_table, search_plan
+    from harness.plan import PlanDoesNotFit, plan_table, search_plan
     from harness.search import is_search_spec, load_search_spec
     from harness.spec import load_spec
-    from harness.plan import PlanDoesNotFit
     failure = None
     try:
         if is_search_spec(args.spec):

@@ -310,6 +310,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     model.to(world.device)
     transforms = expert_transforms(model.experts, cfg.data.image_aspect_ratio)
     tokenizer = llm.tokenizer
+
     def note(message: str) -> None:   # each normalization of a data file, once, in the log
         if main:
             print(message, flush=True)

@@ -9,6 +9,7 @@ import base64
 import binascii
 import csv
 import io
+import os
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -64,7 +65,7 @@ def _decode_image(text: str, target: Path, path: Path, where: str) -> str:
         raise bad_record(path, where, f"`image` is not a base64-encoded image ({exc})") from None
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")   # ranks and jobs decode at once
         tmp.write_bytes(raw)
         tmp.replace(target)
     return str(target.resolve())
