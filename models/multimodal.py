@@ -63,8 +63,7 @@ class MultimodalLM(nn.Module):
                 p = int(pos[0])
                 emb = torch.cat([emb[:p], visual[v], emb[p + 1:]])
                 if lab is not None:
-                    lab = torch.cat([lab[:p], lab.new_full((visual.shape[1],), IGNORE_INDEX),
-                                     lab[p + 1:]])
+                    lab = _labels_around_image(lab, p, visual.shape[1])
                 v += 1
             elif len(pos) == 1:
                 raise ValueError(f"sample {i} has an image placeholder but no image")
@@ -142,9 +141,7 @@ class MultimodalLM(nn.Module):
             ids, lab = input_ids[i][keep], labels[i][keep]
             pos = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten()
             if len(pos) == 1 and bool(has_image[i]):
-                p = int(pos[0])
-                lab = torch.cat([lab[:p], lab.new_full((self.num_visual_tokens,), IGNORE_INDEX),
-                                 lab[p + 1:]])
+                lab = _labels_around_image(lab, int(pos[0]), self.num_visual_tokens)
             total += int((lab[: self.max_length][1:] != IGNORE_INDEX).sum())
         return total
 
@@ -195,3 +192,10 @@ class MultimodalLM(nn.Module):
         for row in out.tolist():
             results.append(row[: row.index(stop_id)] if stop_id in row else row)
         return results
+
+
+def _labels_around_image(labels: torch.Tensor, at: int, visual_tokens: int) -> torch.Tensor:
+    """A sample's labels with the image placeholder at `at` replaced by its visual tokens,
+    which carry no label: what the splice feeds the LM and what `answer_tokens` counts."""
+    return torch.cat([labels[:at], labels.new_full((visual_tokens,), IGNORE_INDEX),
+                      labels[at + 1:]])
