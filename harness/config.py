@@ -127,6 +127,9 @@ class StageConfig:
     checkpoint_every: int = ranged(100, ge=1)
     per_expert: bool = field(default=False, metadata=ADDED_OPTION)
     enabled: bool = field(default=True, metadata=ADDED_OPTION)
+    # LLaVA-1.5's group_by_modality_length (its fine-tuning sets it): batches of one modality,
+    # sorted by length (harness.training.loader.ModalityLengthOrder); changes the data order
+    group_by_modality: bool = field(default=False, metadata=ADDED_OPTION)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):
@@ -189,10 +192,16 @@ class ParallelConfig:
     GPUs is reused by a spec run on 4): strategy auto | single | ddp | fsdp
     (harness.training.strategies), micro_batch (samples per rank and forward; None: the
     stage's batch over the ranks, no accumulation), activation checkpointing on the LLM's
-    decoder layers."""
+    decoder layers; loader_workers: processes per rank that decode and resize images ahead
+    of the step (0: in the training process), prefetch_steps: steps each worker prepares
+    ahead; checkpoint_minutes: also checkpoint when this long has passed since the last one
+    (beside every stage's checkpoint_every steps), so a preempted job loses at most that."""
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
     micro_batch: int | None = ranged(None, ge=1)
     activation_checkpointing: bool = False
+    loader_workers: int = ranged(0, ge=0, le=64)
+    prefetch_steps: int = ranged(2, ge=1, le=64)
+    checkpoint_minutes: float | None = ranged(None, gt=0)
 
 
 @dataclass(frozen=True)

@@ -58,11 +58,13 @@ def _max_gap(a: dict, b: dict) -> float:
 
 
 def test_one_rank_two_ranks_and_accumulation_train_the_same(tmp_path):
-    """1 process; 2 processes with DDP; 2 with FSDP2; 1 process accumulating 2 micro-batches
-    of 2: the same final trainable weights (fp32, within 1e-5) and the same answers; the
-    run key is the same (hardware is not identity)."""
-    runs = {"one": ("", 1), "ddp": ("{strategy: ddp}", 2), "fsdp": ("{strategy: fsdp}", 2),
-            "accumulate": ("{micro_batch: 2}", 1)}
+    """1 process; 2 processes with DDP (checkpointing on time as well); 2 with FSDP2; 1
+    process accumulating 2 micro-batches of 2 that 2 loader workers prepare: the same final
+    trainable weights (fp32, within 1e-5) and the same answers; the run key is the same
+    (hardware is not identity)."""
+    runs = {"one": ("", 1), "ddp": ("{strategy: ddp, checkpoint_minutes: 1.0e-6}", 2),
+            "fsdp": ("{strategy: fsdp}", 2),
+            "accumulate": ("{micro_batch: 2, loader_workers: 2}", 1)}
     for name, (parallel, nproc) in runs.items():
         path = _config(tmp_path / "cfg", name, parallel)
         done = _ablate("train", str(path), "--workdir", str(tmp_path / name), "--nproc",
@@ -78,6 +80,13 @@ def test_one_rank_two_ranks_and_accumulation_train_the_same(tmp_path):
                               "metrics.jsonl").read_text().splitlines()[0]) for name in runs}
     assert (logs["fsdp"]["strategy"], logs["fsdp"]["ranks"]) == ("fsdp", 2)
     assert (logs["ddp"]["strategy"], logs["accumulate"]["accumulation"]) == ("ddp", 2)
+    # checkpoints every 2 steps, and on time between them (rank 0's clock, both ranks save)
+    saved = {name: [(m["step"], m["reason"]) for m in map(json.loads, (next(
+        (tmp_path / name / "stages").glob("sft-*")) / "metrics.jsonl").read_text().splitlines())
+        if m.get("event") == "checkpoint"] for name in ("one", "ddp")}
+    assert saved["one"] == [(2, "steps"), (4, "steps"), (6, "final")]
+    assert saved["ddp"] == [(1, "minutes"), (2, "steps"), (3, "minutes"), (4, "steps"),
+                            (5, "minutes"), (6, "final")]
     # FSDP shards: every trainable tensor and its AdamW moments are saved as one half per
     # rank (DCP's metadata lists each rank's chunk); DDP's are whole replicas
     from torch.distributed.checkpoint import FileSystemReader

@@ -1,10 +1,11 @@
-"""Training: the loop (loop), how a stage is spread over ranks (strategies), resumable
-sharded checkpoints (checkpoint) and the ranks themselves (distributed)."""
+"""Training: the loop (loop), the step -> batch order and the worker processes that prepare
+batches (loader), how a stage is spread over ranks (strategies), resumable sharded
+checkpoints (checkpoint) and the ranks themselves (distributed)."""
+from harness.training.loader import batch_indices
 from harness.training.loop import (
     BatchSplitError,
     StageInterrupted,
     StageResult,
-    batch_indices,
     param_groups,
     split,
     train_stage,

@@ -2,13 +2,14 @@
 global batch into this rank's micro-batches, accumulate, step, checkpoint.
 
 The global batch is the stage's `batch_size`: step s always takes the same samples
-(`batch_indices`, a permutation seeded by (seed, epoch)); rank r of R takes the r-th slice of
-them, cut into `accumulation` micro-batches of `micro_batch`, so micro-batch x ranks x
-accumulation = batch_size. The loss is the answer tokens' summed loss divided by the number
-of answer tokens in the whole global batch (counted before any forward and summed over ranks),
-so one process, 2 ranks and 1 process accumulating 2 micro-batches compute the same gradient.
-Resuming needs only the step: the checkpoint (harness.training.checkpoint) holds the sharded
-trainable parameters, optimizer, scheduler and RNG."""
+(harness.training.loader: a permutation seeded by (seed, epoch), or LLaVA's modality-length
+grouping); rank r of R takes the r-th slice of them, cut into `accumulation` micro-batches
+of `micro_batch`, so micro-batch x ranks x accumulation = batch_size. The loss is the answer
+tokens' summed loss divided by the number of answer tokens in the whole global batch
+(counted before any forward and summed over ranks), so one process, 2 ranks and 1 process
+accumulating 2 micro-batches compute the same gradient. Resuming needs only the step: the
+checkpoint (harness.training.checkpoint) holds the sharded trainable parameters, optimizer,
+scheduler and RNG."""
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +28,8 @@ from harness.data.batching import to_device
 from harness.errors import HarnessError
 from harness.rundir import RunDir
 from harness.training import checkpoint
-from harness.training.distributed import World, all_reduce_sum
+from harness.training.distributed import World, all_reduce_sum, broadcast
+from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.strategies import choose, upcast_trainable
 from models.multimodal import MultimodalLM
 
@@ -72,13 +74,6 @@ def total_steps(stage: StageConfig, n_samples: int) -> int:
     if stage.steps is not None:
         return stage.steps
     return max(1, math.ceil(stage.epochs * n_samples / stage.batch_size))
-
-
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-    return order[k * batch_size:(k + 1) * batch_size].tolist()
 
 
 def split(stage: StageConfig, world_size: int, micro_batch: int | None) -> tuple[int, int]:
@@ -153,11 +148,19 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
         upcast_trainable(model)
     with _checkpointed_layers(model, parallel.activation_checkpointing):
         return _train(model, strategy, stage, dataset, collate, stage_dir, seed, world,
-                      precision, micro, accumulation, stop_after, progress)
+                      precision, micro, accumulation, parallel, stop_after, progress)
+
+
+def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
+    """Whether the time-based checkpoint is due: rank 0's clock decides for every rank, as
+    saving is collective."""
+    if minutes is None:
+        return False
+    return bool(broadcast(world, time.monotonic() - last >= 60 * minutes))
 
 
 def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, precision,
-           micro, accumulation, stop_after, progress) -> StageResult:
+           micro, accumulation, parallel, stop_after, progress) -> StageResult:
     wrapped = strategy.wrap(model)
     groups = param_groups(model, stage)              # the (possibly sharded) parameters
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -182,13 +185,14 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
     bar = tqdm(total=total, initial=start, desc=stage.name,
                disable=not (progress and world.is_main), dynamic_ncols=True, leave=False)
     times, loss_value, done_here = [], float("nan"), 0
-    per_rank = micro * accumulation
-    for step in range(start, total):
+    order = step_order(dataset, stage.batch_size, seed, stage.group_by_modality)
+    loader = step_batches(StepBatches(dataset, collate, order, world.rank, micro, accumulation),
+                          start, total, parallel.loader_workers, parallel.prefetch_steps,
+                          pin_memory=world.device.type == "cuda")
+    last_save = time.monotonic()
+    for step, prepared in zip(range(start, total), loader):
         t0 = time.perf_counter()
-        chosen = batch_indices(step, stage.batch_size, len(dataset), seed)
-        mine = chosen[world.rank * per_rank:(world.rank + 1) * per_rank]
-        batches = [to_device(collate([dataset[i] for i in mine[k * micro:(k + 1) * micro]]),
-                             world.device) for k in range(accumulation)]
+        batches = [to_device(b, world.device) for b in prepared]
         counts = torch.tensor([float(sum(model.answer_tokens(b["input_ids"], b["attention_mask"],
                                                             b["labels"], b["has_image"])
                                          for b in batches))], device=world.device)
@@ -218,9 +222,16 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
         bar.set_postfix(loss=f"{loss_value:.3f}",
                         samples_s=f"{stage.batch_size / times[-1]:.0f}")
         finished = step + 1 == total
-        if finished or (step + 1) % stage.checkpoint_every == 0 or done_here == stop_after:
+        reason = ("final" if finished else "steps" if (step + 1) % stage.checkpoint_every == 0
+                  else "stop" if done_here == stop_after
+                  else "minutes" if _checkpoint_due(world, last_save, parallel.checkpoint_minutes)
+                  else None)
+        if reason:
             checkpoint.save(stage_dir.path, world, wrapped, optimizer, scheduler, step + 1,
                             names)
+            last_save = time.monotonic()
+            if world.is_main:
+                stage_dir.log(event="checkpoint", step=step + 1, reason=reason)
         if done_here == stop_after and not finished:
             bar.close()
             raise StageInterrupted(step + 1)

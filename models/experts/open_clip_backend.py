@@ -8,16 +8,24 @@ A ViT at a resolution other than its checkpoint's gets open_clip's position-embe
 interpolation (`force_image_size`)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-import open_clip
 import torch
 
 from models.experts.base import CLIP_MEAN, CLIP_STD, BlockwiseViT, ExpertConfig, VisionExpert
 from models.experts.convnet import ConvNeXtExpert
 from models.experts.presets import Preset, check_divisible, pick
 
-open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
+
+@functools.cache
+def _open_clip():
+    """open_clip, with this project's configs (the tiny archs) added; imported on first use so
+    that a machine without open_clip (a GPU node with only torch, timm and transformers) can
+    still import the zoo and build every other family."""
+    import open_clip
+    open_clip.add_model_config(Path(__file__).parent / "open_clip_configs")
+    return open_clip
 
 
 # The text tower open_clip builds beside a stand-in's image tower (it is dropped at once).
@@ -34,11 +42,11 @@ def create_open_clip(arch: str, pretrained: str | None, resolution: int,
     if vision_cfg is not None:
         opts.update(vision_cfg=vision_cfg, text_cfg=_SMALL_TEXT, embed_dim=32)
     if pretrained and pretrained.startswith("hf-hub:"):
-        model = open_clip.create_model(pretrained, **opts)
+        model = _open_clip().create_model(pretrained, **opts)
     elif pretrained and Path(pretrained).is_dir():
-        model = open_clip.create_model(f"local-dir:{pretrained}", **opts)
+        model = _open_clip().create_model(f"local-dir:{pretrained}", **opts)
     else:
-        model = open_clip.create_model(arch, pretrained=pretrained, **opts)
+        model = _open_clip().create_model(arch, pretrained=pretrained, **opts)
     return model.visual
 
 
@@ -47,7 +55,7 @@ def save_open_clip_dir(model: torch.nn.Module, arch: str, directory: str | Path)
     import json
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    cfg = {"model_cfg": open_clip.get_model_config(arch), "preprocess_cfg": {}}
+    cfg = {"model_cfg": _open_clip().get_model_config(arch), "preprocess_cfg": {}}
     (directory / "open_clip_config.json").write_text(json.dumps(cfg))
     torch.save(model.state_dict(), directory / "open_clip_pytorch_model.bin")
 
@@ -69,7 +77,7 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
         resolution = config.resolution or preset.resolution
-        vision_cfg = open_clip.get_model_config(preset.arch)["vision_cfg"]
+        vision_cfg = _open_clip().get_model_config(preset.arch)["vision_cfg"]
         narrowed = None
         if config.stand_in is not None:   # the preset's depth and patch at a small width
             s = config.stand_in
