@@ -81,10 +81,10 @@ def solo_config(model_cfg, expert_cfg):
 
 def build_solo(model_cfg, expert_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
     """solo_config's model, initialised from the seed alone, sharing `llm`'s (frozen) module."""
-    return _assemble(solo_config(model_cfg, expert_cfg), seed, llm)
+    return assemble(solo_config(model_cfg, expert_cfg), seed, llm)
 
 
-def _assemble(model_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
+def assemble(model_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
     """Experts, fusion and projector initialised from the seed, around `llm`'s module."""
     hidden = llm.model.config.hidden_size
     torch.manual_seed(seed)
@@ -100,4 +100,4 @@ def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
     """Deterministic given the seed: experts, fusion and projector are initialised from it;
     the LM comes from its own (pretrained or fixed-seed) weights."""
     llm = load_llm(model_cfg.llm, cache_dir, corpus)
-    return _assemble(model_cfg, seed, llm), llm
+    return assemble(model_cfg, seed, llm), llm

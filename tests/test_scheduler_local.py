@@ -143,13 +143,13 @@ def _sft_step(work):
 
 def test_sigkilled_job_resumes_to_the_uninterrupted_result(tiny_spec, tmp_path, capsys):
     body = "name: NAME\nbase: base.yaml\n"
-    spec_path = tiny_spec("killed", body, sft_steps=300, sft_batch=8)
+    spec_path = tiny_spec("killed", body, sft_steps=150, sft_batch=8)
     key = load_spec(spec_path).runs[0].key
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["run", str(spec_path), "--workdir", str(straight)]) == 0
 
     assert main(["run", str(spec_path), "--workdir", str(killed), "--no-follow"]) == 0
-    _wait(lambda: _sft_step(killed) >= 120, 240, "sft step 120")
+    _wait(lambda: _sft_step(killed) >= 60, 240, "sft step 60")
     status = json.loads((killed / "runs" / key / "status.json").read_text())
     os.kill(status["pid"], signal.SIGKILL)
     capsys.readouterr()
@@ -167,10 +167,12 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_result(tiny_spec, tmp_path, 
     log = [json.loads(line) for line in
            next((killed / "stages").glob("sft-*/metrics.jsonl")).read_text().splitlines()]
     starts = [rec["step"] for rec in log if rec.get("event") == "start"]
-    assert starts[-1] >= 100
+    assert starts[-1] >= 50
     # the final losses are identical too
-    log_a = next((straight / "stages").glob("sft-*/metrics.jsonl")).read_text().splitlines()
-    assert json.loads(log_a[-1])["loss"] == log[-1]["loss"]
+    log_a = [json.loads(line) for line in next((straight / "stages").glob(
+        "sft-*/metrics.jsonl")).read_text().splitlines()]
+    assert [r["loss"] for r in log_a if "loss" in r][-1] == \
+        [r["loss"] for r in log if "loss" in r][-1]
 
 
 BAD_RUNS = [
