@@ -1,7 +1,7 @@
 """The papers' ablations as specs: every spec in experiments/ (the full-scale ones on this
 machine without their weights, data or GPUs) passes `ablate plan`, and each full spec has a
-tiny twin that runs to a report on this CPU (marker `long`: CI runs it after the default
-suite)."""
+tiny twin that runs to a report on this CPU (marker `long`: CI runs one twin per paper after
+the default suite; `-m twins` the others)."""
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,9 @@ FULL = sorted(p for p in (ROOT / "experiments").glob("*.yaml"))
 TINY = sorted(p for p in (ROOT / "experiments" / "tiny").glob("*.yaml")
               if "base" in yaml.safe_load(p.read_text()))
 TWINS = [ROOT / "experiments" / "tiny" / p.name for p in FULL]
+# two twins run in CI's long run (the search, and MoVA with its router); the others are
+# marked `twins` (every full spec is rehearsed end to end in CI regardless)
+CI_TWINS = {"eagle_greedy", "mova_table7"}
 
 
 def test_every_full_spec_has_a_tiny_twin():
@@ -53,7 +56,9 @@ def test_plan_of_a_full_spec_prints_its_array_and_gpu_hours(tmp_path, capsys):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("twin", TWINS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("twin", [pytest.param(p, marks=() if p.stem in CI_TWINS
+                                               else pytest.mark.twins) for p in TWINS],
+                         ids=lambda p: p.stem)
 def test_tiny_twin_runs_to_a_report(twin, tmp_path, capsys):
     search = "search:" in twin.read_text()
     command = "search" if search else "run"

@@ -286,7 +286,7 @@ def test_optuna_tunes_each_arm_and_a_rerun_asks_nothing_new(tmp_path):
 
 @pytest.mark.slow
 def test_killed_search_resumes_without_retraining_finished_candidates(tmp_path):
-    path = write_search(tmp_path, sft_steps=60)
+    path = write_search(tmp_path, sft_steps=30)
     workdir = tmp_path / "work"
     cmd = [sys.executable, "-m", "harness.cli", "search", str(path), "--workdir",
            str(workdir), "--max-parallel", "1"]
