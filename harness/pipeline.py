@@ -39,7 +39,13 @@ from harness.evaluation.generate import (
 )
 from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo, solo_config
-from harness.rundir import RunDir, atomic_torch_save, atomic_write_text
+from harness.rundir import (
+    RunDir,
+    atomic_write_text,
+    read_stage_weights,
+    save_stage_weights,
+    stage_weights_path,
+)
 from harness.schema import to_plain
 from harness.training import StageInterrupted, StageResult, split, train_stage
 from harness.training.distributed import (
@@ -157,8 +163,8 @@ def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
            stage: StageConfig, expert: str | None, upstream: str | None, train
            ) -> tuple[bool, dict]:
     """Reuse the stage if it is done, else train it with `train()` on every rank (rank 0
-    writes weights.pt and returns the summary). Runs sharing the stage wait on its lock, then
-    reuse it. Rank 0 decides, the other ranks follow."""
+    writes weights.safetensors and returns the summary). Runs sharing the stage wait on its
+    lock, then reuse it. Rank 0 decides, the other ranks follow."""
     if world.is_main:
         run_dir.set_status("RUNNING", name=cfg.name, stage=stage_label(
             {"name": stage.name, "expert": expert}), stage_dir=str(stage_dir.path))
@@ -207,13 +213,15 @@ def load_result(run_dir: RunDir) -> RunResult:
                      {b: h["unit"] for b, h in scores.items()})
 
 
-def load_stage_weights(model: torch.nn.Module, weights: Path) -> set[str]:
-    """Load a finished stage's weights.pt (everything trained up to it) into `model`; returns
-    the names it set. Weights that name parameters the model lacks are an error."""
-    loaded = torch.load(weights, weights_only=True)
+def load_stage_weights(model: torch.nn.Module, stage_dir: Path) -> set[str]:
+    """Load a finished stage's consolidated weights (everything trained up to it) into
+    `model`; returns the names it set. Weights that name parameters the model lacks are an
+    error."""
+    loaded = read_stage_weights(stage_dir)
     unexpected = model.load_state_dict(loaded, strict=False).unexpected_keys
     if unexpected:
-        raise RuntimeError(f"{weights} does not fit the model: {unexpected[:3]}")
+        raise RuntimeError(f"{stage_weights_path(stage_dir)} does not fit the model: "
+                           f"{unexpected[:3]}")
     return set(loaded)
 
 
@@ -379,8 +387,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             # Everything trained so far (this stage and the ones it builds on): the rest of
             # the model is reproducible from its initialization.
             state = {**unwrapped.state_dict(), **res.weights}
-            atomic_torch_save({n: state[n] for n in trained_names},
-                              stage_dir.path / "weights.pt")
+            save_stage_weights({n: state[n] for n in trained_names}, stage_dir.path)
         return _summary(res)
 
     def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
@@ -395,8 +402,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             prefix = f"experts.{expert.key}."
             state = {**solo.state_dict(), **res.weights}
             # the expert carries on into the combination; its own projector does not
-            atomic_torch_save({n: v for n, v in state.items() if n.startswith(prefix)},
-                              stage_dir.path / "weights.pt")
+            save_stage_weights({n: v for n, v in state.items() if n.startswith(prefix)},
+                               stage_dir.path)
         return _summary(res)
 
     for name, expert, key in stage_keys(cfg):
@@ -408,7 +415,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             train = functools.partial(train_joint, stage, stage_dir)
         reused, summary = _stage(world, run_dir, stage_dir, cfg, stage, expert,
                                  upstream.get(expert), train)
-        trained_names |= load_stage_weights(unwrapped, stage_dir.path / "weights.pt")
+        trained_names |= load_stage_weights(unwrapped, stage_dir.path)
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),
                               "key": key, "reused": reused, "dir": str(stage_dir.path),

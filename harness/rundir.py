@@ -26,12 +26,48 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
+# A finished stage's consolidated weights (everything trained up to it), in safetensors:
+# nothing is unpickled to reuse or export them, and any tool reads them. Stages finished
+# before safetensors have the older weights.pt, still read (weights_only).
+STAGE_WEIGHTS = "weights.safetensors"
+LEGACY_STAGE_WEIGHTS = "weights.pt"
+
+
+def save_stage_weights(state: dict[str, torch.Tensor], stage_dir: Path) -> Path:
+    """Write `state` atomically as the stage's safetensors file. Tensors sharing storage
+    (safetensors refuses them) and non-contiguous views are copied; nothing else is."""
+    from safetensors.torch import save_file
+    seen: set[int] = set()
+    flat = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in seen or not tensor.is_contiguous():
+            tensor = tensor.contiguous().clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        flat[name] = tensor
+    path = Path(stage_dir) / STAGE_WEIGHTS
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
-    torch.save(obj, tmp)
+    save_file(flat, tmp)
     os.replace(tmp, path)
+    return path
+
+
+def stage_weights_path(stage_dir: Path) -> Path:
+    current = Path(stage_dir) / STAGE_WEIGHTS
+    legacy = Path(stage_dir) / LEGACY_STAGE_WEIGHTS
+    return current if current.exists() or not legacy.exists() else legacy
+
+
+def read_stage_weights(stage_dir: Path) -> dict[str, torch.Tensor]:
+    """A finished stage's consolidated weights, on the CPU."""
+    path = stage_weights_path(stage_dir)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(path)
+    return torch.load(path, weights_only=True, map_location="cpu")
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 score samples with it, and the lmms-eval wrapper answers another harness's questions with it.
 
 The run directory (WORKDIR/runs/<key>) holds the resolved config; the weights of everything
-trained live in the last stage's weights.pt; the rest of the model is reproducible from the
+trained live in the last stage's weights.safetensors; the rest of the model is reproducible from the
 config's seed, and a locally trained tokenizer from WORKDIR/cache."""
 from __future__ import annotations
 
@@ -74,6 +74,6 @@ def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
     data = resolve_data(cfg, workdir)
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     last = run_dir.read_json("stages.json")[-1]
-    load_stage_weights(model, Path(last["dir"]) / "weights.pt")
+    load_stage_weights(model, Path(last["dir"]))
     model.to(target).eval()
     return TrainedRun(run_dir.path.name, cfg, model, llm.tokenizer, data)

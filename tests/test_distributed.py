@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from harness.cli import main
 from tests.tiny import tiny_run_yaml
@@ -42,8 +43,8 @@ def _ablate(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedPr
 
 
 def _weights(work: Path, stage: str = "sft") -> dict:
-    (path,) = glob.glob(str(work / "stages" / f"{stage}-*" / "weights.pt"))
-    return torch.load(path, weights_only=True)
+    (path,) = glob.glob(str(work / "stages" / f"{stage}-*" / "weights.safetensors"))
+    return load_file(path)
 
 
 def _predictions(work: Path) -> list[str]:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from harness.config import load_run_config
 from harness.pipeline import run
@@ -65,8 +66,8 @@ def test_interrupted_run_resumes_to_the_same_result(cfg, tmp_path):
     with pytest.raises(StageInterrupted):
         run(cfg, tmp_path / "b", progress=False, stop_after=3)   # align done, sft 3 of 5
     resumed = run(cfg, tmp_path / "b", progress=False)
-    wa = torch.load(_stage_dirs(tmp_path / "a", "sft")[0] / "weights.pt")
-    wb = torch.load(_stage_dirs(tmp_path / "b", "sft")[0] / "weights.pt")
+    wa = load_file(_stage_dirs(tmp_path / "a", "sft")[0] / "weights.safetensors")
+    wb = load_file(_stage_dirs(tmp_path / "b", "sft")[0] / "weights.safetensors")
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
@@ -136,3 +137,20 @@ def test_runs_of_different_precision_in_one_process(cfg, tmp_path):
         assert json.loads((result.path / "status.json").read_text())["state"] == "DONE"
     assert json.loads((first.path / "scores.json").read_text()).keys() == {"synth-color",
                                                                            "synth-pope"}
+
+
+def test_stage_weights_are_safetensors_and_older_weights_pt_still_load(tmp_path):
+    """A stage's consolidated weights are one safetensors file (shared or strided tensors
+    copied, nothing unpickled); a stage finished before that, with weights.pt, still loads."""
+    from harness.rundir import read_stage_weights, save_stage_weights, stage_weights_path
+    base = torch.arange(12.0).reshape(3, 4)
+    state = {"a": base, "a_view": base[1], "t": base.t(), "b": torch.ones(2, dtype=torch.bfloat16)}
+    path = save_stage_weights(state, tmp_path / "new")
+    assert path.name == "weights.safetensors" and not list((tmp_path / "new").glob(".*"))
+    back = read_stage_weights(tmp_path / "new")
+    assert back.keys() == state.keys()
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
+    (tmp_path / "old").mkdir()
+    torch.save({"a": base}, tmp_path / "old" / "weights.pt")
+    assert stage_weights_path(tmp_path / "old").name == "weights.pt"
+    assert torch.equal(read_stage_weights(tmp_path / "old")["a"], base)

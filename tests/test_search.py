@@ -218,6 +218,7 @@ def test_prealigned_expert_weights_carry_into_the_combination(tmp_path):
     """The joint stages start from each expert's pre-aligned weights (not its init), and the
     pre-aligned expert is the same tensor in every combination that contains it."""
     import torch
+    from safetensors.torch import load_file
     path = write_search(tmp_path)
     spec = load_search_spec(path)
     workdir = tmp_path / "work"
@@ -225,10 +226,10 @@ def test_prealigned_expert_weights_carry_into_the_combination(tmp_path):
     for experts in (["a", "b"], ["a", "c"]):
         run(spec.run(experts, 0).config, workdir, progress=False)
     pre = next((workdir / "stages").glob("prealign-a-*"))
-    pre_w = torch.load(pre / "weights.pt")
+    pre_w = load_file(pre / "weights.safetensors")
     assert pre_w and all(k.startswith("experts.a.") for k in pre_w)
     for align in (workdir / "stages").glob("align-*"):
-        w = torch.load(align / "weights.pt")
+        w = load_file(align / "weights.safetensors")
         for k, v in pre_w.items():   # align trains only the projector: the expert is as pre-aligned
             assert torch.equal(w[k], v), k
     from harness.modelbuild import build_solo
