@@ -51,6 +51,12 @@ def test_workers_prepare_the_batches_the_training_process_would(tmp_path):
             assert a["sample_ids"] == b["sample_ids"]
             assert torch.equal(a["input_ids"], b["input_ids"])
             assert all(torch.equal(a["pixels"][k], b["pixels"][k]) for k in transforms)
+    # the order travels to workers started by spawn (macOS's default) as well as by fork
+    import pickle
+    for grouped in (False, True):
+        order = step_order(samples, 8, seed=3, group_by_modality=grouped)
+        assert [pickle.loads(pickle.dumps(order))(s) for s in range(5)] == \
+            [order(s) for s in range(5)]
     # rank 1 of 2 at step 2: the second half of the step's global batch
     assert inline[0][0]["sample_ids"] + inline[0][1]["sample_ids"] == [
         str(i) for i in batch_indices(2, 8, 24, 3)[4:]]

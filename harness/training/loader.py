@@ -78,11 +78,20 @@ class ModalityLengthOrder:
         return batches[k] if k < len(batches) else []
 
 
+class RandomOrder:
+    """batch_indices as an object: picklable, so workers started by spawn (macOS) get it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+
+    def __call__(self, step: int) -> list[int]:
+        return batch_indices(step, self.batch_size, self.n, self.seed)
+
+
 def step_order(dataset: list, batch_size: int, seed: int, group_by_modality: bool) -> Order:
     if group_by_modality:
         return ModalityLengthOrder.of(dataset, batch_size, seed)
-    n = len(dataset)
-    return lambda step: batch_indices(step, batch_size, n, seed)
+    return RandomOrder(len(dataset), batch_size, seed)
 
 
 class StepBatches(Dataset):
