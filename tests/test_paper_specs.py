@@ -15,9 +15,9 @@ FULL = sorted(p for p in (ROOT / "experiments").glob("*.yaml"))
 TINY = sorted(p for p in (ROOT / "experiments" / "tiny").glob("*.yaml")
               if "base" in yaml.safe_load(p.read_text()))
 TWINS = [ROOT / "experiments" / "tiny" / p.name for p in FULL]
-# two twins run in CI's long run (the search, and MoVA with its router); the others are
+# one twin runs in CI's long run (the search, Eagle's greedy table); the others are
 # marked `twins` (every full spec is rehearsed end to end in CI regardless)
-CI_TWINS = {"eagle_greedy", "mova_table7"}
+CI_TWINS = {"eagle_greedy"}
 
 
 def test_every_full_spec_has_a_tiny_twin():
