@@ -80,3 +80,6 @@ def test_modality_length_grouping_as_llava():
     again = step_order(samples, 8, seed=1, group_by_modality=True)
     assert [again(s) for s in range(30)] == [order(s) for s in range(30)]   # resume-exact
     assert step_order(samples, 8, seed=2, group_by_modality=True)(0) != order(0)
+    # fewer samples than a batch: every sample in the one step, as without grouping
+    few = _samples(5)
+    assert sorted(step_order(few, 8, 1, True)(0)) == sorted(step_order(few, 8, 1, False)(0))

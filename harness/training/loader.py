@@ -67,6 +67,8 @@ class ModalityLengthOrder:
             batches += [shuffled[k:k + size] for k in range(0, full, size)]
             rest += shuffled[full:]
         batches += [rest[k:k + size] for k in range(0, len(rest) // size * size, size)]
+        if not batches:       # fewer samples than one batch: all of them, as batch_indices
+            batches = [rest]
         batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
         batches = [sorted(b, key=lambda i: (-abs(self.lengths[i]), i)) for b in batches]
         self._cached = (epoch, batches)
