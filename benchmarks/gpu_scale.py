@@ -51,7 +51,7 @@ from models.experts import EXPERTS, ExpertConfig, build_expert
 from models.experts.base import StandIn
 from models.fusion.concat import SequenceAppendOptions
 from models.llm import LLMConfig, LoadedLLM, train_tokenizer
-from models.templates import TEMPLATES
+from models.templates import IGNORE_INDEX, TEMPLATES
 
 # dense bf16 tensor-core peaks (vendor datasheets), TFLOP/s
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
@@ -148,7 +148,7 @@ def _batch(model, micro: int, text: int, vocab: int, device: torch.device) -> di
     """A step's tensors: an <image> then `text` tokens whose second half is the answer."""
     ids = torch.randint(10, vocab, (micro, text), device=device)
     labels = ids.clone()
-    labels[:, : text // 2] = -100
+    labels[:, : text // 2] = IGNORE_INDEX
     pixels = {name: torch.randn(micro, 3, *e.input_size, device=device)
               for name, e in model.experts.items()}
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
