@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.tracking.names import HEADLINE_TAG, flatten, mlflow_name
+from core.record_names import HEADLINE_TAG, flatten, mlflow_name
 
 QUESTION_COLUMNS = ["key", "benchmark", "question", "score"]
 MLFLOW_STATES = {"FINISHED": "DONE", "RUNNING": "RUNNING", "SCHEDULED": "RUNNING",
@@ -226,7 +226,7 @@ def from_mlflow(runs: list[RunRef], uri: str, experiment: str) -> Records:
     is read from its latest MLflow run."""
     from mlflow.tracking import MlflowClient
 
-    from harness.tracking.store import quiet
+    from core.record_names import quiet
     quiet()
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)

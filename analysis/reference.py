@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 
 APPROX_MARK = "~"
 

@@ -4,7 +4,11 @@ An experiment spec gives the ablation table (with the paper beside it where the 
 reference table), the per-benchmark changes, the fusion cost table where fusions differ, and
 three figures; a search spec gives the lineage, one candidate table per round and the path
 plot. A report renders whatever exists: runs that failed or never ran are named, with their
-reason, and their rows show dashes."""
+reason, and their rows show dashes.
+
+A report reads records only: the spec's manifest (analysis.manifest, written when the spec
+was submitted), the run directories or MLflow, and a search's round files. It needs neither
+the spec's data nor the training code."""
 from __future__ import annotations
 
 from collections import Counter
@@ -13,11 +17,13 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from analysis import greedy, plots
-from analysis.arms import arm_id
-from analysis.records import Records, RunRef, from_mlflow, from_run_dirs
+from analysis import lineage, plots
+from analysis.manifest import SpecManifest, manifest_path, read_manifest, spec_name
+from analysis.records import Records, from_mlflow, from_run_dirs
 from analysis.render import FORMATS, SUFFIX, render
 from analysis.tables import Table, ablation_tables
+from core.errors import HarnessError
+from core.record_names import default_uri
 
 SOURCES = ("rundirs", "mlflow")
 
@@ -56,18 +62,20 @@ class Report:
         return written
 
 
-def run_refs(spec) -> list[RunRef]:
-    axes = spec.report.arm_axes
-    return [RunRef(r.key, r.name, r.labels, arm_id(r.labels, axes)) for r in spec.runs]
-
-
-def read_records(spec, workdir: Path, source: str = "rundirs",
+def read_records(manifest: SpecManifest, workdir: Path, source: str = "rundirs",
                  tracking_uri: str | None = None) -> Records:
-    refs = run_refs(spec)
     if source == "mlflow":
-        from harness.tracking.store import default_uri
-        return from_mlflow(refs, tracking_uri or default_uri(workdir), spec.name)
-    return from_run_dirs(refs, workdir)
+        return from_mlflow(manifest.runs, tracking_uri or default_uri(workdir), manifest.name)
+    return from_run_dirs(manifest.runs, workdir)
+
+
+def _header(manifest: SpecManifest, kind: str) -> list[str]:
+    header = [f"{manifest.name}: {manifest.description}" if manifest.description
+              else manifest.name, f"{kind} {manifest.spec_file}"]
+    if manifest.spec_changed():
+        header.append("note: the spec file has changed since it was submitted; this report "
+                      "shows the submitted spec (`ablate run` it again to report the new one)")
+    return header
 
 
 def _state_line(records: Records) -> str:
@@ -78,13 +86,14 @@ def _state_line(records: Records) -> str:
         f"{n} {words.get(s, s.lower())}" for s, n in states.most_common()))
 
 
-def experiment_report(spec, workdir: Path, source: str = "rundirs",
+def experiment_report(manifest: SpecManifest, workdir: Path, source: str = "rundirs",
                       tracking_uri: str | None = None) -> Report:
-    records = read_records(spec, workdir, source, tracking_uri)
-    plan = spec.report
+    spec = manifest
+    records = read_records(manifest, workdir, source, tracking_uri)
+    plan = manifest.layout
     tables = ablation_tables(records, plan, spec.name)
-    header = [f"{spec.name}: {spec.description}" if spec.description else spec.name,
-              f"spec {spec.file}", f"records: {records.source}", _state_line(records)]
+    header = [*_header(manifest, "spec"), f"records: {records.source}",
+              _state_line(records)]
     figures: dict[str, Figure] = {}
     ablation = tables[0]
     if ablation.frame["avg"].notna().any():
@@ -98,28 +107,38 @@ def experiment_report(spec, workdir: Path, source: str = "rundirs",
     return Report(spec.name, header, tables, figures, records)
 
 
-def search_report(spec, workdir: Path) -> Report:
+def search_report(manifest: SpecManifest, workdir: Path) -> Report:
+    spec = manifest
     folder = Path(workdir) / "searches" / spec.name
-    rounds = greedy.load_rounds(folder)
+    rounds = lineage.load_rounds(folder)
     title = f"{spec.name}"
-    header = [f"{spec.name}: {spec.description}" if spec.description else spec.name,
-              f"search spec {spec.file}", f"records: {folder}"]
+    header = [*_header(manifest, "search spec"), f"records: {folder}"]
     if not rounds:
         header.append("No round of the search has finished yet: run `ablate search` first "
                       "(a search still running writes each round when it is decided).")
-        return Report(spec.name, header, [greedy.lineage_table(rounds, f"{title}: lineage")])
-    tables = [greedy.lineage_table(rounds, f"{title}: lineage"),
-              *greedy.round_tables(rounds, title)]
+        return Report(spec.name, header, [lineage.lineage_table(rounds, f"{title}: lineage")])
+    tables = [lineage.lineage_table(rounds, f"{title}: lineage"),
+              *lineage.round_tables(rounds, title)]
     figures = {"greedy_path": plots.greedy_path(rounds, f"{spec.name}: greedy expert "
                                                         "addition")}
     return Report(spec.name, header, tables, figures)
 
 
-def build_report(path: str | Path, workdir: Path, source: str = "rundirs",
+def build_report(manifest: SpecManifest, workdir: Path, source: str = "rundirs",
                  tracking_uri: str | None = None) -> Report:
-    """The report of any spec file: a search spec's, or an experiment spec's."""
-    from harness.search import is_search_spec, load_search_spec
-    if is_search_spec(path):
-        return search_report(load_search_spec(path), workdir)
-    from harness.spec import load_spec
-    return experiment_report(load_spec(path), workdir, source, tracking_uri)
+    """The report of any submitted spec: a search's, or an experiment's."""
+    if manifest.kind == "search":
+        return search_report(manifest, workdir)
+    return experiment_report(manifest, workdir, source, tracking_uri)
+
+
+def report_of(spec_file: str | Path, workdir: Path, source: str = "rundirs",
+              tracking_uri: str | None = None) -> Report:
+    """The report of a spec file's records, found by the spec's name (a notebook's entry)."""
+    name = spec_name(spec_file)
+    manifest = read_manifest(workdir, name)
+    if manifest is None:
+        raise HarnessError(f"{spec_file}: spec '{name}' has no records in {workdir} (no "
+                           f"{manifest_path(workdir, name)}); run `ablate run` (or `ablate "
+                           "search`) on it first")
+    return build_report(manifest, workdir, source, tracking_uri)

@@ -10,7 +10,7 @@ fractions); changes are percentage points against the baseline arm.
   the cost columns, and the paper's numbers where the spec maps a reference table;
 - deltas: every benchmark's change against the baseline, with its interval;
 - fusion: where the arms differ in fusion strategy, each strategy's score beside its cost.
-The greedy search's tables are in analysis.greedy."""
+The greedy search's tables are in analysis.lineage."""
 from __future__ import annotations
 
 import math

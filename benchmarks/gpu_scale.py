@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from harness.config import FusionSpec, ModelConfig, StageConfig
+from harness.config.run_config import FusionSpec, ModelConfig, StageConfig
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import Conversation
 from harness.modelbuild import assemble

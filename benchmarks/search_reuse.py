@@ -7,7 +7,7 @@ a fresh working directory (so each expert's pre-alignment is trained once per ru
 contains it). Both sides run at most --max-parallel runs at a time, one torch thread each.
 
 Compute is reported two ways: measured training seconds (steps x mean step time, summed over
-the stages actually trained) and estimated training FLOPs (harness.estimate, the plan's
+the stages actually trained) and estimated training FLOPs (harness.planning.estimate, the plan's
 formula).
 
     python benchmarks/search_reuse.py [--spec experiments/tiny/greedy_known_answer.yaml]
@@ -40,7 +40,7 @@ def trained_stages(workdir: Path) -> list[dict]:
 
 
 def flops(stages: list[dict], configs: dict) -> float:
-    from harness.estimate import stage_flops
+    from harness.planning.estimate import stage_flops
     total = 0.0
     for s in stages:
         cfg = configs[s["run"]]
@@ -53,7 +53,7 @@ def _isolated(args) -> tuple[str, list[dict]]:
     cfg, workdir = args
     import torch
     torch.set_num_threads(1)
-    from harness.pipeline import run
+    from harness.runs.pipeline import run
     run(cfg, Path(workdir), progress=False)
     return cfg.key, trained_stages(Path(workdir))
 

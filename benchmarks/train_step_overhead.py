@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from harness.config import ParallelConfig, load_run_config
+from harness.config.run_config import ParallelConfig
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
-from harness.pipeline import make_deterministic, resolve_data
-from harness.rundir import RunDir
+from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.runs.rundir import RunDir
+from harness.spec.run_file import load_run_config
 from harness.training import batch_indices, param_groups, train_stage
 from harness.training.distributed import World
 from models.templates import TEMPLATES

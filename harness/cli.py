@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
-from models.registry import UnknownIdError
+from core.errors import HarnessError
+from core.registry import UnknownIdError
 
 DEFAULT_WORKDIR = "ablate-work"
 DEFAULT_REHEARSAL_WORKDIR = "ablate-rehearse"
@@ -18,15 +18,42 @@ DEFAULT_REHEARSAL_WORKDIR = "ablate-rehearse"
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger().setLevel(logging.ERROR)  # open_clip reports random init at WARNING
+
+
+def _quiet_models() -> None:
     import transformers
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
 
+class _RegistryChoices:
+    """argparse choices read from a registry when they are first needed (checking a value, or
+    --help), so the CLI lists what the registry holds without importing it for every
+    command: the executors' module pulls in submitit and torch, which `ablate report` does
+    not need."""
+
+    def __init__(self, module: str, registry: str):
+        self.module, self.registry = module, registry
+
+    def _names(self) -> list[str]:
+        import importlib
+        return getattr(importlib.import_module(self.module), self.registry).names()
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+EXECUTOR_CHOICES = _RegistryChoices("harness.scheduler.executors", "EXECUTORS")
+
+
 def cmd_train(args) -> int:
-    from harness.config import device_problem, load_run_config
-    from harness.pipeline import run
-    from harness.summary import results_table
+    from harness.config.run_config import device_problem
+    from harness.runs.pipeline import run
+    from harness.runs.results import results_table
+    from harness.spec.run_file import load_run_config
     from harness.training import split
     from harness.training.distributed import env_world_size
     configs = [load_run_config(p) for p in args.configs]  # validate all before running any
@@ -57,7 +84,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from harness.plan import PlanDoesNotFit, plan_table, search_plan
+    from harness.planning.plan import PlanDoesNotFit, plan_table, search_plan
     from harness.search import is_search_spec, load_search_spec
     from harness.spec import load_spec
     failure = None
@@ -80,23 +107,23 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from harness.scheduler.states import follow, render, view_spec
     from harness.scheduler.submit import prepare
-    from harness.scheduler.views import follow, render, view_spec
     from harness.spec import load_spec
     spec = load_spec(args.spec)  # every run validated before anything is submitted
-    report = prepare(spec, Path(args.workdir), args.executor, args.max_parallel,
-                     args.profile or spec.slurm_profile, args.tracking_uri)
-    print(f"{spec.name}: {len(spec.runs)} runs; submitting {len(report.submitted)} "
-          f"({report.executor.describe()}), {len(report.done)} already done, "
-          f"{len(report.in_flight)} already in flight"
-          + (f", {len(report.mirrored)} done runs recorded in MLflow" if report.mirrored
+    submission = prepare(spec, Path(args.workdir), args.executor, args.max_parallel,
+                         args.profile or spec.slurm_profile, args.tracking_uri)
+    print(f"{spec.name}: {len(spec.runs)} runs; submitting {len(submission.submitted)} "
+          f"({submission.executor.describe()}), {len(submission.done)} already done, "
+          f"{len(submission.in_flight)} already in flight"
+          + (f", {len(submission.mirrored)} done runs recorded in MLflow" if submission.mirrored
              else ""))
-    print(f"records: MLflow {report.tracking_uri}, experiment '{spec.name}'; run "
+    print(f"records: MLflow {submission.tracking_uri}, experiment '{spec.name}'; run "
           f"directories under {Path(args.workdir).resolve() / 'runs'}", flush=True)
-    report.execute()
+    submission.execute()
     workdir = Path(args.workdir)
-    if report.executor.follows and not args.no_follow and (report.submitted or
-                                                           report.in_flight):
+    if submission.executor.follows and not args.no_follow and (submission.submitted or
+                                                               submission.in_flight):
         try:
             with _wide():
                 views = follow(spec, workdir)
@@ -106,8 +133,8 @@ def cmd_run(args) -> int:
             return 130
     else:
         views = view_spec(spec, workdir)
-    if not report.executor.follows or args.no_follow or not (report.submitted or
-                                                             report.in_flight):
+    if not submission.executor.follows or args.no_follow or not (submission.submitted or
+                                                                 submission.in_flight):
         with _wide():
             print(render(spec, views))
     _print_results(views)
@@ -115,8 +142,8 @@ def cmd_run(args) -> int:
 
 
 def _print_results(views) -> None:
-    from harness.pipeline import load_result
-    from harness.summary import results_table
+    from harness.runs.pipeline import load_result
+    from harness.runs.results import results_table
     done = [v for v in views if v.state == "DONE"]
     if not done:
         return
@@ -128,7 +155,7 @@ def _print_results(views) -> None:
 
 
 def cmd_status(args) -> int:
-    from harness.scheduler.views import render, view_spec
+    from harness.scheduler.states import render, view_spec
     from harness.spec import load_spec
     spec = load_spec(args.spec)
     with _wide():
@@ -143,7 +170,7 @@ def _wide():
 
 
 def cmd_validate(args) -> int:
-    from harness.config import load_run_config
+    from harness.spec.run_file import load_run_config
     for path in args.configs:
         cfg = load_run_config(path)
         print(f"{path}: ok (run {cfg.key}, {len(cfg.stages)} stages, "
@@ -209,10 +236,38 @@ def cmd_rehearse(args) -> int:
     return 0
 
 
+def report_manifest(path: str | Path, workdir: Path):
+    """The spec's manifest as its last submission wrote it (reading it needs neither the data
+    nor the training code). Where the spec file has changed since, or was never submitted,
+    the spec is loaded as it is now; if that fails (its data is gone, say), the submitted
+    manifest still reports the records that exist."""
+    from analysis.manifest import read_manifest, spec_name
+    submitted = read_manifest(workdir, spec_name(path))
+    if submitted is not None and not submitted.spec_changed():
+        return submitted
+    try:
+        return _current_manifest(path)
+    except HarnessError:
+        if submitted is None:
+            raise
+        return submitted
+
+
+def _current_manifest(path: str | Path):
+    from harness.search import is_search_spec, load_search_spec
+    from harness.search.search_spec import search_manifest
+    if is_search_spec(path):
+        return search_manifest(load_search_spec(path))
+    from harness.spec import load_spec
+    from harness.spec.manifest import experiment_manifest
+    return experiment_manifest(load_spec(path))
+
+
 def cmd_report(args) -> int:
     from analysis.report import build_report
     workdir = Path(args.workdir)
-    report = build_report(args.spec, workdir, args.source, args.tracking_uri)
+    report = build_report(report_manifest(args.spec, workdir), workdir, args.source,
+                          args.tracking_uri)
     out = Path(args.out) if args.out else workdir / "reports" / report.name
     written = report.write(out)
     print(report.text(args.format), end="")
@@ -227,7 +282,7 @@ def cmd_report(args) -> int:
 def cmd_routing_labels(args) -> int:
     from collections import Counter
 
-    from harness.routing_labels import build_routing_labels
+    from harness.downstream.routing_labels import build_routing_labels
     experts = {}
     for item in args.expert:
         name, sep, path = item.partition("=")
@@ -297,9 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="Slurm profile to size the array and GPU with (default: "
                                      "the spec's `slurm:`)")
     def add_executor(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--executor", default="local", choices=["local", "slurm", "inline"],
-                       help="local: jobs on this machine (default); slurm: one job array per "
-                            "submission; inline: in this process, for debugging")
+        p.add_argument("--executor", default="local", choices=EXECUTOR_CHOICES,
+                       metavar="EXECUTOR", help="%(choices)s. local: jobs on this machine "
+                       "(default); slurm: one job array per submission; inline: in this "
+                       "process, for debugging")
         p.add_argument("--max-parallel", type=_positive, default=1,
                        help="local executor: jobs at once (default 1)")
         p.add_argument("--profile", help="slurm executor: resources profile, e.g. "
@@ -316,13 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     spec_command("status", "the state of a spec's runs: progress, failures with their reason "
                            "and log", cmd_status)
     from analysis.render import FORMATS
+    from analysis.report import SOURCES
     p = spec_command("report", "a spec's paper-layout tables and plots from its records (a "
                                "search spec: the lineage and the rounds)", cmd_report)
+    p.set_defaults(loads_models=False)
     p.add_argument("--format", default="rich", choices=FORMATS,
                    help="what to print (default rich, the terminal); --out gets every format")
     p.add_argument("--out", help="folder for the tables and figures (default "
                                  "WORKDIR/reports/SPEC_NAME)")
-    p.add_argument("--source", default="rundirs", choices=["rundirs", "mlflow"],
+    p.add_argument("--source", default="rundirs", choices=SOURCES,
                    help="read the run directories (default, the source of truth) or MLflow")
     p.add_argument("--tracking-uri", help="with --source mlflow: the store (default: the "
                                           "sqlite file WORKDIR/mlflow.db)")
@@ -336,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"rehearsal work directory (default "
                                                    f"./{DEFAULT_REHEARSAL_WORKDIR}, apart "
                                                    f"from real records)")
-    p.add_argument("--executor", default="inline", choices=["local", "slurm", "inline"],
-                   help="inline: in this process (default); local or slurm: as jobs")
+    p.add_argument("--executor", default="inline", choices=EXECUTOR_CHOICES,
+                   metavar="EXECUTOR", help="%(choices)s. inline: in this process "
+                   "(default); local or slurm: as jobs")
     p.add_argument("--max-parallel", type=_positive, default=1,
                    help="local executor: jobs at once (default 1)")
     p.add_argument("--profile", help="slurm executor: resources profile")
@@ -383,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         raw = raw[:i] + raw[i + 2:]
     args.argv = raw
     _quiet_libraries()
+    if getattr(args, "loads_models", True):   # a report reads records only
+        _quiet_models()
     try:
         return args.func(args)
     except (HarnessError, UnknownIdError) as exc:

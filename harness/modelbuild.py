@@ -7,11 +7,10 @@ from pathlib import Path
 
 import torch
 
-from harness.config import FusionSpec, ModelConfig
+from harness.config.run_config import solo_config
 from models.experts import VisionExpert, build_expert
 from models.experts.base import BlockwiseViT
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusion
-from models.fusion.concat import SequenceAppendOptions
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
@@ -66,17 +65,6 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
                                          if isinstance(e, BlockwiseViT)))
         fusion = build_fusion(model_cfg.fusion.id, feature_specs(experts), options, context)
     return experts, fusion
-
-
-def solo_config(model_cfg, expert_cfg):
-    """The model a per-expert stage trains: this expert alone (trainable whatever its `freeze`)
-    behind a plain token sequence and a projector of the combined model's kind, on the same
-    LLM. Depends on nothing else in `model_cfg`, so its stages are shared by every
-    combination that contains the expert."""
-    return ModelConfig(experts=[dataclasses.replace(expert_cfg, freeze=False)],
-                       fusion=FusionSpec("sequence_append", SequenceAppendOptions()),
-                       projector=model_cfg.projector, llm=model_cfg.llm,
-                       max_length=model_cfg.max_length)
 
 
 def build_solo(model_cfg, expert_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +21,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from models.fields import ranged
-from models.registry import Registry
+from core.fields import ranged
+from core.files import build_folder_once
+from core.registry import Registry
 
 LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
@@ -190,17 +188,8 @@ def write_tiny_llama(config: LLMConfig, corpus: list[str], directory: Path) -> N
 def load_tiny_llama(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM:
     digest = hashlib.sha256(json.dumps([asdict(config), sorted(set(corpus))]).encode())
     directory = Path(cache_dir) / f"tiny-llama-{digest.hexdigest()[:12]}"
-    if not (directory / "config.json").exists():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
-        try:
-            write_tiny_llama(config, corpus, staging)
-            try:
-                os.replace(staging, directory)   # atomic: concurrent jobs never see half
-            except OSError:                       # another job won the race
-                pass
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    build_folder_once(directory, lambda staging: write_tiny_llama(config, corpus, staging),
+                      done=lambda folder: (folder / "config.json").exists())
     return _load(str(directory), config.dtype)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from models.registry import Registry
+from core.registry import Registry
 
 PROJECTORS: Registry[Callable[[int, int], nn.Module]] = Registry("projector")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.registry import Registry
+from core.registry import Registry
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_TOKEN_INDEX = -200

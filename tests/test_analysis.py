@@ -10,16 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.greedy import lineage_table, round_tables
+from analysis.lineage import lineage_table, round_tables
 from analysis.records import from_mlflow, from_run_dirs, restore
 from analysis.reference import ReferenceTable
 from analysis.render import FORMATS, render
-from analysis.report import build_report, run_refs
+from analysis.report import build_report
 from analysis.stats import paired_bootstrap
 from analysis.tables import ablation_tables
-from harness.cli import main
-from harness.errors import ConfigError
+from core.errors import ConfigError
+from harness.cli import main, report_manifest
 from harness.spec import load_spec
+from harness.spec.manifest import experiment_manifest
 
 HAND = """\
 name: hand
@@ -106,7 +107,7 @@ def test_bootstrap_on_cases_worked_by_hand():
 
 def test_hand_made_records_give_the_expected_table_cell_for_cell(hand_records):
     _, spec, work = hand_records
-    records = from_run_dirs(run_refs(spec), work)
+    records = from_run_dirs(experiment_manifest(spec).runs, work)
     runs = records.runs
     # one row per run, types restored
     assert list(runs["state"]) == ["DONE", "DONE", "DONE", "DONE", "FAILED", "NEW"]
@@ -205,13 +206,13 @@ def test_report_with_no_finished_run_says_so(tiny_spec, tmp_path, capsys):
         "values: [5, 6]}").replace("baseline: 0.001", "baseline: {lr: 0.001, steps: 6}"))
     spec = load_spec(path)
     assert spec.report.baseline == "lr=0.001,steps=6"
-    table = build_report(path, work).tables[0]
+    table = build_report(report_manifest(path, work), work).tables[0]
     assert table.frame.index.names == ["lr", "steps"]
     assert table.cells.loc[("0.001", "6"), "change"] == "baseline"
 
 
 def test_mlflow_and_run_directories_give_the_same_records(hand_records, tmp_path):
-    from harness.rundir import RunDir
+    from harness.runs.rundir import RunDir
     from harness.tracking.mirror import MlflowMirror
     from harness.tracking.store import open_store
     _, spec, work = hand_records
@@ -225,8 +226,8 @@ def test_mlflow_and_run_directories_give_the_same_records(hand_records, tmp_path
             mirror.finished(run.config, run_dir)
         elif state == "FAILED":
             mirror.stopped(run.config, run_dir, "FAILED", run_dir.status()["reason"])
-    from_dirs = from_run_dirs(run_refs(spec), work)
-    from_store = from_mlflow(run_refs(spec), uri, spec.name)
+    from_dirs = from_run_dirs(experiment_manifest(spec).runs, work)
+    from_store = from_mlflow(experiment_manifest(spec).runs, uri, spec.name)
     a, b = from_dirs.runs, from_store.runs
     pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
     order = ["key", "benchmark", "question"]
@@ -271,7 +272,7 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
     work = tmp_path / "w"
     for run, scores in zip(spec.runs, ([1, 0, 0], [1, 1, 0])):
         write_run(work, run, "DONE", {"synth-color": scores, "synth-pope": [1, 0]})
-    report = build_report(path, work)
+    report = build_report(report_manifest(path, work), work)
     table = report.tables[0]
     assert table.frame.loc["large", "synth-color (paper)"] == 62.5
     assert table.cells.loc["small", "paper Avg"] == "≈500"     # the cell says ~
@@ -283,7 +284,7 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
 
     # a source line saying "approximate" marks every number
     (path.parent / "paper.csv").write_text(PAPER.replace("Table 2.", "Figure 3, approximate."))
-    table = build_report(path, work).tables[0]
+    table = build_report(report_manifest(path, work), work).tables[0]
     assert table.cells.loc["large", "paper Avg"] == "≈510"
     assert "$\\approx$510" in render(table, "latex")
 

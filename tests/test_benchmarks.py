@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import DataError
+from core.errors import DataError
 from harness.evaluation import fixtures as benchmark_files
 from harness.evaluation.benchmarks import BENCHMARKS
-from harness.evaluation.closed_form import option_letter, pope_label
 from harness.evaluation.generate import Prediction, score
 from harness.evaluation.prompts import OPTION_LETTER, SHORT_ANSWER
 from harness.evaluation.questions import BenchmarkFileError
-from harness.evaluation.scorers import SCORERS
-from harness.evaluation.text_metrics import anls_one, relaxed_match
+from harness.evaluation.scoring import SCORERS
+from harness.evaluation.scoring.closed_form import option_letter, pope_label
+from harness.evaluation.scoring.text_metrics import anls_one, relaxed_match
 
 
 def load(name, tmp_path):
@@ -233,8 +233,8 @@ def _run_yaml(tmp_path, eval_yaml: str) -> Path:
 def test_run_answers_real_files_by_generation_and_likelihood(tmp_path):
     """A tiny run evaluated on GQA and POPE files in their official layouts: GQA generated,
     POPE answered by likelihood over Yes/No; both scored by their benchmark's scorer."""
-    from harness.config import load_run_config
-    from harness.pipeline import run
+    from harness.runs.pipeline import run
+    from harness.spec.run_file import load_run_config
     benchmark_files.gqa(tmp_path / "gqa")
     benchmark_files.pope(tmp_path / "pope")
     path = _run_yaml(tmp_path, """\
@@ -274,8 +274,8 @@ eval:
      "eval.sources.pope.questions", "not found"),
 ])
 def test_bad_eval_sections_are_config_errors(tmp_path, eval_yaml, field, message):
-    from harness.config import load_run_config
-    from harness.errors import ConfigError
+    from core.errors import ConfigError
+    from harness.spec.run_file import load_run_config
     (tmp_path / "q.json").write_text("{}")
     with pytest.raises(ConfigError) as err:
         load_run_config(_run_yaml(tmp_path, eval_yaml))

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
 from harness.cli import main
-from harness.config import load_run_config
-from harness.errors import ConfigError
+from harness.spec.run_file import load_run_config
 
 BASE = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
 
@@ -106,7 +106,7 @@ def test_cli_validate_and_list(capsys):
 
 
 def test_slurm_profile_whose_limit_leaves_no_room_for_the_requeue_signal(tmp_path):
-    from harness.scheduler.profiles import load_profile
+    from harness.config.profiles import load_profile
     path = tmp_path / "p.yaml"
     path.write_text("partition: debug\ntime_min: 1\nsignal_delay_s: 20\n")
     with pytest.raises(ConfigError) as err:

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from harness.config import SyntheticData
+from core.errors import DataError
+from harness.config.run_config import SyntheticData
 from harness.data.llava import load_llava_json
 from harness.data.synthetic import SKILLS, corpus, ensure_synthetic, generate
-from harness.errors import DataError
 from models.llm import LLMConfig, load_llm
 from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES, template_corpus
 

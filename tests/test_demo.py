@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.pipeline import load_result
-from harness.rundir import RunDir
+from harness.runs.pipeline import load_result
+from harness.runs.rundir import RunDir
 
 CONFIG = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
 

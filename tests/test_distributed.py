@@ -150,7 +150,7 @@ if os.environ.get("RANK") == "1":
     def failing(*args, **kwargs):
         raise RuntimeError("rank 1 broke on purpose")
     loop.train_stage = failing
-    import harness.pipeline as pipeline
+    import harness.runs.pipeline as pipeline
     pipeline.train_stage = failing
 """
 

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from harness.config import FusionSpec, ModelConfig
+from harness.config.run_config import FusionSpec, ModelConfig
 from harness.modelbuild import build_architecture
 from models.experts import ExpertConfig
 from models.experts.base import StandIn

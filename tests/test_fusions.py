@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tests.reference_fusions as ref
-from harness.config import FusionSpec, ModelConfig
+from harness.config.run_config import FusionSpec, ModelConfig
 from harness.modelbuild import build_architecture
 from models.experts import ExpertConfig, ExpertOutput
 from models.experts.hf_backend import HFCLIP
@@ -269,9 +269,9 @@ CONVNEXT = "    - {id: convnext, preset: tiny, resolution: 64, layers: [3], free
 def test_bad_fusion_options_are_named_with_their_line(tmp_path, experts, fusion, field, message):
     from pathlib import Path
 
+    from core.errors import ConfigError
     from harness.cli import main
-    from harness.config import load_run_config
-    from harness.errors import ConfigError
+    from harness.spec.run_file import load_run_config
     text = Path(BASE).read_text()
     start = text.index("  experts:\n") + len("  experts:\n")
     end = text.index("  fusion:")
@@ -309,8 +309,8 @@ TRAINING_CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(TRAINING_CASES))
 def test_every_strategy_trains_with_decreasing_loss_and_records_its_cost(case, tmp_path):
-    from harness.config import load_run_config
-    from harness.pipeline import run
+    from harness.runs.pipeline import run
+    from harness.spec.run_file import load_run_config
     from tests.tiny import tiny_run_yaml
     experts, fusion = TRAINING_CASES[case]
     path = tmp_path / "run.yaml"

@@ -1,7 +1,7 @@
 """Inputs that used to crash, hang or race, each now a clear error before anything runs
 (file, line, field, allowed values; exit 2; no run directory, records or jobs) or safe: the
 cases an outside check found and their neighbours. Ranges live in the schema
-(models.fields.ranged), so every numeric field is checked the same way."""
+(core.fields.ranged), so every numeric field is checked the same way."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
 from harness.cli import main
-from harness.config import load_run_config
-from harness.errors import ConfigError
+from harness.spec.run_file import load_run_config
 
 BASE = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
 

@@ -95,8 +95,8 @@ metric_list:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """A tiny run evaluated on POPE by its own pipeline, then by lmms-eval's CLI."""
-    from harness.config import load_run_config
-    from harness.pipeline import run
+    from harness.runs.pipeline import run
+    from harness.spec.run_file import load_run_config
     root = tmp_path_factory.mktemp("lmms")
     folder, images = benchmark_files.pope(root / "pope")
     text = tiny_run_yaml(sft_steps=2)
@@ -148,7 +148,7 @@ def test_lmms_eval_loglikelihoods_are_the_harness_likelihoods(evaluated):
     from harness.data.batching import Collator, to_device
     from harness.data.llava import Conversation
     from harness.evaluation.generate import choose_by_likelihood, expected_ids, score
-    from harness.trained import load_trained_run
+    from harness.runs.rebuild import load_trained_run
 
     run = load_trained_run(evaluated["run_dir"])
     questions = BENCHMARKS.get("pope").load(evaluated["folder"], evaluated["images"],
@@ -180,7 +180,7 @@ def test_answer_likelihood_flags_greedy_continuations(evaluated):
     their place; a changed token is not greedy."""
     from harness.data.batching import Collator, to_device
     from harness.data.llava import Conversation
-    from harness.trained import load_trained_run
+    from harness.runs.rebuild import load_trained_run
     from models.templates import IGNORE_INDEX
 
     run = load_trained_run(evaluated["run_dir"])
@@ -214,8 +214,8 @@ def _instance(request_type, args, task="t"):
 def test_wrapper_rejects_what_it_cannot_answer(evaluated, tmp_path):
     from PIL import Image
 
-    from harness.errors import HarnessError
-    from harness.evaluation.lmms_eval_model import AblateRun
+    from core.errors import HarnessError
+    from harness.downstream.lmms_eval_model import AblateRun
 
     with pytest.raises(TypeError, match="needs model_args run_dir"):
         AblateRun()

@@ -6,7 +6,11 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from analysis.manifest import write_manifest
+from harness.search import load_search_spec
+from harness.search.search_spec import search_manifest
 from harness.spec import load_spec
+from harness.spec.manifest import record_spec
 from tests.test_analysis import HAND, ROUNDS, SCORES, SPEED, write_run
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "analysis" / "notebooks"
@@ -32,7 +36,9 @@ def outputs(nb) -> str:
 def test_ablation_notebook_runs_on_a_specs_records(tiny_spec, tmp_path, monkeypatch):
     path = tiny_spec("hand", HAND)
     work = tmp_path / "work"
-    for run in load_spec(path).runs:
+    spec = load_spec(path)
+    record_spec(spec, work)    # what `ablate run` writes beside the records
+    for run in spec.runs:
         key = (run.labels["lr"], int(run.labels["seed"]))
         if key in SCORES:
             write_run(work, run, "DONE", SCORES[key], SPEED[key])
@@ -53,7 +59,9 @@ def test_greedy_notebook_runs_on_a_searchs_records(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     for r in ROUNDS:
         (folder / f"round-{r['round']}.json").write_text(json.dumps(r))
-    monkeypatch.setenv("ABLATE_SPEC", str(ROOT / "experiments/tiny/greedy_known_answer.yaml"))
+    spec_file = ROOT / "experiments/tiny/greedy_known_answer.yaml"
+    write_manifest(search_manifest(load_search_spec(spec_file)), work)
+    monkeypatch.setenv("ABLATE_SPEC", str(spec_file))
     monkeypatch.setenv("ABLATE_WORKDIR", str(work))
     nb = execute("greedy_search.ipynb")
     text = outputs(nb)

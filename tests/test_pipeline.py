@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.config import load_run_config
-from harness.pipeline import run
+from harness.runs.pipeline import run
+from harness.spec.run_file import load_run_config
 from harness.training import StageInterrupted
 from tests.tiny import tiny_run_yaml
 
@@ -113,7 +113,7 @@ def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
 
 def test_learning_rate_precedence(cfg, tmp_path):
     from harness.modelbuild import build_model
-    from harness.pipeline import resolve_data
+    from harness.runs.pipeline import resolve_data
     from harness.training import param_groups
     data = resolve_data(cfg, tmp_path)
     model, _ = build_model(cfg.model, cfg.seed, tmp_path / "llm", data.corpus)
@@ -142,7 +142,7 @@ def test_runs_of_different_precision_in_one_process(cfg, tmp_path):
 def test_stage_weights_are_safetensors_and_older_weights_pt_still_load(tmp_path):
     """A stage's consolidated weights are one safetensors file (shared or strided tensors
     copied, nothing unpickled); a stage finished before that, with weights.pt, still loads."""
-    from harness.rundir import read_stage_weights, save_stage_weights, stage_weights_path
+    from harness.runs.rundir import read_stage_weights, save_stage_weights, stage_weights_path
     base = torch.arange(12.0).reshape(3, 4)
     state = {"a": base, "a_view": base[1], "t": base.t(), "b": torch.ones(2, dtype=torch.bfloat16)}
     path = save_stage_weights(state, tmp_path / "new")

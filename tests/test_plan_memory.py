@@ -4,7 +4,7 @@ cannot fit, with the fix."""
 from pathlib import Path
 
 from harness.cli import main
-from harness.estimate import stage_memory
+from harness.planning.estimate import stage_memory
 from harness.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -123,9 +123,9 @@ def test_rehearsing_one_run_scores_every_real_benchmark(tmp_path, capsys):
     # no rehearsal record in the real work directory or experiment
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "DONE"
-    from harness.pipeline import load_result
-    from harness.rundir import RunDir
-    from harness.summary import results_table
+    from harness.runs.pipeline import load_result
+    from harness.runs.results import results_table
+    from harness.runs.rundir import RunDir
     table = results_table([load_result(RunDir(run))])
     mme = scores["mme"]["value"]
     assert table["mme"].iloc[0] == round(mme, 1)          # points, not x100
@@ -133,7 +133,7 @@ def test_rehearsing_one_run_scores_every_real_benchmark(tmp_path, capsys):
 
 
 def test_a_failed_run_is_named_and_the_exit_code_is_1(tmp_path, capsys, monkeypatch):
-    import harness.pipeline as pipeline
+    import harness.runs.pipeline as pipeline
 
     def broken(cfg, *args, **kwargs):
         raise RuntimeError("boom in the stage")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.routing_labels import choose_experts
+from harness.downstream.routing_labels import choose_experts
 from tests.tiny import tiny_run_yaml
 
 CLIP = "{id: clip-vit, preset: tiny, resolution: 32, layers: [-1]}"
@@ -40,7 +40,7 @@ def test_labels_from_tiny_runs_drive_an_oracle_routed_mova_run(tmp_path, capsys)
     assert main(["train", *map(str, runs.values()), "--workdir", str(work),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    from harness.config import load_run_config
+    from harness.spec.run_file import load_run_config
     dirs = {n: work / "runs" / load_run_config(p).key for n, p in runs.items()}
     labels_path = tmp_path / "labels.json"
     assert main(["routing-labels", "--base", str(dirs["base"]), "--expert",
@@ -75,7 +75,7 @@ def test_routing_labels_refuses_an_unfinished_run(tmp_path, capsys):
 
 
 def test_labels_file_is_pinned_by_content(tmp_path):
-    from harness.config import load_run_config
+    from harness.spec.run_file import load_run_config
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"s": ["sam"]}))
     fusion = "{id: mova, router: oracle, labels: labels.json}"   # relative to the config
@@ -85,7 +85,7 @@ def test_labels_file_is_pinned_by_content(tmp_path):
     labels.write_text(json.dumps({"s": []}))
     assert load_run_config(path).key != first.key
     labels.unlink()
-    from harness.errors import ConfigError
+    from core.errors import ConfigError
     with pytest.raises(ConfigError, match="file not found") as err:
         load_run_config(path)
     assert err.value.field == "model.fusion.labels"

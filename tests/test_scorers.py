@@ -1,7 +1,7 @@
 """Scorers against hand-computed values, including the awkward VQA normalization cases."""
 import pytest
 
-from harness.evaluation.scorers import exact_match, normalize_vqa, vqa_score, yes_no
+from harness.evaluation.scoring.answers import exact_match, normalize_vqa, vqa_score, yes_no
 
 
 @pytest.mark.parametrize("raw,norm", [

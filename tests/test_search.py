@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
 from harness.cli import main
-from harness.errors import ConfigError
 from harness.search import GreedySearch, load_search_spec
 from tests.tiny import tiny_run_yaml
 
@@ -169,7 +169,7 @@ class PlantedSearch(GreedySearch):
         self.planted, self.asked = planted, []
 
     def evaluate(self, arms, what):
-        from harness.search.greedy import Arm, SeedRun
+        from harness.search.arms import Arm, SeedRun
         self.asked.append([tuple(e) for e, _ in arms])
         return [Arm(e, added, [SeedRun(f"k{i}", seed, v, {"synth-color": v, "synth-pope": v},
                                        {"synth-color": v / 100, "synth-pope": v / 100})
@@ -222,7 +222,7 @@ def test_prealigned_expert_weights_carry_into_the_combination(tmp_path):
     path = write_search(tmp_path)
     spec = load_search_spec(path)
     workdir = tmp_path / "work"
-    from harness.pipeline import run
+    from harness.runs.pipeline import run
     for experts in (["a", "b"], ["a", "c"]):
         run(spec.run(experts, 0).config, workdir, progress=False)
     pre = next((workdir / "stages").glob("prealign-a-*"))

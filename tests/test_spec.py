@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 from harness.spec import load_spec
 from harness.spec.paths import PathError, canonical, overlaps
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from harness.data.image_views import apply_view
 from harness.data.llava import Conversation
-from harness.data.views import apply_view
 from models.experts.base import InputView, VisionExpert
 from models.templates import IGNORE_INDEX, Template
 

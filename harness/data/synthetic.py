@@ -10,15 +10,15 @@ within that budget and is the hard skill that separates stronger vision sides.""
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from core.files import build_folder_once
+from core.identity import content_hash
 
 COLORS = {"red": (215, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
           "yellow": (230, 200, 30)}
@@ -218,21 +218,9 @@ def generate(config, out_dir: Path) -> None:
 def ensure_synthetic(config, data_root: Path) -> Path:
     """The dataset for `config`, generated once under data_root (atomically: concurrent jobs
     either see the finished folder or generate their own copy and discard it)."""
-    from harness.config import content_hash
     target = data_root / f"synthetic-{content_hash(asdict(config))}"
-    if (target / "eval.json").exists():
-        return target
-    data_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=data_root))
-    try:
-        generate(config, staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            pass  # another job finished first; its copy is identical
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_folder_once(target, lambda staging: generate(config, staging),
+                             done=lambda folder: (folder / "eval.json").exists())
 
 
 def corpus(config) -> list[str]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.registry import Registry
 from harness.data.llava import Conversation
 from harness.data.synthetic import SKILLS
 from harness.evaluation.formats import LOADERS
-from models.registry import Registry
 from models.templates import IMAGE_PLACEHOLDER
 
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
 from harness.evaluation.benchmarks import BENCHMARKS
-from harness.evaluation.scorers import SCORERS
+from harness.evaluation.scoring import SCORERS
 from models.multimodal import MultimodalLM
 
 

@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.files import file_lock
 from harness.rehearsal.data import write_benchmarks, write_training_data
 from harness.rehearsal.geometry import spec_scale
 from harness.rehearsal.shrink import Sizes, shrink
-from harness.rundir import RunDir, file_lock
+from harness.runs.rundir import RunDir
 from harness.spec import ExperimentSpec, PlannedRun
 
 SUFFIX = "-rehearsal"
@@ -60,7 +61,7 @@ class RehearsalResult:
 
 def run_line(run: PlannedRun, workdir: Path, key: str | None = None) -> RunLine:
     from harness.evaluation.scores import read_scores
-    from harness.pipeline import stage_label
+    from harness.runs.pipeline import stage_label
     key = key or run.key
     d = RunDir(workdir / "runs" / key)
     status = d.read_json("status.json") if (d.path / "status.json").exists() else {}
@@ -104,7 +105,7 @@ def _pick(runs: list[PlannedRun], only: str | None) -> list[PlannedRun]:
               or only == ",".join(f"{k}={v}" for k, v in r.labels.items())
               or only in r.labels.values()]
     if not chosen:
-        from harness.errors import ConfigError
+        from core.errors import ConfigError
         raise ConfigError(f"no run named '{only}'; runs: "
                           + ", ".join(r.name for r in runs), field="--run")
     return chosen
@@ -122,8 +123,8 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
     if is_search_spec(path):
         return _rehearse_search(path, workdir, executor, max_parallel, profile, sizes, stream,
                                 started)
+    from harness.scheduler.states import follow
     from harness.scheduler.submit import prepare
-    from harness.scheduler.views import follow
     from harness.spec import load_spec
     full = load_spec(path, check_files=False)
     shrinker = Shrinker((r.config for r in full.runs), workdir, sizes)
@@ -150,9 +151,10 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
 
 def _report(spec: ExperimentSpec, workdir: Path, lines: list[RunLine], stream) -> Path | None:
     from analysis.report import experiment_report
+    from harness.spec.manifest import experiment_manifest
     if spec.report is None or not any(line.state == "DONE" for line in lines):
         return None
-    report = experiment_report(spec, workdir)
+    report = experiment_report(experiment_manifest(spec), workdir)
     folder = workdir / "reports" / spec.name
     report.write(folder)
     stream.write(report.text("markdown") + "\n")
@@ -166,7 +168,7 @@ def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, prof
     from analysis.report import search_report
     from harness.search import load_search_spec
     from harness.search.greedy import GreedySearch
-    from harness.search.spec import StopRule
+    from harness.search.search_spec import StopRule, search_manifest
     full = load_search_spec(path, check_files=False)
     arms = [full.start + [e] for e in full.pool]
     shrinker = Shrinker((full.run(a, full.seeds[0]).config for a in arms), workdir, sizes)
@@ -183,7 +185,7 @@ def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, prof
     except Exception as exc:   # the failed runs are named below from their directories
         stream.write(f"   the search stopped: {type(exc).__name__}: {exc}\n")
     lines = _search_lines(search.name, workdir)
-    report = search_report(search, workdir)
+    report = search_report(search_manifest(search), workdir)
     folder = workdir / "reports" / search.name
     report.write(folder)
     stream.write(report.text("markdown") + "\n")

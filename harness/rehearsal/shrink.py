@@ -17,16 +17,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import (
-    BenchmarkSource,
-    DatasetRef,
-    FusionSpec,
-    RunConfig,
-    parse_run_config,
-)
-from harness.errors import ConfigError
+from core.errors import ConfigError
+from harness.config.run_config import BenchmarkSource, DatasetRef, FusionSpec, RunConfig
+from harness.config.yamlio import Located
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
-from harness.yamlio import Located
+from harness.spec.run_file import parse_run_config
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
 from models.llm import LLMConfig, llm_config

@@ -21,11 +21,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.rundir import RunDir
+from core.errors import HarnessError
+from core.registry import Registry
+from harness.config.profiles import SlurmProfile, load_profile
+from harness.runs.rundir import RunDir
 from harness.scheduler.job import RunJob
-from harness.scheduler.profiles import SlurmProfile, load_profile
-from models.registry import Registry
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30   # local jobs have no time limit worth the name
 

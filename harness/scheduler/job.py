@@ -13,7 +13,7 @@ from pathlib import Path
 
 import submitit
 
-from harness.config import RunConfig
+from harness.config.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self.tags, self.threads, self.progress = dict(tags), threads, progress
 
     def __call__(self) -> dict:
-        from harness.pipeline import run
+        from harness.runs.pipeline import run
         export_ranks()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         logging.getLogger().setLevel(logging.ERROR)

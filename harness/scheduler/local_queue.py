@@ -11,7 +11,7 @@ from pathlib import Path
 
 import submitit
 
-from harness.rundir import RunDir
+from harness.runs.rundir import RunDir
 from harness.scheduler.executors import LOCAL_TIMEOUT_MIN, record_job
 
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import device_problem
-from harness.errors import ConfigError
+from core.errors import ConfigError
+from core.record_names import default_uri, mlflow_name
+from harness.config.run_config import device_problem
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
 from harness.scheduler.job import RunJob, TrackingTarget
-from harness.scheduler.views import IN_FLIGHT, SUBMITTABLE, view_spec
+from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
+from harness.spec.manifest import record_spec
 from harness.tracking.mirror import MlflowMirror, tracking_record
-from harness.tracking.names import mlflow_name
-from harness.tracking.store import check_reachable, default_uri, open_store
+from harness.tracking.store import check_reachable, open_store
 
 ON_THIS_MACHINE = ("inline", "local")   # executors whose jobs run where `ablate` runs
 
@@ -42,31 +43,37 @@ def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, 
 
 
 def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,
-            profile: str | None = None, tracking_uri: str | None = None) -> Submission:
+            profile: str | None = None, tracking_uri: str | None = None,
+            record: bool = True) -> Submission:
+    """The submission of `spec`'s runs that are not done. `record`: write the spec's manifest
+    beside the records (analysis.manifest) once every check has passed; a search's round
+    batches, which are not specs of their own, pass False."""
     workdir = Path(workdir).resolve()
     executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile))
     uri = tracking_uri or default_uri(workdir)
     if tracking_uri:
         check_reachable(uri)
-    report = Submission(executor, uri)
+    submission = Submission(executor, uri)
     if executor.name in ON_THIS_MACHINE:   # a Slurm job finds its GPU on its node
         for run in spec.runs:
             problem = device_problem(run.config.device)
             if problem:
                 raise ConfigError(f"run {run.name}: {problem}", file=spec.file, field="device")
+    if record:
+        record_spec(spec, workdir)
     views = view_spec(spec, workdir)
     todo = []
     for v in views:
         if v.state in SUBMITTABLE:
             todo.append(v)
         elif v.state in IN_FLIGHT:
-            report.in_flight.append(v.run)
+            submission.in_flight.append(v.run)
         else:
-            report.done.append(v.run)
+            submission.done.append(v.run)
     unmirrored = [v for v in views if v.state == "DONE"
                   and not tracking_record(v.run_dir).get(uri, {}).get("complete")]
     if not todo and not unmirrored:
-        return report
+        return submission
     workdir.mkdir(parents=True, exist_ok=True)
     store = open_store(uri)
     artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
@@ -74,12 +81,12 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     for v in unmirrored:
         tags = run_tags(spec, v.run, executor.name)
         MlflowMirror(uri, experiment_id, tags).finished(v.run.config, v.run_dir)
-        report.mirrored.append(v.run)
+        submission.mirrored.append(v.run)
     target = TrackingTarget(uri, experiment_id)
-    report.jobs = [(v.run_dir, RunJob(v.run.config, str(workdir), target,
+    submission.jobs = [(v.run_dir, RunJob(v.run.config, str(workdir), target,
                                       run_tags(spec, v.run, executor.name), executor.threads()))
                    for v in todo]
-    for run_dir, _ in report.jobs:
+    for run_dir, _ in submission.jobs:
         run_dir.path.mkdir(parents=True, exist_ok=True)
-    report.submitted = [v.run for v in todo]
-    return report
+    submission.submitted = [v.run for v in todo]
+    return submission

@@ -16,79 +16,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from analysis.greedy import candidate_frame, lineage_frame
-from harness.errors import HarnessError
-from harness.pipeline import RunResult, load_result
-from harness.rundir import atomic_write_text, file_lock
+from analysis.lineage import candidate_frame, lineage_frame
+from analysis.manifest import write_manifest
+from core.errors import HarnessError
+from core.files import atomic_write_text, file_lock
+from harness.runs.pipeline import RunResult, load_result
+from harness.runs.rundir import RunDir
+from harness.scheduler.states import follow, view_spec
 from harness.scheduler.submit import prepare
-from harness.scheduler.views import follow, view_spec
-from harness.search.spec import (
+from harness.search.arms import Arm, Round, SeedRun
+from harness.search.search_spec import (
     SearchSpec,
-    mean_std,
     normalized,
     objective_value,
     raw_values,
+    search_manifest,
 )
+from harness.search.tuning import Tuner
 from harness.spec import ExperimentSpec, PlannedRun
-
-
-@dataclass
-class SeedRun:
-    key: str
-    seed: int
-    objective: float
-    scores: dict[str, float]         # benchmark -> normalized 0-100
-    raw: dict[str, float]            # benchmark -> the metric as the benchmark reports it
-    extra: dict[str, Any] = field(default_factory=dict)   # a tuned value
-
-
-@dataclass
-class Arm:
-    experts: list[str]
-    added: str | None
-    runs: list[SeedRun]
-    tuning: dict | None = None       # {"path", "value", "trials": [{"value", "objective"}]}
-
-    @property
-    def mean(self) -> float:
-        return mean_std([r.objective for r in self.runs])[0]
-
-    @property
-    def std(self) -> float:
-        return mean_std([r.objective for r in self.runs])[1]
-
-    def benchmark_means(self) -> dict[str, float]:
-        return {b: sum(r.scores[b] for r in self.runs) / len(self.runs)
-                for b in self.runs[0].scores}
-
-    def raw_means(self) -> dict[str, float]:
-        return {b: sum(r.raw[b] for r in self.runs) / len(self.runs) for b in self.runs[0].raw}
-
-    def to_dict(self) -> dict:
-        return {"experts": self.experts, "added": self.added, "mean": self.mean,
-                "std": self.std, "benchmarks": self.benchmark_means(),
-                "raw": self.raw_means(), "runs": [dataclasses.asdict(r) for r in self.runs],
-                "tuning": self.tuning}
-
-
-@dataclass
-class Round:
-    number: int
-    current: Arm                      # the set before this round's addition
-    candidates: list[Arm]
-    chosen: str | None
-    decision: str
-
-    def to_dict(self) -> dict:
-        return {"round": self.number, "current": self.current.to_dict(),
-                "candidates": [c.to_dict() for c in self.candidates],
-                "chosen": self.chosen, "decision": self.decision}
 
 
 class SearchFailed(HarnessError):
@@ -117,13 +66,13 @@ class GreedySearch:
         unique = list({r.key: r for r in runs}.values())
         batch = ExperimentSpec(self.spec.name, self.spec.file, self.spec.description,
                                sorted({k for r in unique for k in r.labels}), unique)
-        report = prepare(batch, self.workdir, self.executor, self.max_parallel, self.profile,
-                         self.tracking_uri)
-        self.say(f"{what}: {len(unique)} runs: submitting {len(report.submitted)} "
-                 f"({report.executor.describe()}), {len(report.done)} already done, "
-                 f"{len(report.in_flight)} already in flight")
-        report.execute()
-        if report.executor.follows and (report.submitted or report.in_flight):
+        submission = prepare(batch, self.workdir, self.executor, self.max_parallel,
+                             self.profile, self.tracking_uri, record=False)
+        self.say(f"{what}: {len(unique)} runs: submitting {len(submission.submitted)} "
+                 f"({submission.executor.describe()}), {len(submission.done)} already done, "
+                 f"{len(submission.in_flight)} already in flight")
+        submission.execute()
+        if submission.executor.follows and (submission.submitted or submission.in_flight):
             views = follow(batch, self.workdir, stream=self.stream)
         else:
             views = view_spec(batch, self.workdir)
@@ -136,6 +85,9 @@ class GreedySearch:
                                "again: finished runs are reused, interrupted ones resume")
         return {v.run.key: load_result(v.run_dir) for v in views}
 
+    def result_of(self, run: PlannedRun) -> RunResult:
+        return load_result(RunDir(self.workdir / "runs" / run.key))
+
     def seed_run(self, run: PlannedRun, result: RunResult, extra: dict | None = None
                  ) -> SeedRun:
         spec = self.spec
@@ -145,8 +97,7 @@ class GreedySearch:
     def evaluate(self, arms: list[tuple[list[str], str | None]], what: str) -> list[Arm]:
         """Train and evaluate arms (expert list, expert added) at every seed."""
         if self.spec.tune is not None:
-            from harness.search.tuning import Tuner
-            self._tuner = self._tuner or Tuner(self)
+            self._tuner = self._tuner or Tuner(self.spec, self.dir, self)
             return self._tuner.evaluate(arms, what)
         planned = {(tuple(e), s): self.spec.run(e, s) for e, _ in arms for s in self.spec.seeds}
         results = self.execute(list(planned.values()), what)
@@ -159,6 +110,7 @@ class GreedySearch:
         spec = self.spec
         self.dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.dir / "search.lock"):
+            write_manifest(search_manifest(spec), self.workdir)
             atomic_write_text(self.dir / "search.json", json.dumps(
                 {"name": spec.name, "file": spec.file, "identity": spec.identity,
                  "start": spec.start, "pool": spec.pool, "seeds": spec.seeds,
@@ -226,7 +178,7 @@ def _scores_rounded(frame: pd.DataFrame, rounds: list[Round]) -> pd.DataFrame:
 
 
 def lineage_table(rounds: list[Round]) -> pd.DataFrame:
-    """The chosen path (analysis.greedy builds it from the round records)."""
+    """The chosen path (analysis.lineage builds it from the round records)."""
     return _scores_rounded(lineage_frame([r.to_dict() for r in rounds]), rounds)
 
 

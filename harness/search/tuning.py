@@ -10,23 +10,26 @@ what an uninterrupted one would have; a trial asked but never told (the search w
 is evaluated again (its runs, keyed by content, are found if they finished)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from harness.config import content_hash
+from core.identity import content_hash
+from harness.search.arms import Arm, ArmRunner
+from harness.search.search_spec import SearchSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class Tuner:
-    def __init__(self, search):
-        self.search = search
-        self.spec = search.spec
-        search.dir.mkdir(parents=True, exist_ok=True)
-        self.storage = JournalStorage(JournalFileBackend(str(search.dir / "optuna.journal")))
+    def __init__(self, spec: SearchSpec, folder: Path, runner: ArmRunner):
+        self.spec, self.runner = spec, runner
+        folder.mkdir(parents=True, exist_ok=True)
+        self.storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
         t = self.spec.tune
         self.distribution = FloatDistribution(t.low, t.high, log=t.log)
 
@@ -43,8 +46,7 @@ class Tuner:
         study.sampler = optuna.samplers.TPESampler(seed=self.spec.tune.sampler_seed + held)
         return study.ask({"value": self.distribution})
 
-    def evaluate(self, arms, what: str):
-        from harness.search.greedy import Arm
+    def evaluate(self, arms: list[tuple[list[str], str | None]], what: str) -> list[Arm]:
         t, spec = self.spec.tune, self.spec
         studies = {tuple(e): self.study(e) for e, _ in arms}
         wave = 0
@@ -65,10 +67,10 @@ class Tuner:
             wave += 1
             planned = {(e, n, s): spec.run(list(e), s, {t.path: v})
                        for e, n, v in asked for s in spec.seeds}
-            results = self.search.execute(list(planned.values()),
+            results = self.runner.execute(list(planned.values()),
                                           f"{what}, tuning wave {wave}")
             for e, n, v in asked:
-                runs = [self.search.seed_run(planned[(e, n, s)], results[planned[(e, n, s)].key],
+                runs = [self.runner.seed_run(planned[(e, n, s)], results[planned[(e, n, s)].key],
                                              {t.path: v}) for s in spec.seeds]
                 studies[e].tell(n, sum(r.objective for r in runs) / len(runs))
         out = []
@@ -78,7 +80,7 @@ class Tuner:
             best = max(trials, key=lambda tr: (tr.value, -tr.number))
             value = best.params["value"]
             runs = [spec.run(experts, s, {t.path: value}) for s in spec.seeds]
-            seed_runs = [self.search.seed_run(r, _result_of(self.search, r), {t.path: value})
+            seed_runs = [self.runner.seed_run(r, self.runner.result_of(r), {t.path: value})
                          for r in runs]
             out.append(Arm(list(experts), added, seed_runs, {
                 "path": t.path, "value": value,
@@ -86,9 +88,3 @@ class Tuner:
                            for tr in sorted(trials, key=lambda tr: tr.number)]}))
         return out
 
-
-def _result_of(search, run):
-    """The finished run's result (every told trial's runs are done)."""
-    from harness.pipeline import load_result
-    from harness.rundir import RunDir
-    return load_result(RunDir(search.workdir / "runs" / run.key))

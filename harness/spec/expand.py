@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from analysis.arms import TableLayout
-from harness.config import RunConfig, parse_run_config
-from harness.errors import ConfigError
-from harness.schema import bind_dataclass
+from core.errors import ConfigError
+from core.fields import ranged
+from harness.config.run_config import RunConfig
+from harness.config.schema import bind_dataclass
+from harness.config.yamlio import Located, load_yaml
 from harness.spec import paths
-from harness.spec.report import ReportSection, resolve_report
-from harness.yamlio import Located, load_yaml
-from models.fields import ranged
+from harness.spec.report_section import ReportSection, resolve_report
+from harness.spec.run_file import parse_run_config
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,8 @@ def check_expert_ids(base: Located) -> None:
     """An unknown expert id in the base is reported at the base's line before any override
     is resolved: overrides address experts by name (the id, when unnamed), so a typo there
     would otherwise surface as an override naming an expert the base does not have."""
+    from core.registry import UnknownIdError
     from models.experts import EXPERTS
-    from models.registry import UnknownIdError
     model = base.data.get("model") if isinstance(base.data, dict) else None
     experts = model.get("experts") if isinstance(model, dict) else None
     for i, expert in enumerate(experts if isinstance(experts, list) else []):
@@ -334,7 +335,7 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     evaluated = list(dict.fromkeys(b for r in runs for b in r.config.eval.benchmarks))
     report = resolve_report(spec.report, src, [r.labels for r in runs],
                             [c for c in columns if c not in replicates], evaluated)
-    from harness.scheduler.profiles import spec_profile
+    from harness.config.profiles import spec_profile
     profile = spec_profile(src, spec.slurm) if spec.slurm is not None else None
     return ExperimentSpec(spec.name, str(Path(src.file).resolve()), spec.description,
                           columns, runs, report, profile)

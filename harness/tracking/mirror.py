@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig
+from core.record_names import HEADLINE_TAG, flatten, mlflow_name
+from harness.config.run_config import RunConfig
 from harness.evaluation.scores import average, read_scores
-from harness.pipeline import RunHooks, stage_label
-from harness.rundir import RunDir
-from harness.tracking.names import HEADLINE_TAG, flatten, mlflow_name
+from harness.runs.pipeline import RunHooks, stage_label
+from harness.runs.rundir import RunDir
 from harness.tracking.store import open_store, retry
 
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",

@@ -7,7 +7,6 @@ submitted. Every call retries on the transient errors many concurrent writers ca
 locked SQLite file, a busy server)."""
 from __future__ import annotations
 
-import logging
 import random
 import time
 import urllib.error
@@ -17,23 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from harness.errors import HarnessError
+from core.errors import HarnessError
+from core.record_names import quiet
 
 T = TypeVar("T")
 TRANSIENT = ("database is locked", "database table is locked", "connection", "timed out",
              "temporarily unavailable", "503", "502", "504", "429", "deadlock")
-
-
-def default_uri(workdir: Path) -> str:
-    return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
-
-
-def quiet() -> None:
-    """MLflow announces creating its tables at INFO; a user needs only warnings."""
-    for name in ("alembic", "mlflow", "sqlalchemy", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for handler in logging.getLogger("mlflow").handlers:
-        handler.setLevel(logging.WARNING)
 
 
 def retry(fn: Callable[[], T], budget_s: float = 120.0) -> T:
@@ -99,7 +87,7 @@ def open_store(uri: str) -> TrackingStore:
     quiet()
     if not uri.startswith("sqlite:///"):
         return TrackingStore(uri, MlflowClient(tracking_uri=uri))
-    from harness.rundir import file_lock
+    from core.files import file_lock
     db = Path(uri.removeprefix("sqlite:///"))
     with file_lock(db.with_name(db.name + ".lock")):   # the first client creates the tables
         client = MlflowClient(tracking_uri=uri)

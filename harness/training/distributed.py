@@ -113,7 +113,7 @@ def main_holds(world: World, lock_path: Path, heartbeat_s: float = 10.0):
     the other ranks never touch it and wait for rank 0 to have it. Rank 0 waits for the lock
     with a heartbeat, so the others are never left in one collective for longer than the
     process group's timeout while another job finishes the stage they share."""
-    from harness.rundir import file_lock, try_file_lock
+    from core.files import file_lock, try_file_lock
     if not world.distributed:
         with file_lock(lock_path):
             yield

@@ -19,19 +19,31 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
-from harness.config import ParallelConfig, StageConfig, trainable_lrs
+from core.errors import HarnessError
+from harness.config.run_config import ParallelConfig, StageConfig, trainable_lrs
 from harness.data.batching import to_device
-from harness.errors import HarnessError
-from harness.rundir import RunDir
 from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum, broadcast
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.strategies import choose, upcast_trainable
 from models.multimodal import MultimodalLM
+
+
+class StageFolder(Protocol):
+    """Where a stage's training writes: its folder (checkpoints) and its metrics log. The run
+    lifecycle's RunDir is one; training needs nothing else of it."""
+    path: Path
+
+    def log(self, **metrics) -> None: ...
+
+    def metrics_log(self) -> list[dict]: ...
+
 
 
 class BatchSplitError(HarnessError):
@@ -131,7 +143,7 @@ def _checkpointed_layers(model: MultimodalLM, enabled: bool):
 
 
 def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
-                stage_dir: RunDir, seed: int, world: World, parallel: ParallelConfig,
+                stage_dir: StageFolder, seed: int, world: World, parallel: ParallelConfig,
                 precision: str = "no", stop_after: int | None = None,
                 progress: bool = True) -> StageResult:
     """Train (or resume) one stage in `stage_dir`; every rank calls it. `stop_after` ends

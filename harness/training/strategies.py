@@ -19,8 +19,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from core.registry import Registry
 from harness.training.distributed import World
-from models.registry import Registry
 
 STRATEGIES: Registry[type] = Registry("parallel strategy")
 AUTO_FSDP_PARAMETERS = 1_000_000_000

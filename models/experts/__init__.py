@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from core.registry import Registry
 from models.experts.base import (
     ADDED_OPTION,
     ExpertConfig,
@@ -15,7 +16,6 @@ from models.experts.base import (
 from models.experts.hf_backend import HFCLIP, HFSAM, HFDINOv2, HFPix2Struct, HFSigLIP
 from models.experts.open_clip_backend import OpenClipConvNeXt, OpenClipViT
 from models.experts.timm_backend import TimmConvNeXt, TimmEVA02
-from models.registry import Registry
 
 EXPERTS: Registry[Callable[[ExpertConfig], VisionExpert]] = Registry("expert")
 

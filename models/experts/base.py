@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.fields import ranged
+from core.fields import ranged
+from core.identity import ADDED_OPTION
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -79,9 +80,6 @@ class StandIn:
         return self.width // 16
 
 
-# Options added after results exist carry this metadata: at their default they are left out
-# of the config's hashed form (harness.schema.to_plain), so earlier run keys stay valid.
-ADDED_OPTION = {"omit_if_default": True}
 
 
 @dataclass(frozen=True)

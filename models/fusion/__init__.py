@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.registry import Registry
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.concat import ChannelConcat, SequenceAppend
 from models.fusion.dense_connector import DenseConnector
 from models.fusion.mini_gemini import DeformableMining, PatchInfoMining
 from models.fusion.mova import MoVAAdapter
 from models.fusion.mr_adapter import MRAdapter
-from models.registry import Registry
 
 FUSIONS: Registry[type[Fusion]] = Registry("fusion")
 FUSIONS.register("channel_concat", "experts on a common grid, concatenated on channels")(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.fields import ranged
+from core.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, TextContext
 from models.fusion.resample import resample, resampled_channels
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.fields import ranged
+from core.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
 

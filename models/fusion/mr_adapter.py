@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.fields import ranged
 from models.experts.base import BlockwiseViT, VisionExpert
-from models.fields import ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError
 
 INJECTIONS = 3   # after L/4, L/2, 3L/4

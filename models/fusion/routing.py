@@ -8,7 +8,7 @@ gate then weighs the chosen ones.
 - `dynamic`: the experts whose gate probability is at least `threshold` (default 1/E, above
   uniform), at least one and at most k (dynamic K);
 - `oracle`: the experts a routing-label file lists for the sample id (see
-  harness/routing_labels.py, which builds that file from per-sample losses); a sample the
+  harness/downstream/routing_labels.py, which builds that file from per-sample losses); a sample the
   file does not list gets `unlabeled`: every expert (`all`, as MoVA's alignment stage uses
   them all), none, or an error.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from models.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from harness.evaluation.formats import LOADERS
+from harness.evaluation.formats.registry import LOADERS
 from harness.evaluation.prompts import LETTERS, multiple_choice
 from harness.evaluation.questions import (
     BenchmarkFileError,

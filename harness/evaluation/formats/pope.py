@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.evaluation.formats import LOADERS
+from harness.evaluation.formats.registry import LOADERS
 from harness.evaluation.prompts import short_answer
 from harness.evaluation.questions import (
     BenchmarkFileError,

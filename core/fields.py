@@ -1,5 +1,5 @@
 """Ranges of config fields, declared where the field is (`ranged(default, ge=1)`), so the one
-binder that reads YAML into these dataclasses (harness.schema) checks them with the field's
+binder that reads YAML into these dataclasses (harness.config.schema) checks them with the field's
 file, line and path; nothing else re-checks a range. Metadata only: no harness import."""
 from __future__ import annotations
 

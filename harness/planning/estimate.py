@@ -17,8 +17,15 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.config import RunConfig, StageConfig, architecture_dict, content_hash, trainable_lrs
-from harness.modelbuild import build_architecture, solo_config
+from core.identity import content_hash
+from harness.config.run_config import (
+    RunConfig,
+    StageConfig,
+    architecture_dict,
+    solo_config,
+    trainable_lrs,
+)
+from harness.modelbuild import build_architecture
 from models.llm import llm_config
 
 TEXT_TOKENS = 64

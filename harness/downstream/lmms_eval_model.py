@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
-from harness.trained import load_trained_run
+from harness.runs.rebuild import load_trained_run
 from models.templates import IMAGE_PLACEHOLDER
 
 MODEL_NAME = "ablate"

@@ -9,7 +9,7 @@ from collections import defaultdict
 from harness.evaluation.formats.mme import COGNITION, PERCEPTION
 from harness.evaluation.formats.pope import SPLITS
 from harness.evaluation.prompts import LETTERS
-from harness.evaluation.scorers import SCORERS
+from harness.evaluation.scoring.registry import SCORERS, yes_precision_recall
 
 
 def pope_label(answer: str) -> str:
@@ -21,15 +21,9 @@ def pope_label(answer: str) -> str:
 
 
 def _binary(preds: list[str], golds: list[str]) -> dict[str, float]:
-    tp = sum(p == "yes" and g == "yes" for p, g in zip(preds, golds))
-    fp = sum(p == "yes" and g == "no" for p, g in zip(preds, golds))
-    fn = sum(p == "no" and g == "yes" for p, g in zip(preds, golds))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": sum(p == g for p, g in zip(preds, golds)) / len(golds), "f1": f1,
-            "precision": precision, "recall": recall,
-            "yes_ratio": sum(p == "yes" for p in preds) / len(preds)}
+    """Both sides are 'yes' or 'no' here (pope_label), so not-'yes' is 'no'."""
+    return {"accuracy": sum(p == g for p, g in zip(preds, golds)) / len(golds),
+            **yes_precision_recall(preds, golds)}
 
 
 @SCORERS.register("pope", "POPE accuracy, precision, recall, F1 and yes-ratio per split; "

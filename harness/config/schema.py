@@ -1,6 +1,6 @@
 """Binds plain YAML data onto typed dataclasses, field by field, so that every unknown field,
 missing field, wrong type, out-of-range choice or value outside the field's declared range
-(models.fields.ranged) is reported with its file, line and path."""
+(core.fields.ranged) is reported with its file, line and path."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,8 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from harness.yamlio import Located
-from models.fields import range_error
+from core.fields import range_error
+from harness.config.yamlio import Located
 
 
 def _type_name(tp: Any) -> str:
@@ -124,22 +124,3 @@ def bind_dataclass(cls: type, value: Any, src: Located, path: str) -> Any:
         raise src.error(path, str(exc)) from None
 
 
-def _omitted(obj: Any, f: dataclasses.Field) -> bool:
-    """Options added after results exist (metadata `omit_if_default`, see
-    models.experts.base.ADDED_OPTION) are left out at their default, so adding an option
-    changes no existing run or stage key."""
-    return (f.metadata.get("omit_if_default", False)
-            and getattr(obj, f.name) == (f.default if f.default is not dataclasses.MISSING
-                                         else f.default_factory()))
-
-
-def to_plain(obj: Any) -> Any:
-    """Dataclass tree -> plain dicts/lists, for hashing and writing the resolved config."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not _omitted(obj, f)}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    return obj

@@ -1,249 +1,41 @@
-"""The run config: one fully resolved training + evaluation run, loaded from YAML, validated
-field by field (errors name file, line and field), and hashed into its identity.
+"""Reading a run config: YAML -> harness.config.run_config's types, with relative paths resolved
+against the file that wrote them, validated field by field (errors name file, line and
+field) before any run directory exists.
 
 Validation also builds the model's architecture on the meta device (no weights, no memory),
 so an expert that cannot take a resolution, a layer index past an encoder's depth or experts a
-fusion cannot combine are reported before any run directory exists."""
+fusion cannot combine are reported before any job starts."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-from harness.schema import bind, bind_dataclass, to_plain
-from harness.yamlio import Located, load_yaml
-from models.experts import ADDED_OPTION, EXPERTS, ExpertConfig
-from models.fields import ranged
-from models.fusion import FUSIONS, FusionOptionError
-from models.llm import LLMS, LLMConfig
+from core.errors import DataError
+from core.identity import content_hash
+from core.registry import UnknownIdError
+from harness.config.run_config import (
+    TRAINABLE_GROUPS,
+    BenchmarkSource,
+    DataConfig,
+    DatasetRef,
+    EvalConfig,
+    FusionSpec,
+    ModelConfig,
+    RunConfig,
+    architecture_dict,
+)
+from harness.config.schema import bind
+from harness.config.yamlio import Located, load_yaml
+from harness.data.llava import check_llava_file
+from harness.data.synthetic import SKILLS
+from harness.evaluation.benchmarks import BENCHMARKS
+from harness.modelbuild import ExpertBuildError, build_architecture
+from models.experts import EXPERTS
+from models.fusion import FusionOptionError
+from models.llm import LLMS
 from models.projectors import PROJECTORS
-from models.registry import UnknownIdError
 from models.templates import TEMPLATES
-
-
-@dataclass(frozen=True)
-class SyntheticData:
-    """Generate LLaVA-format data on disk (see harness.data.synthetic)."""
-    seed: int = 0
-    image_size: int = ranged(64, ge=16)
-    train_per_skill: int = ranged(400, ge=1)
-    eval_per_skill: int = ranged(50, ge=1)
-    captions: int = ranged(2000, ge=1)
-    text_only: int = ranged(100, ge=0)
-    skills: list[str] = ranged(default_factory=lambda: ["color", "shape", "position", "count",
-                                                        "existence", "chart", "text"],
-                               min_items=1)
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """A LLaVA-format conversation JSON and the folder its `image` paths are relative to.
-    `samples` states the file's record count (LLaVA-558K: 558128), so a plan can size an
-    epoch-based stage before the file is on this machine; the loaded file must agree."""
-    json: str
-    images: str
-    samples: int | None = ranged(None, ge=1, metadata=ADDED_OPTION)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """image_aspect_ratio: how a non-square image reaches each expert, in training and
-    evaluation alike: `resize` stretches it to the expert's input, `pad` first pads it to a
-    square with the expert's mean colour (LLaVA-1.5's and Eagle's `image_aspect_ratio: pad`)."""
-    synthetic: SyntheticData | None = None
-    align: DatasetRef | None = None
-    sft: DatasetRef | None = None
-    eval: DatasetRef | None = None
-    image_aspect_ratio: Literal["resize", "pad"] = field(default="resize",
-                                                         metadata=ADDED_OPTION)
-
-
-@dataclass(frozen=True)
-class FusionSpec:
-    """`id` picks the fusion; the other fields of the YAML mapping are that fusion's typed
-    Options, so what is allowed depends on the id."""
-    id: str
-    options: Any = None
-
-    @classmethod
-    def bind_from_yaml(cls, value: Any, src: Located, path: str) -> FusionSpec:
-        if not isinstance(value, dict) or "id" not in value:
-            raise src.error(path, "expected a mapping with an `id`; allowed ids: "
-                                  + ", ".join(FUSIONS.names()))
-        try:
-            fusion = FUSIONS.get(value["id"])
-        except UnknownIdError as exc:
-            raise src.error(f"{path}.id", str(exc)) from None
-        rest = {k: v for k, v in value.items() if k != "id"}
-        return cls(value["id"], bind_dataclass(fusion.Options, rest, src, path))
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    experts: list[ExpertConfig] = ranged(min_items=1)
-    fusion: FusionSpec
-    projector: str = "mlp2x_gelu"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    max_length: int = ranged(512, ge=2)
-
-    def to_dict(self) -> dict:
-        out = to_plain(self)
-        out["fusion"] = {"id": self.fusion.id, **to_plain(self.fusion.options)}
-        return out
-
-
-TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts")
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """One training stage. `train` lists module groups: projector, fusion, llm, experts (every
-    expert whose `freeze` is false) or experts.NAME (that expert). `lrs` overrides the stage lr
-    per group; an expert's own `lr` applies when no `lrs` entry names it.
-
-    per_expert (Eagle's pre-alignment): the stage trains each expert alone, with a projector
-    of its own and the LLM frozen, before the experts are combined; `train` may list only
-    `projector` and `experts` (each expert is trained whatever its `freeze`, which governs the
-    joint stages). Its key depends on that one expert only, so every combination containing
-    the expert reuses it; the expert's weights carry on, its projector is dropped. Per-expert
-    stages come before the joint ones. enabled: false drops the stage (an axis can toggle it).
-    """
-    name: str
-    data: Literal["align", "sft"]
-    train: list[str] = ranged(min_items=1)
-    lr: float = ranged(gt=0)
-    template: str = "vicuna_v1"
-    steps: int | None = ranged(None, ge=1)
-    epochs: float | None = ranged(None, gt=0)
-    batch_size: int = ranged(32, ge=1)
-    lrs: dict[str, float] = ranged(default_factory=dict, gt=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = ranged(0.03, ge=0, le=1)
-    weight_decay: float = ranged(0.0, ge=0)
-    grad_clip: float = ranged(1.0, ge=0)    # 0: no clipping
-    checkpoint_every: int = ranged(100, ge=1)
-    per_expert: bool = field(default=False, metadata=ADDED_OPTION)
-    enabled: bool = field(default=True, metadata=ADDED_OPTION)
-    # LLaVA-1.5's group_by_modality_length (its fine-tuning sets it): batches of one modality,
-    # sorted by length (harness.training.loader.ModalityLengthOrder); changes the data order
-    group_by_modality: bool = field(default=False, metadata=ADDED_OPTION)
-
-    def __post_init__(self):
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("give exactly one of `steps` or `epochs`")
-
-
-def trainable_lrs(experts: list[ExpertConfig], stage: StageConfig) -> dict[str, float]:
-    """Module name -> learning rate for everything `stage` trains. Precedence:
-    lrs[experts.NAME] > the expert's own lr > lrs[GROUP] > the stage lr."""
-    out: dict[str, float] = {}
-    by_name = {f"experts.{e.key}": e for e in experts}
-    for group in stage.train:
-        if group == "experts":
-            names = [n for n, e in by_name.items() if not e.freeze]
-        else:
-            names = [group]
-        for name in names:
-            expert = by_name.get(name)
-            choices = (stage.lrs.get(name), expert.lr if expert else None,
-                       stage.lrs.get(group.split(".")[0]))
-            out[name] = next((c for c in choices if c is not None), stage.lr)
-    return out
-
-
-def architecture_dict(model: ModelConfig) -> dict:
-    """The model config without what only training reads (expert freeze and lr): two runs
-    that differ only there build the same network, and share stages that train the same
-    modules at the same rates."""
-    out = model.to_dict()
-    for e in out["experts"]:
-        e.pop("freeze"), e.pop("lr")
-    return out
-
-
-@dataclass(frozen=True)
-class BenchmarkSource:
-    """Where a real benchmark's official files are: its question file (or folder: POPE, MME)
-    and its image folder (None where images are inside: MME, MMBench's TSV)."""
-    questions: str
-    images: str | None = None
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """benchmarks: registry ids; sources: benchmark -> its files, for every real benchmark;
-    likelihood: closed-answer benchmarks (yes/no, option letters) answered by the allowed
-    answer the model finds most likely instead of by generation."""
-    benchmarks: list[str] = ranged(min_items=1)
-    batch_size: int = ranged(64, ge=1)
-    max_new_tokens: int = ranged(8, ge=1)
-    template: str | None = None   # None = the last stage's template
-    before_training: bool = False  # also score the untrained model (a floor for the table)
-    sources: dict[str, BenchmarkSource] = field(default_factory=dict, metadata=ADDED_OPTION)
-    likelihood: list[str] = field(default_factory=list, metadata=ADDED_OPTION)
-
-
-@dataclass(frozen=True)
-class ParallelConfig:
-    """How a run uses its hardware, which is not part of its identity (a run finished on 8
-    GPUs is reused by a spec run on 4): strategy auto | single | ddp | fsdp
-    (harness.training.strategies), micro_batch (samples per rank and forward; None: the
-    stage's batch over the ranks, no accumulation), activation checkpointing on the LLM's
-    decoder layers; loader_workers: processes per rank that decode and resize images ahead
-    of the step (0: in the training process), prefetch_steps: steps each worker prepares
-    ahead; checkpoint_minutes: also checkpoint when this long has passed since the last one
-    (beside every stage's checkpoint_every steps), so a preempted job loses at most that."""
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
-    micro_batch: int | None = ranged(None, ge=1)
-    activation_checkpointing: bool = False
-    loader_workers: int = ranged(0, ge=0, le=64)
-    prefetch_steps: int = ranged(2, ge=1, le=64)
-    checkpoint_minutes: float | None = ranged(None, gt=0)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    name: str
-    model: ModelConfig
-    data: DataConfig
-    stages: list[StageConfig]
-    eval: EvalConfig
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["no", "bf16", "fp16"] = "no"
-    parallel: ParallelConfig = field(default_factory=ParallelConfig, metadata=ADDED_OPTION)
-
-    def to_dict(self) -> dict:
-        out = to_plain(self)
-        out["model"] = self.model.to_dict()
-        return out
-
-    @property
-    def key(self) -> str:
-        """Identity: the hash of the resolved content, not of the name or the hardware."""
-        return content_hash({k: v for k, v in self.to_dict().items()
-                             if k not in ("name", "parallel")})
-
-
-def device_problem(device: str) -> str | None:
-    """Why `device` cannot run on this machine (None: it can). `cuda` never falls back to the
-    CPU silently: a run meant for GPUs that trains on a CPU is days of wasted queue time."""
-    import torch
-    if device == "cuda" and not torch.cuda.is_available():
-        import os
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        return ("device: cuda, but this machine has no GPU visible to torch"
-                + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-                + "; run it where there is one (--executor slurm with a GPU profile), or set "
-                  "device: cpu or auto")
-    return None
-
-
-def content_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def parse_run_config(src: Located, check_files: bool = True) -> RunConfig:
@@ -310,8 +102,6 @@ def _check_id(src: Located, path: str, registry, name: str) -> None:
 
 def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
     """Everything that can be checked before work starts; raises ConfigError."""
-    from harness.modelbuild import ExpertBuildError, build_architecture
-
     names = [e.key for e in cfg.model.experts]
     if not names:
         raise src.error("model.experts", "at least one expert is required")
@@ -402,7 +192,6 @@ def _blame(message: str, cfg: RunConfig) -> str:
 
 
 def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
-    from harness.evaluation.benchmarks import BENCHMARKS
     for i, bench in enumerate(ev.benchmarks):
         _check_id(src, f"eval.benchmarks[{i}]", BENCHMARKS, bench)
         if BENCHMARKS.get(bench).needs_source and bench not in ev.sources:
@@ -434,7 +223,6 @@ def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
 
 
 def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
-    from harness.evaluation.benchmarks import BENCHMARKS
     d = cfg.data
     needed = {s.data for s in cfg.stages if s.enabled}
     if any(not BENCHMARKS.get(b).needs_source for b in cfg.eval.benchmarks):
@@ -444,7 +232,6 @@ def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> No
             if getattr(d, part) is None:
                 raise src.error(f"data.{part}", "required when `data.synthetic` is not given")
     else:
-        from harness.data.synthetic import SKILLS
         for i, skill in enumerate(d.synthetic.skills):
             if skill not in SKILLS:
                 raise src.error(f"data.synthetic.skills[{i}]", f"unknown skill '{skill}'; "
@@ -459,8 +246,6 @@ def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> No
             if not ok:
                 kind = "folder" if want_dir else "file"
                 raise src.error(f"data.{part}.{attr}", f"{kind} not found: {p}")
-        from harness.data.llava import check_llava_file
-        from harness.errors import DataError
         try:   # a malformed file fails here, before any run directory or job exists
             count = check_llava_file(ref.json)
         except DataError as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import ConfigError
+from core.errors import ConfigError
 
 
 class Located:

@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, content_hash, parse_run_config
-from harness.errors import ConfigError
-from harness.schema import bind_dataclass
+from analysis.manifest import SpecManifest, file_sha256
+from core.errors import ConfigError
+from core.fields import ranged
+from core.identity import content_hash
+from harness.config.run_config import RunConfig
+from harness.config.schema import bind_dataclass
+from harness.config.yamlio import Located, load_yaml
 from harness.spec.expand import Override, PlannedRun, _base, _compose, check_expert_ids
-from harness.yamlio import Located, load_yaml
-from models.fields import ranged
+from harness.spec.run_file import parse_run_config
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,7 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                         list(s.start), list(s.pool), {}, s.stop, list(s.seeds), s.tune,
                         identity, src, base, experts, overrides, check_files)
     if spec.slurm is not None:
-        from harness.scheduler.profiles import spec_profile
+        from harness.config.profiles import spec_profile
         search = dataclasses.replace(search, slurm_profile=spec_profile(src, spec.slurm))
     # Everything the first round submits is validated now (the start set, and the start set
     # with each candidate), and the objective against what the runs evaluate; later rounds'
@@ -286,7 +288,7 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
 
 def raw_values(spec: SearchSpec, result) -> dict[str, float]:
     """Benchmark -> the value the objective normalizes, from one run's result
-    (harness.pipeline.RunResult): the named metric, else the run's recorded headline."""
+    (harness.runs.pipeline.RunResult): the named metric, else the run's recorded headline."""
     return {name: (result.metrics[name][norm.metric] if norm.metric
                    else result.scores[name]) for name, norm in spec.objective.items()}
 
@@ -305,8 +307,7 @@ def objective_value(spec: SearchSpec, result) -> float:
     return sum(scores[b] * spec.objective[b].weight for b in scores) / total
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+def search_manifest(spec: SearchSpec) -> SpecManifest:
+    """What the search's report needs besides its round files (analysis.manifest)."""
+    return SpecManifest("search", spec.name, spec.description, spec.file,
+                        file_sha256(Path(spec.file)))

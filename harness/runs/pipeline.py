@@ -16,20 +16,21 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.config import (
+from core.errors import DataError, HarnessError
+from core.files import atomic_write_text
+from core.identity import content_hash, to_plain
+from harness.config.run_config import (
     RunConfig,
     StageConfig,
     architecture_dict,
-    content_hash,
     device_problem,
+    solo_config,
     trainable_lrs,
 )
-from harness.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import load_llava_json, read_llava_records
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic
-from harness.errors import DataError, HarnessError
 from harness.evaluation.generate import (
     choose_by_likelihood,
     collect_questions,
@@ -38,15 +39,14 @@ from harness.evaluation.generate import (
     score,
 )
 from harness.evaluation.scores import headlines, read_scores
-from harness.modelbuild import build_model, build_solo, solo_config
-from harness.rundir import (
+from harness.modelbuild import build_model, build_solo
+from harness.runs.cost import forward_flops, parameter_counts, peak_memory_mb
+from harness.runs.rundir import (
     RunDir,
-    atomic_write_text,
     read_stage_weights,
     save_stage_weights,
     stage_weights_path,
 )
-from harness.schema import to_plain
 from harness.training import StageInterrupted, StageResult, split, train_stage
 from harness.training.distributed import (
     World,

@@ -1,11 +1,27 @@
 """How a run's records are named in MLflow, shared by the writer (the mirror) and the readers
-(analysis): the flattened config as params, and the characters MLflow allows in names.
-Imports nothing heavy, so reading records never pulls in the training code."""
+(analysis): where the default store is, the flattened config as params, and the characters
+MLflow allows in names. Imports nothing heavy, so reading records never pulls in the training
+code."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+from pathlib import Path
 from typing import Any
+
+
+def default_uri(workdir: Path) -> str:
+    """The embedded default store: a SQLite file in the work directory."""
+    return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
+
+
+def quiet() -> None:
+    """MLflow announces creating its tables at INFO; a user needs only warnings."""
+    for name in ("alembic", "mlflow", "sqlalchemy", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in logging.getLogger("mlflow").handlers:
+        handler.setLevel(logging.WARNING)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:

@@ -3,28 +3,17 @@
 that a reader may see half-written is written to a temporary name and renamed into place."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
+from core.files import atomic_write_text, is_locked
 
 # A finished stage's consolidated weights (everything trained up to it), in safetensors:
 # nothing is unpickled to reuse or export them, and any tool reads them. Stages finished
@@ -68,56 +57,6 @@ def read_stage_weights(stage_dir: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         return load_file(path)
     return torch.load(path, weights_only=True, map_location="cpu")
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock held while the block runs. The kernel drops it when the holder dies
-    (even by SIGKILL), so a held lock means a live process is working on the directory; on
-    shared storage flock goes through the NFS lock manager."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-@contextmanager
-def try_file_lock(path: Path):
-    """The lock if it is free now (yields True, held until the block ends), else yields
-    False at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def is_locked(path: Path) -> bool:
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 class RunDir:

@@ -24,7 +24,7 @@ from typing import Any
 
 from analysis.arms import TableLayout, arm_id, arm_ids
 from analysis.reference import ReferenceMap, ReferenceTable
-from harness.yamlio import Located
+from harness.config.yamlio import Located
 
 
 @dataclass(frozen=True)

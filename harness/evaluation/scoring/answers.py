@@ -1,7 +1,6 @@
-"""Answer scorers. Each takes predictions, reference answers and each question's metadata and
-returns named metrics plus a per-question score (in [0, 1]), so reports can bootstrap over
-questions. Metrics are fractions in [0, 1], except those named *_points, which are on the
-scale the benchmark publishes (MME's 0-2000 perception score, OCRBench's 0-1000).
+"""Scorers of short answers: VQA accuracy, exact match, yes/no. Metrics are fractions in
+[0, 1], except those named *_points, which are on the scale the benchmark publishes (MME's
+0-2000 perception score, OCRBench's 0-1000).
 
 VQA accuracy follows the VQA challenge: the official answer normalization (punctuation,
 articles, number words, contractions), then min(1, #matching humans / 3) averaged over the
@@ -10,12 +9,8 @@ right answer at 1/3, so one reference is scored as normalized exact match."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
-from models.registry import Registry
-
-Scorer = Callable[..., tuple[dict[str, float], list[float]]]  # (preds, refs, meta=None)
-SCORERS: Registry[Scorer] = Registry("scorer")
+from harness.evaluation.scoring.registry import SCORERS, yes_precision_recall
 
 _CONTRACTIONS = {"dont": "don't", "doesnt": "doesn't", "isnt": "isn't", "arent": "aren't",
                  "cant": "can't", "wont": "won't", "wasnt": "wasn't", "werent": "weren't",
@@ -86,16 +81,6 @@ def yes_no(predictions, references, meta=None):
     preds = [yes_no_of(p) for p in predictions]
     golds = [yes_no_of(r[0]) for r in references]
     per = [float(p == g) for p, g in zip(preds, golds)]
-    tp = sum(p == "yes" and g == "yes" for p, g in zip(preds, golds))
-    fp = sum(p == "yes" and g != "yes" for p, g in zip(preds, golds))
-    fn = sum(p != "yes" and g == "yes" for p, g in zip(preds, golds))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": sum(per) / len(per), "f1": f1,
-            "yes_ratio": sum(p == "yes" for p in preds) / len(preds),
+    rates = yes_precision_recall(preds, golds)
+    return {"accuracy": sum(per) / len(per), "f1": rates["f1"], "yes_ratio": rates["yes_ratio"],
             "unanswered": sum(p is None for p in preds) / len(preds)}, per
-
-
-# the benchmark-specific scorers register themselves into SCORERS
-from harness.evaluation import closed_form, text_metrics  # noqa: E402,F401

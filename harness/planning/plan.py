@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import HarnessError
-from harness.estimate import TEXT_TOKENS, architecture_cost, stage_flops, stage_memory
-from harness.pipeline import stage_dir_name, stage_keys
-from harness.rundir import RunDir
-from harness.scheduler.profiles import GpuThroughput, SlurmProfile, load_profile
-from harness.scheduler.views import view_spec
+from core.errors import HarnessError
+from harness.config.profiles import GpuThroughput, SlurmProfile, load_profile
+from harness.planning.estimate import TEXT_TOKENS, architecture_cost, stage_flops, stage_memory
+from harness.runs.pipeline import stage_dir_name, stage_keys
+from harness.runs.rundir import RunDir
+from harness.scheduler.states import view_spec
 from harness.spec import ExperimentSpec
 
 

@@ -8,10 +8,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.schema import bind_dataclass
-from harness.yamlio import load_yaml
-from models.fields import ranged
+from core.errors import HarnessError
+from core.fields import ranged
+from harness.config.schema import bind_dataclass
+from harness.config.yamlio import load_yaml
 
 
 @dataclass(frozen=True)

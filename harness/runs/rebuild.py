@@ -12,17 +12,17 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import HarnessError
-from harness.rundir import RunDir
+from core.errors import HarnessError
+from harness.runs.rundir import RunDir
 
 
 @dataclass
 class TrainedRun:
     key: str
-    config: object      # harness.config.RunConfig
+    config: object      # harness.config.run_config.RunConfig
     model: torch.nn.Module
     tokenizer: object
-    data: object        # harness.pipeline.ResolvedData
+    data: object        # harness.runs.pipeline.ResolvedData
 
     @property
     def device(self) -> torch.device:
@@ -35,7 +35,7 @@ class TrainedRun:
 
     def eval_template(self):
         """The conversation template the run was evaluated in."""
-        from harness.pipeline import evaluation_template
+        from harness.runs.pipeline import evaluation_template
         return evaluation_template(self.config)
 
 
@@ -59,9 +59,9 @@ def resolve_device(name: str) -> torch.device:
 def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
     """A finished run rebuilt from its directory (WORKDIR/runs/<key>): its resolved config,
     the model with every trained stage's weights (in eval mode, on `device`), its data."""
-    from harness.config import load_run_config
     from harness.modelbuild import build_model
-    from harness.pipeline import load_stage_weights, resolve_data
+    from harness.runs.pipeline import load_stage_weights, resolve_data
+    from harness.spec.run_file import load_run_config
 
     run_dir = RunDir(Path(run_path))
     status = run_dir.path / "status.json"

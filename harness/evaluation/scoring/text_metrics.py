@@ -2,7 +2,7 @@
 and OCRBench's substring match, each as its benchmark's official evaluation defines it."""
 from __future__ import annotations
 
-from harness.evaluation.scorers import SCORERS
+from harness.evaluation.scoring.registry import SCORERS
 
 ANLS_THRESHOLD = 0.5
 RELAXED_TOLERANCE = 0.05

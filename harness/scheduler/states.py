@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.evaluation.scores import average, read_scores
-from harness.rundir import RunDir
+from harness.runs.rundir import RunDir
 from harness.spec import ExperimentSpec, PlannedRun
 
 IN_FLIGHT = {"RUNNING", "STARTING", "QUEUED"}

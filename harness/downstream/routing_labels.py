@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.rundir import atomic_write_text
-from harness.trained import TrainedRun, load_trained_run
+from core.errors import HarnessError
+from core.files import atomic_write_text
+from harness.runs.rebuild import TrainedRun, load_trained_run
 
 
 def choose_experts(base: dict[str, float], with_expert: dict[str, dict[str, float]],
