@@ -25,6 +25,20 @@ PACKAGES = ("core", "models", "analysis", "harness")
 MAY_IMPORT = {"core": set(), "models": {"core"}, "analysis": {"core"},
               "harness": {"core", "models", "analysis"}}
 HEAVY = ("torch", "transformers", "timm", "open_clip")
+# Bottom to top; a package imports only from layers below its own (docs/architecture.md).
+LAYERS = [
+    {"core"},
+    {"models", "analysis"},
+    {"harness.config", "harness.data"},
+    {"harness.evaluation", "harness.modelbuild", "harness.training"},
+    {"harness.spec"},
+    {"harness.runs"},
+    {"harness.tracking", "harness.downstream"},
+    {"harness.scheduler"},
+    {"harness.planning", "harness.search"},
+    {"harness.rehearsal"},
+    {"harness.cli"},
+]
 
 
 def _modules() -> dict[str, Path]:
@@ -132,6 +146,17 @@ def test_harness_packages_form_layers():
             if harness_package(module) != harness_package(target):
                 packages[harness_package(module)].add(harness_package(target))
     assert cycles(packages) == []
+
+
+def test_every_import_goes_down_the_layers():
+    layer = {package: i for i, packages in enumerate(LAYERS) for package in packages}
+    graph = import_graph()
+    packages = {harness_package(m) for m in graph} - {"harness"}
+    assert packages <= set(layer), f"not in LAYERS: {sorted(packages - set(layer))}"
+    upward = [f"{m} -> {t}" for m, targets in graph.items() for t in targets
+              if harness_package(m) != harness_package(t) and harness_package(t) != "harness"
+              and layer[harness_package(t)] >= layer[harness_package(m)]]
+    assert upward == []
 
 
 def test_each_top_level_package_imports_only_what_it_may():
