@@ -50,7 +50,7 @@ from harness.training.strategies import choose, upcast_trainable
 from models.experts import EXPERTS, ExpertConfig, build_expert
 from models.experts.base import StandIn
 from models.fusion.concat import SequenceAppendOptions
-from models.llm import LLMConfig, LoadedLLM, train_tokenizer
+from models.llm import LLMConfig, LoadedLLM, set_activation_checkpointing, train_tokenizer
 from models.templates import IGNORE_INDEX, TEMPLATES
 
 # dense bf16 tensor-core peaks (vendor datasheets), TFLOP/s
@@ -178,8 +178,7 @@ def measure_stage(scale: Scale, stage: int, layers: int, steps: int, warmup: int
     micro = scale.micro_stage2 if stage == 2 else scale.micro_stage1
     batch = _batch(model, micro, scale.text_tokens, scale.llm.vocab_size, device)
     if stage == 2:
-        model.llm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_activation_checkpointing(model.llm, True)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16):

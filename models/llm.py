@@ -195,3 +195,21 @@ def load_tiny_llama(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> Lo
 
 def load_llm(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM:
     return LLMS.get(config.id)(config, cache_dir, corpus)
+
+
+def set_activation_checkpointing(model, enabled: bool) -> None:
+    """Non-reentrant activation checkpointing on a transformers LM's decoder layers, through
+    the library's own switch (parameter names stay those of the plain model). transformers 5
+    renamed it activation_checkpointing_*; older releases, such as a GPU node's, have only
+    gradient_checkpointing_*."""
+    new = hasattr(model, "activation_checkpointing_enable")
+    if enabled:
+        kwargs = {"use_reentrant": False}
+        if new:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif new:
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()

@@ -96,7 +96,7 @@ def cluster_partitions() -> list[str]:
 def spec_profile(src, value: str) -> str:
     """The absolute path of the profile a spec's `slurm:` names (relative to the spec file),
     checked: a missing file is an error at the spec's field, a bad one names its own field."""
-    profile = (Path(src.file).parent / value).resolve()
+    profile = src.resolve("slurm", value)
     if not profile.is_file():
         raise src.error("slurm", f"Slurm profile not found: {profile}")
     load_profile(profile, check_cluster=False)

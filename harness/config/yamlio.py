@@ -35,6 +35,11 @@ class Located:
     def file_of(self, path: str) -> str:
         return self.files.get(self._nearest(path), self.file)
 
+    def resolve(self, path: str, value: str | Path) -> Path:
+        """`value`, a path written at field `path`, made absolute against the folder of the
+        file that wrote that field (a spec, or the base it overrides); `~` is expanded."""
+        return (Path(self.file_of(path)).parent / Path(value).expanduser()).resolve()
+
     def subtree(self, prefix: str, data: Any) -> Located:
         """`data` (the value at `prefix`) with this document's lines, relative to `prefix`."""
         def strip(p: str) -> str | None:

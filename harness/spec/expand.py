@@ -211,7 +211,7 @@ def _exclusions(spec: SpecFile, axes: dict[str, list[AxisValue]], has_variants: 
 
 def _base(spec: SpecFile, src: Located) -> Located:
     if isinstance(spec.base, str):
-        path = (Path(src.file).parent / spec.base).resolve()
+        path = src.resolve("base", spec.base)
         if not path.is_file():
             raise src.error("base", f"base run config not found: {path}")
         return load_yaml(path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from analysis.arms import TableLayout, arm_id, arm_ids
@@ -67,7 +66,7 @@ def _baseline(value: Any, arm_axes: list[str], arms: list[str], src: Located) ->
 def _reference(section: ReferenceSection, arms: list[str], benchmarks: list[str],
                src: Located) -> ReferenceMap:
     at = "report.reference"
-    path = (Path(src.file).parent / section.table).resolve()
+    path = src.resolve(f"{at}.table", section.table)
     if not path.is_file():
         raise src.error(f"{at}.table", f"reference table not found: {path}")
     table = ReferenceTable.load(path)

@@ -54,8 +54,7 @@ def _absolute_sources(ev: EvalConfig, src: Located) -> EvalConfig:
         value = getattr(ev.sources[name], attr)
         if value is None:
             return None
-        where = Path(src.file_of(f"eval.sources.{name}.{attr}")).parent
-        return str((where / Path(value).expanduser()).resolve())
+        return str(src.resolve(f"eval.sources.{name}.{attr}", value))
     return dataclasses.replace(ev, sources={
         name: BenchmarkSource(fix(name, "questions"), fix(name, "images"))
         for name in ev.sources})
@@ -69,11 +68,11 @@ def _pinned_fusion_files(model: ModelConfig, src: Located) -> ModelConfig:
     path = getattr(options, "labels", None)
     if not path:
         return model
-    resolved = (Path(src.file_of("model.fusion.labels")).parent / Path(path).expanduser())
+    resolved = src.resolve("model.fusion.labels", path)
     if not resolved.is_file():
-        raise src.error("model.fusion.labels", f"file not found: {resolved.resolve()}")
+        raise src.error("model.fusion.labels", f"file not found: {resolved}")
     digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]
-    pinned = dataclasses.replace(options, labels=str(resolved.resolve()), labels_sha256=digest)
+    pinned = dataclasses.replace(options, labels=str(resolved), labels_sha256=digest)
     return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, pinned))
 
 
@@ -89,8 +88,7 @@ def _absolute_paths(data: DataConfig, src: Located) -> DataConfig:
         ref = getattr(data, part)
         if ref is None:
             return None
-        return DatasetRef(*(str((Path(src.file_of(f"data.{part}.{attr}")).parent
-                                 / Path(getattr(ref, attr)).expanduser()).resolve())
+        return DatasetRef(*(str(src.resolve(f"data.{part}.{attr}", getattr(ref, attr)))
                             for attr in ("json", "images")), samples=ref.samples)
     return dataclasses.replace(data, align=fix("align"), sft=fix("sft"), eval=fix("eval"))
 

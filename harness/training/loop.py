@@ -32,6 +32,7 @@ from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum, broadcast
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.strategies import choose, upcast_trainable
+from models.llm import set_activation_checkpointing
 from models.multimodal import MultimodalLM
 
 
@@ -135,11 +136,11 @@ def _checkpointed_layers(model: MultimodalLM, enabled: bool):
     if not enabled or not getattr(llm, "supports_gradient_checkpointing", False):
         yield
         return
-    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_activation_checkpointing(llm, True)
     try:
         yield
     finally:
-        llm.gradient_checkpointing_disable()
+        set_activation_checkpointing(llm, False)
 
 
 def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
