@@ -100,7 +100,7 @@ def test_identity_is_content_not_name(cfg):
 
 
 def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
-    from harness import pipeline
+    from harness.runs import pipeline
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

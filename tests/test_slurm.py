@@ -67,28 +67,30 @@ def _log_tail(work, key, lines=30):
                                              .splitlines()[-lines:]) for p in logs)
 
 
-# 3 to 4 minutes of 2-minute Slurm time limits: an acceptance run, with the long ones
+# 2-minute Slurm time limits, several attempts: an acceptance run, with the long ones
 @pytest.mark.long
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
                                                                  tmp_path):
-    # ~2 minutes of training on one CPU against a 2-minute limit: Slurm signals the job
-    # before its limit, submitit requeues it, and the next attempt resumes from the
-    # checkpoint. Slurm may send the signal up to a minute early (its event resolution), so a
+    # A job of 2 tasks (2 ranks, DDP) trains for minutes against a 2-minute limit: Slurm
+    # signals every task before the limit, submitit requeues the job from rank 0 alone (the
+    # other ranks run no collective in their handler), and the next attempt resumes every
+    # rank from the checkpoint. Slurm may send the signal up to a minute early (its event resolution), so a
     # 1-minute limit can kill a job before Python has installed submitit's handler. A slow
     # machine needs more attempts (each pays the start-up again), so the requeue budget is
     # generous: this checks resuming, not speed.
     spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=2500,
                           sft_batch=16)
     key = load_spec(spec_path).runs[0].key
-    short = _profile(tmp_path, "short", time_min=2, signal_delay_s=30, max_requeues=20)
-    long = _profile(tmp_path, "long", time_min=30)
+    short = _profile(tmp_path, "short", time_min=2, signal_delay_s=30, max_requeues=20,
+                     tasks_per_node=2)
+    long = _profile(tmp_path, "long", time_min=30, tasks_per_node=2)
     limited, straight = tmp_path / "limited", tmp_path / "straight"
     assert main(["run", str(spec_path), "--workdir", str(limited), "--executor", "slurm",
                  "--profile", str(short), "--no-follow"]) == 0
     assert main(["run", str(spec_path), "--workdir", str(straight), "--executor", "slurm",
                  "--profile", str(long), "--no-follow"]) == 0
     job_id = json.loads((limited / "runs" / key / "job.json").read_text())["job_id"]
-    deadline, released = time.monotonic() + 1200, 0
+    deadline, released = time.monotonic() + 1800, 0
     while time.monotonic() < deadline:
         queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"],
                                capture_output=True, text=True).stdout
@@ -105,8 +107,9 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
     assert released >= 1, "the job was never requeued"
     log = [json.loads(line) for line in
            next((limited / "stages").glob("sft-*/metrics.jsonl")).read_text().splitlines()]
-    starts = [rec["step"] for rec in log if rec.get("event") == "start"]
-    assert len(starts) >= 2 and starts[-1] > 0, starts   # resumed, not restarted
+    starts = [rec for rec in log if rec.get("event") == "start"]
+    assert len(starts) >= 2 and starts[-1]["step"] > 0, starts   # resumed, not restarted
+    assert {(rec["strategy"], rec["ranks"]) for rec in starts} == {("ddp", 2)}
     a = json.loads((straight / "runs" / key / "metrics.json").read_text())
     b = json.loads((limited / "runs" / key / "metrics.json").read_text())
     assert a == b
