@@ -88,40 +88,38 @@ def _state_line(records: Records) -> str:
 
 def experiment_report(manifest: SpecManifest, workdir: Path, source: str = "rundirs",
                       tracking_uri: str | None = None) -> Report:
-    spec = manifest
     records = read_records(manifest, workdir, source, tracking_uri)
     plan = manifest.layout
-    tables = ablation_tables(records, plan, spec.name)
+    tables = ablation_tables(records, plan, manifest.name)
     header = [*_header(manifest, "spec"), f"records: {records.source}",
               _state_line(records)]
     figures: dict[str, Figure] = {}
     ablation = tables[0]
     if ablation.frame["avg"].notna().any():
         figures["benchmarks"] = plots.benchmark_bars(
-            ablation, plan.benchmarks, f"{spec.name}: score per benchmark")
-        cost = plots.accuracy_vs_cost(ablation, f"{spec.name}: average score against cost")
+            ablation, plan.benchmarks, f"{manifest.name}: score per benchmark")
+        cost = plots.accuracy_vs_cost(ablation, f"{manifest.name}: average score against cost")
         if cost is not None:
             figures["accuracy_vs_cost"] = cost
     else:
         header.append("No run has finished, so there is nothing to plot yet.")
-    return Report(spec.name, header, tables, figures, records)
+    return Report(manifest.name, header, tables, figures, records)
 
 
 def search_report(manifest: SpecManifest, workdir: Path) -> Report:
-    spec = manifest
-    folder = Path(workdir) / "searches" / spec.name
+    folder = Path(workdir) / "searches" / manifest.name
     rounds = lineage.load_rounds(folder)
-    title = f"{spec.name}"
+    title = f"{manifest.name}"
     header = [*_header(manifest, "search spec"), f"records: {folder}"]
     if not rounds:
         header.append("No round of the search has finished yet: run `ablate search` first "
                       "(a search still running writes each round when it is decided).")
-        return Report(spec.name, header, [lineage.lineage_table(rounds, f"{title}: lineage")])
+        return Report(manifest.name, header, [lineage.lineage_table(rounds, f"{title}: lineage")])
     tables = [lineage.lineage_table(rounds, f"{title}: lineage"),
               *lineage.round_tables(rounds, title)]
-    figures = {"greedy_path": plots.greedy_path(rounds, f"{spec.name}: greedy expert "
+    figures = {"greedy_path": plots.greedy_path(rounds, f"{manifest.name}: greedy expert "
                                                         "addition")}
-    return Report(spec.name, header, tables, figures)
+    return Report(manifest.name, header, tables, figures)
 
 
 def build_report(manifest: SpecManifest, workdir: Path, source: str = "rundirs",

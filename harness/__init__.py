@@ -1,2 +1,3 @@
-"""spec -> runs -> jobs -> records: config loading and validation, data, the staged training
-pipeline, evaluation, run directories and the `ablate` command line."""
+"""spec -> runs -> jobs -> records, in packages layered bottom to top (docs/architecture.md):
+config, data, evaluation / modelbuild / training, spec, runs, tracking / downstream,
+scheduler, planning / search, rehearsal, and the `ablate` command line (cli)."""

@@ -71,14 +71,15 @@ def _log_tail(work, key, lines=30):
 @pytest.mark.long
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
                                                                  tmp_path):
-    # A job of 2 tasks (2 ranks, DDP) trains for minutes against a 2-minute limit: Slurm
-    # signals every task before the limit, submitit requeues the job from rank 0 alone (the
-    # other ranks run no collective in their handler), and the next attempt resumes every
-    # rank from the checkpoint. Slurm may send the signal up to a minute early (its event resolution), so a
-    # 1-minute limit can kill a job before Python has installed submitit's handler. A slow
-    # machine needs more attempts (each pays the start-up again), so the requeue budget is
-    # generous: this checks resuming, not speed.
-    spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=2500,
+    # A job of 2 tasks (2 ranks, DDP; about 500 steps per attempt here, so three attempts)
+    # trains against a 2-minute limit: Slurm signals every task before the limit, submitit
+    # requeues the job from rank 0 alone (the other ranks run no collective in their
+    # handler), and the next attempt resumes every rank from the checkpoint. Slurm may send
+    # the signal up to a minute early (its event resolution), so a 1-minute limit can kill a
+    # job before Python has installed submitit's handler. A slow machine needs more attempts
+    # (each pays the start-up again), so the requeue budget is generous: this checks
+    # resuming, not speed.
+    spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=1500,
                           sft_batch=16)
     key = load_spec(spec_path).runs[0].key
     short = _profile(tmp_path, "short", time_min=2, signal_delay_s=30, max_requeues=20,
