@@ -71,7 +71,7 @@ def _log_tail(work, key, lines=30):
 @pytest.mark.long
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
                                                                  tmp_path):
-    # A job of 2 tasks (2 ranks, DDP; about 500 steps per attempt here, so three attempts)
+    # A job of 2 tasks (2 ranks, DDP; about 500 steps per attempt here, so 3 to 4 attempts)
     # trains against a 2-minute limit: Slurm signals every task before the limit, submitit
     # requeues the job from rank 0 alone (the other ranks run no collective in their
     # handler), and the next attempt resumes every rank from the checkpoint. Slurm may send
