@@ -69,8 +69,38 @@ def candidate_frame(rounds: list[dict]) -> pd.DataFrame:
                          "experts": " + ".join(c["experts"]), **c["benchmarks"],
                          "objective": c["mean"], "std": c["std"], "seeds": len(c["runs"]),
                          "gain": c["mean"] - r["current"]["mean"],
-                         "added": c["added"] == r["chosen"], **_tuned(c)})
+                         "added": c["added"] == r["chosen"], **_tuned(c),
+                         **({"halving": _halving_cell(c)} if "halving" in r else {})})
     return pd.DataFrame(rows)
+
+
+def _halving_cell(arm: dict) -> str:
+    """What successive halving did with a candidate: where it stopped and by how much it
+    trailed the cut on the selection split, or how far it went."""
+    stop = arm.get("stopped")
+    if stop:
+        behind = f", {stop['behind']:.1f} behind" if stop.get("behind") is not None else ""
+        return (f"stopped at rung {stop['rung']} (step {stop['step']}/{stop['total']}: "
+                f"{stop['objective']:.1f}{behind})")
+    reached = arm.get("rungs") or []
+    return f"kept at {len(reached)} rung{'s' * (len(reached) != 1)}" if reached else ""
+
+
+def halving_notes(r: dict) -> list[str]:
+    """The round's rung decisions, and which split they were made on."""
+    h = r.get("halving")
+    if not h:
+        return []
+    notes = [f"Rung decisions read the {h['selection']}; the round's choice reads the "
+             "reported benchmarks. A stopped candidate was not trained to the end."]
+    for g in h["rungs"]:
+        if g.get("skipped"):
+            notes.append(f"Rung {g['rung']} ({g['fraction']:g}): skipped, {g['skipped']}.")
+        else:
+            notes.append(f"Rung {g['rung']} ({g['fraction']:g}): {g['contenders']} "
+                         f"contenders, kept {', '.join(g['kept']) or 'none'}; stopped "
+                         f"{', '.join(g['stopped']) or 'none'}.")
+    return notes
 
 
 def _benchmarks(rounds: list[dict]) -> list[str]:
@@ -122,9 +152,11 @@ def round_tables(rounds: list[dict], title: str) -> list[Table]:
             "seeds": part["seeds"].astype(str),
             "added": ["yes" if a else "" for a in part["added"]],
             **_tuned_cells(part, rounds),
+            **({"halving": part["halving"]} if "halving" in part else {}),
         }, index=part.index)
         current = r["current"]
         out.append(Table(f"round-{r['round']}", f"{title}: round {r['round']} candidates "
                          f"(current set {' + '.join(current['experts'])}, objective "
-                         f"{num(current['mean'])})", part, cells, [r["decision"]]))
+                         f"{num(current['mean'])})", part, cells,
+                         [r["decision"], *halving_notes(r)]))
     return out

@@ -1,20 +1,27 @@
-"""What stage and run reuse saves a greedy search: the search's training compute and wall time
-with reuse (as `ablate search` runs it) against the same search with reuse turned off.
+"""What stage reuse and successive halving save a greedy search: the known-answer search three
+ways in one run, each in its own working directory, at most --max-parallel runs at a time,
+one torch thread each:
 
-"Reuse off" replays the same rounds the way separate per-round scripts would: every round
-trains its current set again next to its candidates, and every run trains all its stages in
-a fresh working directory (so each expert's pre-alignment is trained once per run that
-contains it). Both sides run at most --max-parallel runs at a time, one torch thread each.
+  naive            the rounds replayed as separate per-round scripts would run them: every
+                   round trains its current set again next to its candidates, and every run
+                   trains all its stages in a fresh working directory (so each expert's
+                   pre-alignment is trained once per run that contains it)
+  reuse            `ablate search` without halving: finished runs and stages are reused
+  reuse + halving  `ablate search` with the spec's successive halving (rungs on a held-out
+                   selection split)
 
-Compute is reported two ways: measured training seconds (steps x mean step time, summed over
-the stages actually trained) and estimated training FLOPs (harness.planning.estimate, the plan's
-formula).
+Compute is reported two ways: measured training seconds (the steps each stage actually
+trained x their step times, from the stage records, so a candidate stopped at a rung counts
+only the steps it trained) and estimated training FLOPs (harness.planning.estimate, the plan's
+formula, scaled by the fraction of its steps each stage trained). Wall time includes
+evaluation (the rungs' selection split too).
 
-    python benchmarks/search_reuse.py [--spec experiments/tiny/greedy_known_answer.yaml]
+    python benchmarks/search_reuse.py [--spec experiments/tiny/greedy_known_answer_halving.yaml]
         [--workdir bench-work] [--max-parallel 2]"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -27,15 +34,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def trained_stages(workdir: Path) -> list[dict]:
-    """Each stage trained under workdir: name, expert, seconds (steps x mean step time)."""
+    """Each stage trained under workdir, finished or paused at a rung: name, expert, the run
+    that trained it, the steps it trained of its total, and their seconds."""
     out = []
     for d in sorted((workdir / "stages").glob("*")):
-        if not (d / "result.json").exists():
+        if not (d / "stage.json").exists() or not (d / "metrics.jsonl").exists():
             continue
-        res = json.loads((d / "result.json").read_text())
         info = json.loads((d / "stage.json").read_text())
+        lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        steps = [m for m in lines if "loss" in m]
+        total = next((m["total"] for m in lines if m.get("event") == "start"), len(steps))
         out.append({"dir": d.name, "run": info["run"], "expert": info.get("expert"),
-                    "stage": info["stage"]["name"], "seconds": res["steps"] * res["step_time"]})
+                    "stage": info["stage"]["name"], "steps": len(steps), "total": total,
+                    "seconds": sum(m["step_time"] for m in steps)})
     return out
 
 
@@ -45,7 +56,7 @@ def flops(stages: list[dict], configs: dict) -> float:
     for s in stages:
         cfg = configs[s["run"]]
         stage = next(x for x in cfg.stages if x.name == s["stage"])
-        total += stage_flops(cfg, stage, s["expert"]) or 0.0
+        total += (stage_flops(cfg, stage, s["expert"]) or 0.0) * s["steps"] / s["total"]
     return total
 
 
@@ -58,70 +69,88 @@ def _isolated(args) -> tuple[str, list[dict]]:
     return cfg.key, trained_stages(Path(workdir))
 
 
+def _search(spec, workdir: Path, max_parallel: int, log: Path):
+    from harness.search import GreedySearch
+    t0 = time.time()
+    with open(log, "w") as stream:
+        rounds = GreedySearch(spec, workdir, max_parallel=max_parallel, stream=stream).run()
+    return rounds, time.time() - t0
+
+
+def _configs(spec, rounds) -> dict:
+    out = {}
+    for r in rounds:
+        for arm in [r.current, *r.candidates]:
+            out.update({c.key: c for c in (spec.run(arm.experts, s).config
+                                             for s in spec.seeds)})
+    return out
+
+
+def _describe(stages: list[dict]) -> str:
+    per: dict[str, float] = {}
+    for s in stages:
+        per[s["stage"]] = per.get(s["stage"], 0) + s["steps"] / s["total"]
+    return ", ".join(f"{k} x{v:.2g}" for k, v in sorted(per.items()))
+
+
+def _lineage(spec, rounds) -> str:
+    return " -> ".join(["+".join(spec.start)] + [r.chosen for r in rounds if r.chosen])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", default=str(ROOT / "experiments/tiny/greedy_known_answer.yaml"))
+    parser.add_argument("--spec", default=str(ROOT / "experiments/tiny/"
+                                              "greedy_known_answer_halving.yaml"))
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--max-parallel", type=int, default=2)
     args = parser.parse_args()
     from harness.cli import _quiet_libraries
-    from harness.search import GreedySearch, load_search_spec
+    from harness.search import load_search_spec
     _quiet_libraries()
-    spec = load_search_spec(args.spec)
+    halving_spec = load_search_spec(args.spec)
+    if halving_spec.halving is None:
+        parser.error(f"{args.spec} has no search.halving section")
+    reuse_spec = dataclasses.replace(halving_spec, halving=None)
     root = Path(args.workdir).resolve()
     shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
 
-    # with reuse: the search as `ablate search` runs it
-    t0 = time.time()
-    with open(root.parent / f"{root.name}-search.log", "w") as log:
-        rounds = GreedySearch(spec, root / "reuse", max_parallel=args.max_parallel,
-                              stream=log).run()
-    reuse_wall = time.time() - t0
-    reuse_stages = trained_stages(root / "reuse")
-    configs = {}
-    arms_by_round = []
-    for r in rounds:
-        arms = [r.current, *r.candidates]
-        arms_by_round.append(arms)
-        for arm in arms:
-            for sr in arm.runs:
-                cfg = spec.run(arm.experts, sr.seed, sr.extra).config
-                configs[cfg.key] = cfg
+    rows = {}
+    rounds, wall = _search(halving_spec, root / "halving", args.max_parallel,
+                           root / "halving.log")
+    rows["reuse + halving"] = (trained_stages(root / "halving"), wall,
+                               _lineage(halving_spec, rounds), _configs(halving_spec, rounds))
+    rounds, wall = _search(reuse_spec, root / "reuse", args.max_parallel, root / "reuse.log")
+    configs = _configs(reuse_spec, rounds)
+    rows["reuse"] = (trained_stages(root / "reuse"), wall, _lineage(reuse_spec, rounds),
+                     configs)
 
-    # reuse off: every round retrains its current set; every run in a fresh workdir
+    # naive: every round retrains its current set; every run in a fresh workdir
     jobs = []
-    for n, arms in enumerate(arms_by_round, start=1):
-        for arm in arms:
+    for n, r in enumerate(rounds, start=1):
+        for arm in [r.current, *r.candidates]:
             for sr in arm.runs:
-                cfg = configs[sr.key]
-                jobs.append((cfg, str(root / "isolated" / f"round{n}-{cfg.key}")))
+                jobs.append((configs[sr.key], str(root / "naive" / f"round{n}-{sr.key}")))
     t0 = time.time()
     with ProcessPoolExecutor(args.max_parallel) as pool:
         isolated = list(pool.map(_isolated, jobs))
-    off_wall = time.time() - t0
-    off_stages = [s for _, stages in isolated for s in stages]
+    rows["naive"] = ([s for _, stages in isolated for s in stages], time.time() - t0,
+                     rows["reuse"][2] + " (the reuse search's rounds, replayed)", configs)
 
-    def describe(stages):
-        per = {}
-        for s in stages:
-            per[s["stage"]] = per.get(s["stage"], 0) + 1
-        return ", ".join(f"{k} x{v}" for k, v in sorted(per.items()))
-
-    reuse_flops, off_flops = flops(reuse_stages, configs), flops(off_stages, configs)
-    reuse_s = sum(s["seconds"] for s in reuse_stages)
-    off_s = sum(s["seconds"] for s in off_stages)
-    print(f"search: {spec.name}, {len(rounds)} rounds, {len(configs)} distinct runs, "
-          f"at most {args.max_parallel} runs at a time")
-    print(f"{'':12s}{'stages trained':>44s}{'train s':>10s}{'TFLOPs':>10s}{'wall s':>10s}")
-    print(f"{'reuse':12s}{describe(reuse_stages):>44s}{reuse_s:10.0f}"
-          f"{reuse_flops / 1e12:10.2f}{reuse_wall:10.0f}")
-    print(f"{'reuse off':12s}{describe(off_stages):>44s}{off_s:10.0f}"
-          f"{off_flops / 1e12:10.2f}{off_wall:10.0f}")
-    print(f"reuse saves {100 * (1 - reuse_s / off_s):.0f}% of measured training time, "
-          f"{100 * (1 - reuse_flops / off_flops):.0f}% of estimated FLOPs and "
-          f"{100 * (1 - reuse_wall / off_wall):.0f}% of wall time")
-    print("lineage: " + " -> ".join(["+".join(spec.start)]
-                                    + [r.chosen for r in rounds if r.chosen]))
+    naive_s = sum(s["seconds"] for s in rows["naive"][0])
+    naive_f = flops(rows["naive"][0], configs)
+    print(f"search: {halving_spec.name}, at most {args.max_parallel} runs at a time; "
+          f"halving: {halving_spec.halving.rungs} keep {halving_spec.halving.keep} "
+          f"min_keep {halving_spec.halving.min_keep}")
+    print(f"{'':16s}{'stages trained (full-stage equivalents)':>52s}{'train s':>9s}"
+          f"{'x naive':>8s}{'TFLOPs':>8s}{'x naive':>8s}{'wall s':>8s}")
+    for name in ("naive", "reuse", "reuse + halving"):
+        stages, wall, _, cfgs = rows[name]
+        secs, fl = sum(s["seconds"] for s in stages), flops(stages, cfgs)
+        print(f"{name:16s}{_describe(stages):>52s}{secs:9.0f}{secs / naive_s:8.2f}"
+              f"{fl / 1e12:8.2f}{fl / naive_f:8.2f}{wall:8.0f}")
+    for name in ("naive", "reuse", "reuse + halving"):
+        print(f"lineage ({name}): {rows[name][2]}")
     return 0
 
 

@@ -156,8 +156,19 @@ def _print_results(views) -> None:
 
 def cmd_status(args) -> int:
     from harness.scheduler.states import render, view_spec
-    from harness.spec import load_spec
-    spec = load_spec(args.spec)
+    from harness.search import is_search_spec, load_search_spec
+    from harness.spec import ExperimentSpec, load_spec
+    if is_search_spec(args.spec):   # the runs the search has submitted so far
+        from harness.search.search_spec import searched_runs
+        search = load_search_spec(args.spec)
+        runs = searched_runs(search, Path(args.workdir).resolve())
+        if not runs:
+            print(f"{search.name}: the search has submitted no run yet")
+            return 0
+        spec = ExperimentSpec(search.name, search.file, search.description,
+                              sorted({k for r in runs for k in r.labels}), runs)
+    else:
+        spec = load_spec(args.spec)
     with _wide():
         print(render(spec, view_spec(spec, Path(args.workdir))))
     return 0

@@ -154,3 +154,43 @@ def test_stage_weights_are_safetensors_and_older_weights_pt_still_load(tmp_path)
     torch.save({"a": base}, tmp_path / "old" / "weights.pt")
     assert stage_weights_path(tmp_path / "old").name == "weights.pt"
     assert torch.equal(read_stage_weights(tmp_path / "old")["a"], base)
+
+
+def test_a_run_paused_at_rungs_ends_where_the_straight_run_ends(tmp_path):
+    """Successive halving's contract: paused at 2 of 8 and at 4 of 8 steps (each rung scored
+    on the held-out selection split), then continued, the run ends with the same weights,
+    losses and scores as the run trained straight through."""
+    from harness.config.selection import Rung, SelectionSplit
+    from harness.runs.pipeline import PausedRun, load_paused
+    from harness.runs.rundir import RunDir
+    path = tmp_path / "r.yaml"
+    path.write_text(tiny_run_yaml("rungs", sft_steps=8, sft_checkpoint_every=100))
+    cfg = load_run_config(path)
+    selection = SelectionSplit(benchmarks=["synth-color"], synthetic_per_skill=4)
+    straight = run(cfg, tmp_path / "a", progress=False)
+    first, second = Rung(1, 0.25, selection), Rung(2, 0.5, selection)
+    paused = run(cfg, tmp_path / "b", progress=False, rung=first)
+    assert isinstance(paused, PausedRun)
+    assert (paused.rung["step"], paused.rung["total"], paused.rung["stage"]) == (2, 8, "sft")
+    run_dir = tmp_path / "b" / "runs" / cfg.key
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "PAUSED" and "rung 1 (step 2 of 8" in status["reason"]
+    preds = (run_dir / "rungs" / first.folder_name() / "predictions.jsonl").read_text()
+    ids = [json.loads(line)["id"] for line in preds.splitlines()]
+    assert ids and all(i.startswith("val-color") for i in ids)   # not the reported eval split
+    assert not (run_dir / "metrics.json").exists()               # nothing reported yet
+    # asked again for the same rung: nothing trains, the same record comes back
+    log = _stage_dirs(tmp_path / "b", "sft")[0] / "metrics.jsonl"
+    before = log.read_text()
+    assert run(cfg, tmp_path / "b", progress=False, rung=first).scores == paused.scores
+    assert log.read_text() == before
+    assert run(cfg, tmp_path / "b", progress=False, rung=second).rung["step"] == 4
+    finished = run(cfg, tmp_path / "b", progress=False)
+    assert finished.metrics == straight.metrics
+    wa = load_file(_stage_dirs(tmp_path / "a", "sft")[0] / "weights.safetensors")
+    wb = load_file(_stage_dirs(tmp_path / "b", "sft")[0] / "weights.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    losses = lambda w: [m["loss"] for m in map(json.loads, (_stage_dirs(w, "sft")[0] /
+                        "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert load_paused(RunDir(run_dir), first).scores == paused.scores   # the record stays

@@ -329,3 +329,61 @@ def test_killed_search_resumes_without_retraining_finished_candidates(tmp_path):
             assert after[name] == n, f"{name} was trained again"
     assert "lineage:" in out.stdout
     assert (workdir / "searches" / "tiny_search" / "lineage.csv").exists()
+
+
+HALVING = """\
+  halving: {rungs: [0.4], keep: 0.5, min_keep: 1, selection: {synthetic_per_skill: 3}}
+"""
+
+
+def test_halving_stops_the_trailing_candidate_at_its_rung_and_reruns_for_free(tmp_path, capsys):
+    """Two candidates, one rung at 40% of the last stage keeping one: the candidate behind on
+    the selection split stays paused at step 4 of 10, the leader finishes exactly as the same
+    run without halving does, and the round records the numbers behind the cut."""
+    path = write_search(tmp_path, extra=HALVING, sft_steps=10, prealign=False,
+                        edit=("max_experts: 3", "max_experts: 2"))
+    spec = load_search_spec(path)
+    workdir = tmp_path / "work"
+    rounds = GreedySearch(spec, workdir, executor="inline").run()
+    (r,) = rounds
+    stopped = [c for c in r.candidates if c.stopped]
+    finished = [c for c in r.candidates if c.finished]
+    assert len(stopped) == 1 and len(finished) == 1
+    rung = r.halving["rungs"][0]
+    assert rung["stopped"] == [stopped[0].added] and rung["kept"] == [finished[0].added]
+    assert rung["scores"][finished[0].added] >= rung["scores"][stopped[0].added]
+    assert stopped[0].stopped["step"] == 4 and stopped[0].stopped["total"] == 10
+    assert "selection split" in r.halving["selection"]
+    assert r.chosen in (finished[0].added, None)
+    loser = workdir / "runs" / spec.run(stopped[0].experts, 0).key
+    status = json.loads((loser / "status.json").read_text())
+    assert status["state"] == "PAUSED" and "stopped by successive halving at rung 1" in \
+        status["reason"] and "behind the last candidate kept" in status["reason"]
+    assert not (loser / "metrics.json").exists()
+    # steps trained, counted from the stage records: the stopped candidate's last stage
+    # trained 4 of its 10 steps
+    sft_steps = sorted(sum('"loss"' in line for line in (d / "metrics.jsonl").read_text()
+                           .splitlines()) for d in (workdir / "stages").glob("sft-*"))
+    assert sft_steps == [4, 10, 10]
+    # `ablate status` on the search spec shows the paused candidate and why
+    assert main(["status", str(path), "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "PAUSED" in out and "stopped by successive halving" in out
+    # the winner ends where the same run without halving ends
+    (tmp_path / "plain").mkdir()
+    plain = write_search(tmp_path / "plain", sft_steps=10, prealign=False,
+                         edit=("max_experts: 3", "max_experts: 2"))
+    winner = spec.run(finished[0].experts, 0)
+    from harness.runs.pipeline import run
+    straight = run(load_search_spec(plain).run(finished[0].experts, 0).config,
+                   tmp_path / "straight", progress=False)
+    assert straight.key == winner.key
+    assert straight.metrics == json.loads((workdir / "runs" / winner.key /
+                                           "metrics.json").read_text())
+    # run again over the same records: nothing trains, the same decisions
+    before = stage_starts(workdir)
+    again = GreedySearch(spec, workdir, executor="inline").run()
+    assert stage_starts(workdir) == before
+    assert [x.decision for x in again] == [x.decision for x in rounds]
+    a, b = json.dumps(again[0].halving), json.dumps(r.halving)
+    assert a == b, (a, b)

@@ -223,6 +223,35 @@ def ensure_synthetic(config, data_root: Path) -> Path:
                              done=lambda folder: (folder / "eval.json").exists())
 
 
+def generate_validation(config, per_skill: int, out_dir: Path) -> None:
+    """Write validation.json and images/: `per_skill` questions per skill in the eval split's
+    format, drawn from their own random stream, so they are held out from (and independent
+    of) the eval split a run reports, while the training data stays as it is."""
+    rng = random.Random(f"validation:{config.seed}")
+    images = out_dir / "images"
+    images.mkdir(parents=True)
+    records = []
+    for skill in (SKILLS[s] for s in config.skills):
+        for i in range(per_skill):
+            scene = skill.render(rng, config.image_size)
+            rid = f"val-{skill.name}{i}"
+            scene.image.save(images / f"{rid}.png")
+            records.append({
+                "id": rid, "image": f"{rid}.png", "benchmark": skill.benchmark,
+                "answers": [scene.answer], "conversations": [
+                    {"from": "human", "value": f"<image>\n{scene.question}"},
+                    {"from": "gpt", "value": scene.answer}]})
+    (out_dir / "validation.json").write_text(json.dumps(records, indent=0))
+
+
+def ensure_validation(config, per_skill: int, data_root: Path) -> Path:
+    """The held-out validation split of `config`'s skills, generated once under data_root."""
+    target = data_root / f"synthetic-validation-{content_hash([asdict(config), per_skill])}"
+    return build_folder_once(target, lambda staging: generate_validation(config, per_skill,
+                                                                         staging),
+                             done=lambda folder: (folder / "validation.json").exists())
+
+
 def corpus(config) -> list[str]:
     """Texts a locally trained tokenizer should cover for this data."""
     rng = random.Random(0)

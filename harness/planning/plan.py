@@ -159,4 +159,40 @@ def search_plan(search, workdir: Path, profile: str | None = None
                   f"{search.max_experts} experts; at round 1's mean cost that is at most "
                   f"{later * len(search.seeds) * mean:,.1f} more GPU-hours (arms with more "
                   "experts cost more, shared pre-alignment less)")
+    if search.halving is not None:
+        footer += _halving_lines(search, runs[len(search.seeds):], pending, mean)
     return table, footer
+
+
+def _halving_lines(search, candidate_runs, pending: pd.DataFrame, mean: float) -> list[str]:
+    """The bound on the search's GPU-hours with and without successive halving: halving cuts
+    the candidates' last stage (its share of a run's FLOPs, from the estimate) to what the
+    rungs let them train, round by round; the current sets and the other stages are as
+    before."""
+    h = search.halving
+    shares = []
+    for run in candidate_runs:
+        cfg = run.config
+        stages = [(n, e) for n, e, _ in stage_keys(cfg)]
+        flops = {(n, e): stage_flops(cfg, next(s for s in cfg.stages if s.name == n), e) or 0.0
+                 for n, e in stages}
+        total = sum(flops.values())
+        if total:
+            shares.append(flops[stages[-1]] / total)
+    last = sum(shares) / len(shares) if shares else 0.0
+    seeds, pool = len(search.seeds), len(search.pool)
+    sizes = [pool - r for r in range(0, search.max_experts - len(search.start))]
+    without = float(pending["GPU-h"].sum()) + sum(sizes[1:]) * seeds * mean
+    saved = sum(n * seeds * mean * last * (1.0 - h.last_stage_share(n)) for n in sizes)
+    return [f"successive halving (rungs {', '.join(f'{f:g}' for f in h.rungs)}, keep "
+            f"{h.keep:g}, at least {h.min_keep}): the candidates' last stage is "
+            f"{100 * last:.0f}% of a run's estimated FLOPs; round 1 trains "
+            f"{100 * h.last_stage_share(pool):.0f}% of its candidates' last-stage steps",
+            f"search bound, all rounds at round 1's mean cost per arm: "
+            f"{_hours(without)} GPU-hours without halving, {_hours(without - saved)} with it"
+            + (f" (x{(without - saved) / without:.2f})" if without else "")
+            + "; derived from the estimate, not measured"]
+
+
+def _hours(x: float) -> str:
+    return f"{x:,.1f}" if x >= 10 else f"{x:.3g}"

@@ -27,10 +27,11 @@ from harness.config.run_config import (
     solo_config,
     trainable_lrs,
 )
+from harness.config.selection import Rung, SelectionSplit
 from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import load_llava_json, read_llava_records
 from harness.data.synthetic import corpus as synthetic_corpus
-from harness.data.synthetic import ensure_synthetic
+from harness.data.synthetic import ensure_synthetic, ensure_validation
 from harness.evaluation.generate import (
     choose_by_likelihood,
     collect_questions,
@@ -47,7 +48,7 @@ from harness.runs.rundir import (
     save_stage_weights,
     stage_weights_path,
 )
-from harness.training import StageInterrupted, StageResult, split, train_stage
+from harness.training import StageInterrupted, StagePaused, StageResult, split, train_stage
 from harness.training.distributed import (
     World,
     barrier,
@@ -57,6 +58,7 @@ from harness.training.distributed import (
     main_holds,
     shard,
 )
+from harness.training.loop import total_steps
 from models.experts import ExpertConfig
 from models.templates import TEMPLATES, template_corpus
 
@@ -71,6 +73,18 @@ class RunResult:
     cost: dict
     untrained_scores: dict[str, float] | None = None
     units: dict[str, str] = dataclasses.field(default_factory=dict)  # fraction | points
+
+
+@dataclass
+class PausedRun:
+    """A run paused at a rung: its last stage checkpointed there and scored on the selection
+    split (harness.config.selection); submitted again without the rung, or with a later one,
+    it continues from that checkpoint."""
+    key: str
+    name: str
+    rung: dict                            # rung.json: number, fraction, stage, step, total
+    scores: dict[str, float]              # selection benchmark -> its headline value
+    metrics: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -213,6 +227,40 @@ def load_result(run_dir: RunDir) -> RunResult:
                      {b: h["unit"] for b, h in scores.items()})
 
 
+def rung_dir(run_dir: RunDir, rung: Rung) -> RunDir:
+    return RunDir(run_dir.path / "rungs" / rung.folder_name())
+
+
+def load_paused(run_dir: RunDir, rung: Rung) -> PausedRun | None:
+    """The run's records at `rung`, if it has been scored there (rung.json is written
+    last)."""
+    folder = rung_dir(run_dir, rung)
+    if not (folder.path / "rung.json").exists():
+        return None
+    record = folder.read_json("rung.json")
+    return PausedRun(run_dir.path.name, record["run"], record,
+                     {b: h["value"] for b, h in read_scores(folder.path).items()},
+                     folder.read_json("metrics.json"))
+
+
+def selection_questions(cfg: RunConfig, selection: SelectionSplit, workdir: Path
+                        ) -> tuple[dict, Path]:
+    """The selection split's questions per benchmark, and the folder their images are in."""
+    if selection.data is not None:
+        records = load_llava_json(Path(selection.data.json), Path(selection.data.images))
+        root = Path(selection.data.images)
+    elif cfg.data.synthetic is not None:
+        folder = ensure_validation(cfg.data.synthetic, selection.synthetic_per_skill,
+                                   workdir / "data")
+        records = load_llava_json(folder / "validation.json", folder / "images")
+        root = folder / "images"
+    else:
+        records, root = [], Path("/")
+    questions = collect_questions(selection.benchmarks, records, selection.sources,
+                                  workdir / "cache" / "benchmarks")
+    return questions, root
+
+
 def load_stage_weights(model: torch.nn.Module, stage_dir: Path) -> set[str]:
     """Load a finished stage's consolidated weights (everything trained up to it) into
     `model`; returns the names it set. Weights that name parameters the model lacks are an
@@ -237,9 +285,11 @@ class RunHooks:
 
 
 def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | None = None,
-        hooks: RunHooks | None = None) -> RunResult:
+        hooks: RunHooks | None = None, rung: Rung | None = None) -> RunResult | PausedRun:
     """Train and evaluate `cfg` under workdir/runs/<key>; a finished run is returned as is.
-    A second process asking for the same run waits for the first and then reuses its result."""
+    A second process asking for the same run waits for the first and then reuses its result.
+    With a `rung`, the last stage pauses there: the run is scored on the rung's selection
+    split and returned as a PausedRun (state PAUSED) unless it had finished before."""
     hooks = hooks or RunHooks()
     workdir = Path(workdir).resolve()
     run_dir = RunDir(workdir / "runs" / cfg.key)
@@ -250,6 +300,9 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             if main:
                 hooks.finished(cfg, run_dir)
             return load_result(run_dir)
+        if rung is not None and broadcast(world, main and load_paused(run_dir, rung)
+                                          is not None):
+            return load_paused(run_dir, rung)
         if main:
             for old in run_dir.path.glob("rank-*.error"):
                 old.unlink()
@@ -259,7 +312,7 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             run_dir.set_status("RUNNING", name=cfg.name, ranks=world.size)
             hooks.started(cfg, run_dir)
         try:
-            result = _run(cfg, workdir, run_dir, progress, stop_after, world)
+            result = _run(cfg, workdir, run_dir, progress, stop_after, world, rung)
         except (StageInterrupted, KeyboardInterrupt, SystemExit) as exc:
             # preemption (submitit exits from its signal handler), Ctrl-C, or a test's stop:
             # the checkpoint is kept and the next attempt resumes from it
@@ -278,6 +331,16 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             run_dir.set_status("FAILED", reason=reason, name=cfg.name)
             hooks.stopped(cfg, run_dir, "FAILED", reason)
             raise
+        if isinstance(result, PausedRun):
+            if main:
+                r = result.rung
+                reason = (f"paused at rung {r['number']} (step {r['step']} of {r['total']} of "
+                          f"stage {r['stage']}) for successive halving; selection scores in "
+                          f"{rung_dir(run_dir, rung).path}")
+                run_dir.set_status("PAUSED", reason=reason, name=cfg.name,
+                                   rung=r["number"], step=r["step"], total=r["total"])
+                hooks.stopped(cfg, run_dir, "PAUSED", reason)
+            return result
         if main:
             run_dir.set_status("DONE", name=cfg.name)
             hooks.finished(cfg, run_dir)
@@ -301,7 +364,8 @@ def failure_reason(run_dir: RunDir, exc: BaseException, wait_s: float = 3.0) -> 
 
 
 def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
-         stop_after: int | None, world: World) -> RunResult:
+         stop_after: int | None, world: World, rung: Rung | None = None
+         ) -> RunResult | PausedRun:
     started = time.time()
     main = world.is_main
     for stage in cfg.stages:   # before anything trains: the global batch must split
@@ -312,6 +376,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     if not main:
         barrier(world)
     data = resolve_data(cfg, workdir)
+    selection = selection_questions(cfg, rung.selection, workdir) if rung else None
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     if main:
         barrier(world)
@@ -337,9 +402,11 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                                   workdir / "cache" / "benchmarks")
     image_root = data.eval[1] if data.eval else Path("/")
 
-    def evaluate(tag: str) -> dict | None:
+    def evaluate(tag: str, questions: dict = questions, image_root: Path = image_root,
+                 folder: RunDir = run_dir) -> dict | None:
         """Each rank answers its share of every benchmark's questions; rank 0 gathers the
-        answers back into the questions' order and scores them (None on the other ranks)."""
+        answers back into the questions' order and scores them into `folder` (None on the
+        other ranks)."""
         mine = {n: shard(q, world) for n, q in questions.items()}
         by_likelihood = {n: q for n, q in mine.items() if n in cfg.eval.likelihood}
         by_generation = {n: q for n, q in mine.items() if n not in by_likelihood}
@@ -358,12 +425,13 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             (n, q) for n, qs in questions.items() for q in qs)}
         preds = sorted((p for part in gathered for p in part),
                        key=lambda p: order.get((p.benchmark, p.id), len(order)))
-        with open(run_dir.path / f"predictions{tag}.jsonl", "w") as f:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        with open(folder.path / f"predictions{tag}.jsonl", "w") as f:
             f.writelines(json.dumps(dataclasses.asdict(p)) + "\n" for p in preds)
         metrics, per_question = score(preds, expected_ids(questions))
-        run_dir.write_json(f"metrics{tag}.json", metrics)
-        run_dir.write_json(f"scores{tag}.json", headlines(metrics))
-        run_dir.write_json(f"per_question{tag}.json", per_question)
+        folder.write_json(f"metrics{tag}.json", metrics)
+        folder.write_json(f"scores{tag}.json", headlines(metrics))
+        folder.write_json(f"per_question{tag}.json", per_question)
         return metrics
 
     if cfg.eval.before_training:
@@ -375,13 +443,13 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     experts = {e.key: e for e in cfg.model.experts}
     upstream: dict[str | None, str | None] = {}   # expert (None: joint) -> its last stage key
 
-    def train_joint(stage: StageConfig, stage_dir: RunDir) -> dict:
+    def train_joint(stage: StageConfig, stage_dir: RunDir, pause_at: int | None) -> dict:
         nonlocal trained_names
         collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms,
                            getattr(data, stage.data)[1])
         res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
                           cfg.seed, world, cfg.parallel, cfg.precision, stop_after=stop_after,
-                          progress=progress)
+                          progress=progress, pause_at=pause_at)
         trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
         if main:
             # Everything trained so far (this stage and the ones it builds on): the rest of
@@ -406,15 +474,44 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                                stage_dir.path)
         return _summary(res)
 
+    def score_rung(stage: StageConfig, paused: StagePaused) -> PausedRun:
+        """The weights at the rung into every rank's model, then the selection split."""
+        folder = rung_dir(run_dir, rung)
+        if main:
+            unwrapped.load_state_dict(paused.weights, strict=False)
+            if world.size > 1:   # the other ranks read the rung's weights from disk
+                save_stage_weights(paused.weights, folder.path)
+        barrier(world)
+        if not main:
+            unwrapped.load_state_dict(read_stage_weights(folder.path), strict=False)
+        barrier(world)
+        questions, root = selection
+        evaluate("", questions, root, folder)
+        if main:
+            (folder.path / "weights.safetensors").unlink(missing_ok=True)
+            folder.write_json("rung.json", {
+                "number": rung.number, "fraction": rung.fraction, "stage": stage.name,
+                "step": paused.step, "total": paused.total, "run": cfg.name,
+                "selection": to_plain(rung.selection),
+                "selection_id": rung.selection.identity})
+        barrier(world)
+        return load_paused(run_dir, rung)
+
+    last_stage = stage_keys(cfg)[-1][2]
     for name, expert, key in stage_keys(cfg):
         stage = stages[name]
         stage_dir = RunDir(workdir / "stages" / stage_dir_name(name, expert, key))
         if expert:
             train = functools.partial(train_alone, stage, stage_dir, experts[expert])
         else:
-            train = functools.partial(train_joint, stage, stage_dir)
-        reused, summary = _stage(world, run_dir, stage_dir, cfg, stage, expert,
-                                 upstream.get(expert), train)
+            pause_at = (rung.step_of(total_steps(stage, len(datasets[stage.data])))
+                        if rung is not None and key == last_stage else None)
+            train = functools.partial(train_joint, stage, stage_dir, pause_at)
+        try:
+            reused, summary = _stage(world, run_dir, stage_dir, cfg, stage, expert,
+                                     upstream.get(expert), train)
+        except StagePaused as paused:
+            return score_rung(stage, paused)
         trained_names |= load_stage_weights(unwrapped, stage_dir.path)
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),

@@ -14,6 +14,7 @@ from pathlib import Path
 import submitit
 
 from harness.config.run_config import RunConfig
+from harness.config.selection import Rung
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ def export_ranks() -> None:
 
 class RunJob(submitit.helpers.Checkpointable):
     def __init__(self, cfg: RunConfig, workdir: str, tracking: TrackingTarget | None,
-                 tags: dict[str, str], threads: int | None = None, progress: bool = False):
+                 tags: dict[str, str], threads: int | None = None, progress: bool = False,
+                 rung: Rung | None = None):
         self.cfg, self.workdir, self.tracking = cfg, workdir, tracking
         self.tags, self.threads, self.progress = dict(tags), threads, progress
+        self.rung = rung   # successive halving: pause the last stage there
 
     def __call__(self) -> dict:
         from harness.runs.pipeline import run
@@ -63,5 +66,7 @@ class RunJob(submitit.helpers.Checkpointable):
             from harness.tracking.mirror import MlflowMirror
             hooks = MlflowMirror(self.tracking.uri, self.tracking.experiment_id,
                                  {**self.tags, "job_id": current_job_id()})
-        result = run(self.cfg, Path(self.workdir), progress=self.progress, hooks=hooks)
-        return {"key": result.key, "name": result.name, "scores": result.scores}
+        result = run(self.cfg, Path(self.workdir), progress=self.progress, hooks=hooks,
+                     rung=self.rung)
+        return {"key": result.key, "name": result.name, "scores": result.scores,
+                **({"rung": result.rung} if getattr(result, "rung", None) else {})}

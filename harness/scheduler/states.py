@@ -4,8 +4,11 @@ table `ablate run` follows and `ablate status` prints.
 States: DONE, RUNNING (a live process holds the run's lock), STARTING (its job is up but has
 not taken the lock yet), QUEUED (waiting in Slurm or in the local dispatcher), FAILED and
 INTERRUPTED (the run directory says so, with the reason), LOST (the run was started or
-queued but no process or job is behind it any more, e.g. killed), NEW (never submitted).
-A run that is not DONE and not in flight is what `ablate run` submits."""
+queued but no process or job is behind it any more, e.g. killed), PAUSED (a successive-
+halving search stopped its last stage at a rung; the reason says where and, for a candidate
+the search dropped, by how much it trailed), NEW (never submitted). A run that is not DONE
+and not in flight is what `ablate run` submits (a paused one continues from its
+checkpoint)."""
 from __future__ import annotations
 
 import getpass
@@ -24,8 +27,8 @@ from harness.runs.rundir import RunDir
 from harness.spec import ExperimentSpec, PlannedRun
 
 IN_FLIGHT = {"RUNNING", "STARTING", "QUEUED"}
-FINAL = {"DONE", "FAILED", "INTERRUPTED", "LOST"}
-SUBMITTABLE = {"NEW", "FAILED", "INTERRUPTED", "LOST"}
+FINAL = {"DONE", "FAILED", "INTERRUPTED", "LOST", "PAUSED"}
+SUBMITTABLE = {"NEW", "FAILED", "INTERRUPTED", "LOST", "PAUSED"}
 
 
 @dataclass
@@ -178,7 +181,7 @@ def render(spec: ExperimentSpec, views: list[RunView]) -> str:
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     lines = [f"{spec.name}: {len(views)} runs: {summary}", table]
     for i, v in enumerate(views):
-        if v.state in ("FAILED", "LOST", "INTERRUPTED"):
+        if v.state in ("FAILED", "LOST", "INTERRUPTED", "PAUSED"):
             lines.append(f"  #{i} {v.state}: {v.reason or 'no reason recorded'}")
             if v.log:
                 lines.append(f"      log: {v.log}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.record_names import default_uri, mlflow_name
 from harness.config.run_config import device_problem
+from harness.config.selection import Rung
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, view_spec
@@ -44,10 +45,11 @@ def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, 
 
 def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,
             profile: str | None = None, tracking_uri: str | None = None,
-            record: bool = True) -> Submission:
+            record: bool = True, rung: Rung | None = None) -> Submission:
     """The submission of `spec`'s runs that are not done. `record`: write the spec's manifest
     beside the records (analysis.manifest) once every check has passed; a search's round
-    batches, which are not specs of their own, pass False."""
+    batches, which are not specs of their own, pass False. `rung`: every job pauses its run's
+    last stage there (successive halving); the caller leaves out runs already scored at it."""
     workdir = Path(workdir).resolve()
     executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile))
     uri = tracking_uri or default_uri(workdir)
@@ -84,7 +86,8 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
         submission.mirrored.append(v.run)
     target = TrackingTarget(uri, experiment_id)
     submission.jobs = [(v.run_dir, RunJob(v.run.config, str(workdir), target,
-                                      run_tags(spec, v.run, executor.name), executor.threads()))
+                                      run_tags(spec, v.run, executor.name), executor.threads(),
+                                      rung=rung))
                    for v in todo]
     for run_dir, _ in submission.jobs:
         run_dir.path.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from analysis.stats import mean_std
-from harness.runs.pipeline import RunResult
+from harness.config.selection import Rung
+from harness.runs.pipeline import PausedRun, RunResult
 from harness.spec import PlannedRun
 
 
 class ArmRunner(Protocol):
     def execute(self, runs: list[PlannedRun], what: str) -> dict[str, RunResult]:
         """Submit the runs not done as one submission, wait for all; run key -> result."""
+
+    def execute_rung(self, runs: list[PlannedRun], rung: Rung, what: str
+                     ) -> dict[str, RunResult | PausedRun]:
+        """Submit the runs neither done nor scored at `rung`, each to pause there, as one
+        submission; wait for all; run key -> its rung record (or its result, if it had
+        finished before)."""
+
+    def mark_stopped(self, run: PlannedRun, reason: str) -> None:
+        """Say in the run's status why successive halving left it paused."""
 
     def seed_run(self, run: PlannedRun, result: RunResult, extra: dict | None = None
                  ) -> SeedRun:
@@ -40,8 +50,14 @@ class SeedRun:
 class Arm:
     experts: list[str]
     added: str | None
-    runs: list[SeedRun]
+    runs: list[SeedRun]              # empty for a candidate successive halving stopped
     tuning: dict | None = None       # {"path", "value", "trials": [{"value", "objective"}]}
+    rungs: list[dict] = field(default_factory=list)   # its scores at each rung it reached
+    stopped: dict | None = None      # the rung that stopped it, with the numbers behind it
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped is None
 
     @property
     def mean(self) -> float:
@@ -55,16 +71,18 @@ class Arm:
 
     def benchmark_means(self) -> dict[str, float]:
         return {b: sum(r.scores[b] for r in self.runs) / len(self.runs)
-                for b in self.runs[0].scores}
+                for b in (self.runs[0].scores if self.runs else {})}
 
     def raw_means(self) -> dict[str, float]:
-        return {b: sum(r.raw[b] for r in self.runs) / len(self.runs) for b in self.runs[0].raw}
+        return {b: sum(r.raw[b] for r in self.runs) / len(self.runs)
+                for b in (self.runs[0].raw if self.runs else {})}
 
     def to_dict(self) -> dict:
         return {"experts": self.experts, "added": self.added, "mean": self.mean,
                 "std": self.std, "benchmarks": self.benchmark_means(),
                 "raw": self.raw_means(), "runs": [dataclasses.asdict(r) for r in self.runs],
-                "tuning": self.tuning}
+                "tuning": self.tuning,
+                **({"rungs": self.rungs, "stopped": self.stopped} if self.rungs else {})}
 
 
 @dataclass
@@ -74,8 +92,10 @@ class Round:
     candidates: list[Arm]
     chosen: str | None
     decision: str
+    halving: dict | None = None       # the rungs' decisions (harness.search.halving)
 
     def to_dict(self) -> dict:
         return {"round": self.number, "current": self.current.to_dict(),
                 "candidates": [c.to_dict() for c in self.candidates],
-                "chosen": self.chosen, "decision": self.decision}
+                "chosen": self.chosen, "decision": self.decision,
+                **({"halving": self.halving} if self.halving else {})}

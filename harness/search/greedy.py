@@ -24,11 +24,14 @@ from analysis.lineage import candidate_frame, lineage_frame
 from analysis.manifest import write_manifest
 from core.errors import HarnessError
 from core.files import atomic_write_text, file_lock
-from harness.runs.pipeline import RunResult, load_result
+from core.identity import to_plain
+from harness.config.selection import Rung
+from harness.runs.pipeline import PausedRun, RunResult, load_paused, load_result
 from harness.runs.rundir import RunDir
 from harness.scheduler.states import follow, view_spec
 from harness.scheduler.submit import prepare
 from harness.search.arms import Arm, Round, SeedRun
+from harness.search.halving import HalvingRound
 from harness.search.search_spec import (
     SearchSpec,
     normalized,
@@ -55,27 +58,50 @@ class GreedySearch:
         self.follow_jobs = follow_jobs
         self.dir = self.workdir / "searches" / spec.name
         self._tuner = None
+        self._halving: HalvingRound | None = None
 
     # --- running arms -----------------------------------------------------------------
     def say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def execute(self, runs: list[PlannedRun], what: str) -> dict[str, dict]:
-        """Submit the runs not done (one submission), wait for all; run key -> its result."""
-        unique = list({r.key: r for r in runs}.values())
-        batch = ExperimentSpec(self.spec.name, self.spec.file, self.spec.description,
-                               sorted({k for r in unique for k in r.labels}), unique)
+    def _batch(self, runs: list[PlannedRun]) -> ExperimentSpec:
+        return ExperimentSpec(self.spec.name, self.spec.file, self.spec.description,
+                              sorted({k for r in runs for k in r.labels}), runs)
+
+    def _submit(self, runs: list[PlannedRun], what: str, rung: Rung | None = None,
+                scored: int = 0) -> list:
+        """Submit the runs not done (one submission), wait for all; their final views."""
+        self._remember(runs)
+        batch = self._batch(runs)
         submission = prepare(batch, self.workdir, self.executor, self.max_parallel,
-                             self.profile, self.tracking_uri, record=False)
-        self.say(f"{what}: {len(unique)} runs: submitting {len(submission.submitted)} "
-                 f"({submission.executor.describe()}), {len(submission.done)} already done, "
+                             self.profile, self.tracking_uri, record=False, rung=rung)
+        self.say(f"{what}: {len(runs) + scored} runs: submitting {len(submission.submitted)} "
+                 f"({submission.executor.describe()}), "
+                 f"{len(submission.done) + scored} already done, "
                  f"{len(submission.in_flight)} already in flight")
         submission.execute()
         if submission.executor.follows and (submission.submitted or submission.in_flight):
-            views = follow(batch, self.workdir, stream=self.stream)
-        else:
-            views = view_spec(batch, self.workdir)
+            return follow(batch, self.workdir, stream=self.stream)
+        return view_spec(batch, self.workdir)
+
+    def _remember(self, runs: list[PlannedRun]) -> None:
+        """The search's runs so far, in order (runs.json), for `ablate status`."""
+        path = self.dir / "runs.json"
+        known = json.loads(path.read_text()) if path.exists() else []
+        keys = {k["key"] for k in known}
+        for r in runs:
+            if r.key not in keys:
+                keys.add(r.key)
+                known.append({"key": r.key, "experts": r.labels["experts"].split("+"),
+                              "seed": r.config.seed,
+                              "extra": r.extra})
+        atomic_write_text(path, json.dumps(known, indent=1))
+
+    def execute(self, runs: list[PlannedRun], what: str) -> dict[str, dict]:
+        """Submit the runs not done (one submission), wait for all; run key -> its result."""
+        unique = list({r.key: r for r in runs}.values())
+        views = self._submit(unique, what)
         bad = [v for v in views if v.state != "DONE"]
         if bad:
             lines = [f"  {v.run.name} (run {v.run.key}): {v.state}: {v.reason or ''}"
@@ -84,6 +110,42 @@ class GreedySearch:
                                + "\n".join(lines) + "\nfix the cause and run `ablate search` "
                                "again: finished runs are reused, interrupted ones resume")
         return {v.run.key: load_result(v.run_dir) for v in views}
+
+    def execute_rung(self, runs: list[PlannedRun], rung: Rung, what: str
+                     ) -> dict[str, RunResult | PausedRun]:
+        unique = list({r.key: r for r in runs}.values())
+        out: dict[str, RunResult | PausedRun] = {}
+        for r in unique:
+            run_dir = RunDir(self.workdir / "runs" / r.key)
+            # a run that went through this rung keeps its record there after finishing, so
+            # a search run again decides from the same numbers
+            found = load_paused(run_dir, rung) or (load_result(run_dir) if run_dir.done
+                                                   else None)
+            if found is not None:
+                out[r.key] = found
+        todo = [r for r in unique if r.key not in out]
+        if not todo:
+            self.say(f"{what}: {len(unique)} runs: all scored at this rung already")
+            return out
+        for v in self._submit(todo, what, rung, scored=len(out)):
+            found = (load_paused(v.run_dir, rung) if v.state in ("PAUSED", "DONE") else None) \
+                or (load_result(v.run_dir) if v.state == "DONE" else None)
+            if found is None:
+                raise SearchFailed(f"{what}: run {v.run.name} (run {v.run.key}) did not reach "
+                                   f"the rung: {v.state}: {v.reason or ''}"
+                                   + (f" (log: {v.log})" if v.log else "") +
+                                   "\nfix the cause and run `ablate search` again: finished "
+                                   "runs are reused, interrupted ones resume")
+            out[v.run.key] = found
+        return out
+
+    def mark_stopped(self, run: PlannedRun, reason: str) -> None:
+        run_dir = RunDir(self.workdir / "runs" / run.key)
+        status = run_dir.status()
+        if status["state"] == "PAUSED":
+            run_dir.set_status("PAUSED", reason=reason,
+                               **{k: v for k, v in status.items()
+                                  if k not in ("state", "reason", "updated", "host", "pid")})
 
     def result_of(self, run: PlannedRun) -> RunResult:
         return load_result(RunDir(self.workdir / "runs" / run.key))
@@ -99,6 +161,9 @@ class GreedySearch:
         if self.spec.tune is not None:
             self._tuner = self._tuner or Tuner(self.spec, self.dir, self)
             return self._tuner.evaluate(arms, what)
+        if self.spec.halving is not None:
+            self._halving = self._halving or HalvingRound(self.spec, self)
+            return self._halving.evaluate(arms, what)
         planned = {(tuple(e), s): self.spec.run(e, s) for e, _ in arms for s in self.spec.seeds}
         results = self.execute(list(planned.values()), what)
         return [Arm(e, added, [self.seed_run(planned[(tuple(e), s)],
@@ -115,7 +180,8 @@ class GreedySearch:
                 {"name": spec.name, "file": spec.file, "identity": spec.identity,
                  "start": spec.start, "pool": spec.pool, "seeds": spec.seeds,
                  "objective": {b: dataclasses.asdict(n) for b, n in spec.objective.items()},
-                 "stop": dataclasses.asdict(spec.stop)}, indent=1))
+                 "stop": dataclasses.asdict(spec.stop),
+                 **({"halving": to_plain(spec.halving)} if spec.halving else {})}, indent=1))
             for old in self.dir.glob("round-*.json"):
                 old.unlink()   # rewritten below from the records, as far as the search gets
             rounds: list[Round] = []
@@ -124,7 +190,8 @@ class GreedySearch:
             arms = self.evaluate(first, "round 0 (start set) + round 1")
             current, candidates = arms[0], arms[1:]
             while True:
-                best = max(candidates, key=lambda a: a.mean)   # ties: the pool's order
+                # ties: the pool's order; a candidate halving stopped is out of the running
+                best = max((c for c in candidates if c.finished), key=lambda a: a.mean)
                 gain = best.mean - current.mean
                 spread = f" (std {best.std:.2f} over {len(best.runs)} seeds)" \
                     if len(best.runs) > 1 else ""
@@ -138,7 +205,11 @@ class GreedySearch:
                                 f"{best.mean:.2f}{spread}, {gain:+.2f} over {current.mean:.2f}"
                                 f", not more than min_gain {spec.stop.min_gain}")
                     chosen = None
-                rounds.append(Round(number, current, candidates, chosen, decision))
+                halving = self._halving.record if self._halving else None
+                if halving and halving["stopped"]:
+                    decision += ("; successive halving stopped "
+                                 + ", ".join(halving["stopped"]) + " at a rung")
+                rounds.append(Round(number, current, candidates, chosen, decision, halving))
                 self.save(rounds)
                 self.say(f"round {number}: {decision}")
                 if chosen is None:

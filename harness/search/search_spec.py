@@ -20,6 +20,11 @@ before anything is submitted.
                                               # normalized points, or at max_experts experts
       seeds: [0, 1]                   # each arm trained once per seed; ranked by the mean
       tune: {path: "stages[sft].lr", low: 1.0e-4, high: 3.0e-3, trials: 4}   # optional Optuna
+      halving:                        # optional successive halving within each round
+        rungs: [0.25, 0.5]            # pause the candidates' last stage at these fractions
+        keep: 0.5                     # of a rung's candidates, this fraction goes on
+        min_keep: 1                   # ... and never fewer than this
+        selection: {synthetic_per_skill: 50}   # the held-out split rung decisions read
 
 An arm's expert order is the order of addition (start, then each round's pick), which is what
 the channel order of a concatenating fusion follows."""
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +42,12 @@ from typing import Any
 from analysis.manifest import SpecManifest, file_sha256
 from core.errors import ConfigError
 from core.fields import ranged
-from core.identity import content_hash
+from core.identity import content_hash, to_plain
 from harness.config.run_config import RunConfig
 from harness.config.schema import bind_dataclass
+from harness.config.selection import SelectionSplit
 from harness.config.yamlio import Located, load_yaml
+from harness.evaluation.benchmarks import BENCHMARKS
 from harness.spec.expand import Override, PlannedRun, _base, _compose, check_expert_ids
 from harness.spec.run_file import parse_run_config
 
@@ -78,6 +87,38 @@ class Tuning:
 
 
 @dataclass(frozen=True)
+class Halving:
+    """Successive halving within a round, synchronous rungs: every candidate trains to the
+    first rung (a fraction of its last stage's steps) and is scored there on the selection
+    split; the best `keep` of them (at least `min_keep`) continue from that checkpoint to the
+    next rung, and so on; the survivors finish, exactly as without halving, and the round
+    compares them on the reported benchmarks. The round's current set always finishes."""
+    rungs: list[float] = ranged(min_items=1, gt=0, lt=1)
+    keep: float = ranged(0.5, gt=0, lt=1)
+    min_keep: int = ranged(1, ge=1)
+    selection: SelectionSplit = field(default_factory=SelectionSplit)
+
+    def survivors(self, contenders: int) -> int:
+        """How many of `contenders` go on past a rung."""
+        return min(contenders, max(self.min_keep, math.ceil(self.keep * contenders)))
+
+    def last_stage_share(self, contenders: int) -> float:
+        """The last stage's steps that `contenders` candidates train under halving, as a
+        fraction of what they train without it (1.0: halving saves nothing)."""
+        if contenders == 0:
+            return 1.0
+        trained, alive, reached = 0.0, contenders, 0.0
+        for fraction in self.rungs:
+            keep = self.survivors(alive)
+            if keep == alive:
+                continue
+            trained += alive * (fraction - reached)
+            alive, reached = keep, fraction
+        trained += alive * (1.0 - reached)
+        return trained / contenders
+
+
+@dataclass(frozen=True)
 class SearchSection:
     experts: dict[str, Any]
     start: list[str]
@@ -86,6 +127,7 @@ class SearchSection:
     stop: StopRule = field(default_factory=StopRule)
     seeds: list[int] = field(default_factory=lambda: [0])
     tune: Tuning | None = None
+    halving: Halving | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +158,7 @@ class SearchSpec:
     _overrides: list[Override] = field(repr=False)
     check_files: bool = True          # False: `ablate plan` without the data on this machine
     slurm_profile: str | None = None
+    halving: Halving | None = None
     # applied to every run the search plans (`ablate rehearse` shrinks them); None: as is
     transform: Callable[[PlannedRun], PlannedRun] | None = field(default=None, repr=False)
 
@@ -140,7 +183,7 @@ class SearchSpec:
                                    self.check_files)
         except ConfigError as exc:
             raise self._renamed(exc, experts) from None
-        run = PlannedRun(f"{self.name}[{suffix}]", labels, cfg)
+        run = PlannedRun(f"{self.name}[{suffix}]", labels, cfg, dict(extra or {}))
         return self.transform(run) if self.transform is not None else run
 
     @staticmethod
@@ -262,7 +305,8 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                              "objective": s.objective.benchmarks,
                              "stop": dataclasses.asdict(s.stop),
                              "seeds": s.seeds, "set": spec.set, "base": base.data,
-                             "tune": dataclasses.asdict(s.tune) if s.tune else None})
+                             "tune": dataclasses.asdict(s.tune) if s.tune else None,
+                             **({"halving": to_plain(s.halving)} if s.halving else {})})
     search = SearchSpec(spec.name, str(Path(src.file).resolve()), spec.description,
                         list(s.start), list(s.pool), {}, s.stop, list(s.seeds), s.tune,
                         identity, src, base, experts, overrides, check_files)
@@ -283,7 +327,42 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                 raise src.error("search.tune.path", f"cannot tune '{s.tune.path}': "
                                                     f"{exc.message}") from None
     objective = _objective(s, first.config, src)
-    return dataclasses.replace(search, objective=objective)
+    halving = _halving(s.halving, first.config, objective, src) if s.halving else None
+    if halving is not None and s.tune is not None:
+        raise src.error("search.halving", "halving and tune cannot be combined yet: each "
+                                          "tuning trial would need its own rungs; drop one")
+    return dataclasses.replace(search, objective=objective, halving=halving)
+
+
+def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization],
+             src: Located) -> Halving:
+    """The halving section checked against what the runs train and evaluate, with the
+    selection benchmarks defaulting to the objective's."""
+    where = "search.halving"
+    if any(b <= a for a, b in zip(h.rungs, h.rungs[1:])):
+        raise src.error(f"{where}.rungs", f"rungs must increase: {h.rungs}")
+    if base_cfg.stages[-1].per_expert:
+        raise src.error(where, f"the last stage ('{base_cfg.stages[-1].name}') is per-expert; "
+                               "rungs pause the joint stage that trains the combination")
+    sel = h.selection
+    benchmarks = list(sel.benchmarks) or list(objective)
+    for i, name in enumerate(benchmarks):
+        at = f"{where}.selection.benchmarks[{i}]"
+        if name not in objective:
+            raise src.error(at, f"'{name}' is not in the objective; the selection split scores "
+                                "the objective's benchmarks on held-out questions (allowed: "
+                                f"{', '.join(objective)})")
+        if BENCHMARKS.get(name).needs_source and name not in sel.sources:
+            raise src.error(f"{where}.selection.sources", f"benchmark '{name}' reads its own "
+                            "files: give its held-out questions as sources."
+                            f"{name}: {{questions: ..., images: ...}} (the reported files "
+                            "would make the search select on the numbers it reports)")
+    if base_cfg.data.synthetic is None and sel.data is None and not all(
+            BENCHMARKS.get(n).needs_source for n in benchmarks):
+        raise src.error(f"{where}.selection.data", "the runs do not use synthetic data: give "
+                                                   "the held-out evaluation file as "
+                                                   "{json: ..., images: ...}")
+    return dataclasses.replace(h, selection=dataclasses.replace(sel, benchmarks=benchmarks))
 
 
 def raw_values(spec: SearchSpec, result) -> dict[str, float]:
@@ -300,11 +379,34 @@ def normalized(spec: SearchSpec, result) -> dict[str, float]:
             for name, value in raw_values(spec, result).items()}
 
 
+def selection_objective(spec: SearchSpec, paused) -> float:
+    """A run's objective on the selection split at a rung (harness.runs.pipeline.PausedRun):
+    the objective's normalization and weights over the selection's benchmarks."""
+    names = spec.halving.selection.benchmarks
+    total = sum(spec.objective[b].weight for b in names)
+    value = 0.0
+    for b in names:
+        norm = spec.objective[b]
+        raw = paused.metrics[b][norm.metric] if norm.metric else paused.scores[b]
+        value += norm.weight * 100.0 * (raw - norm.min) / (norm.max - norm.min)
+    return value / total
+
+
 def objective_value(spec: SearchSpec, result) -> float:
     """The weighted mean of the normalized benchmark scores."""
     scores = normalized(spec, result)
     total = sum(n.weight for n in spec.objective.values())
     return sum(scores[b] * spec.objective[b].weight for b in scores) / total
+
+
+def searched_runs(spec: SearchSpec, workdir: Path) -> list[PlannedRun]:
+    """Every run the search has submitted so far, in order, from its runs.json (written by
+    harness.search.greedy before each submission), planned again from the spec."""
+    path = Path(workdir) / "searches" / spec.name / "runs.json"
+    if not path.exists():
+        return []
+    return [spec.run(r["experts"], r["seed"], r["extra"] or None)
+            for r in json.loads(path.read_text())]
 
 
 def search_manifest(spec: SearchSpec) -> SpecManifest:

@@ -90,6 +90,7 @@ class PlannedRun:
     name: str
     labels: dict[str, str]     # axis (and "variant") -> value label
     config: RunConfig
+    extra: dict[str, Any] = field(default_factory=dict)   # a search's tuned fields, exactly
 
     @property
     def key(self) -> str:

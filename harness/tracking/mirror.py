@@ -23,7 +23,7 @@ from harness.tracking.store import open_store, retry
 
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
              "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl")
-MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED"}
+MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED", "PAUSED": "KILLED"}
 
 
 def tracking_record(run_dir: RunDir) -> dict:

@@ -5,11 +5,13 @@ from harness.training.loader import batch_indices
 from harness.training.loop import (
     BatchSplitError,
     StageInterrupted,
+    StagePaused,
     StageResult,
     param_groups,
     split,
     train_stage,
 )
 
-__all__ = ["BatchSplitError", "StageInterrupted", "StageResult", "batch_indices",
+__all__ = ["BatchSplitError", "StageInterrupted", "StagePaused",
+           "StageResult", "batch_indices",
            "param_groups", "split", "train_stage"]

@@ -146,11 +146,14 @@ def _checkpointed_layers(model: MultimodalLM, enabled: bool):
 def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
                 stage_dir: StageFolder, seed: int, world: World, parallel: ParallelConfig,
                 precision: str = "no", stop_after: int | None = None,
-                progress: bool = True) -> StageResult:
+                progress: bool = True, pause_at: int | None = None) -> StageResult:
     """Train (or resume) one stage in `stage_dir`; every rank calls it. `stop_after` ends
     early after that many steps of this process, leaving the checkpoint, as a preemption
-    would (used by tests). A strategy that shards the module in place trains a copy, so the
-    caller's model stays whole for evaluation."""
+    would (used by tests). `pause_at` (a successive-halving rung) checkpoints at that step
+    and raises StagePaused with the weights there; the stage's schedule is still that of all
+    its steps, so continuing later ends where an uninterrupted stage would. A strategy that
+    shards the module in place trains a copy, so the caller's model stays whole for
+    evaluation."""
     micro, accumulation = split(stage, world.size, parallel.micro_batch)
     trained = trainable_lrs([e.config for e in model.experts.values()], stage)
     strategy = choose(parallel.strategy, world, model, llm_trains="llm" in trained)
@@ -161,7 +164,8 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
         upcast_trainable(model)
     with _checkpointed_layers(model, parallel.activation_checkpointing):
         return _train(model, strategy, stage, dataset, collate, stage_dir, seed, world,
-                      precision, micro, accumulation, parallel, stop_after, progress)
+                      precision, micro, accumulation, parallel, stop_after, progress,
+                      pause_at)
 
 
 def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
@@ -173,7 +177,7 @@ def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
 
 
 def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, precision,
-           micro, accumulation, parallel, stop_after, progress) -> StageResult:
+           micro, accumulation, parallel, stop_after, progress, pause_at) -> StageResult:
     wrapped = strategy.wrap(model)
     groups = param_groups(model, stage)              # the (possibly sharded) parameters
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -190,6 +194,14 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
             kept = [m for m in stage_dir.metrics_log() if m.get("step", 0) <= start]
             (stage_dir.path / "metrics.jsonl").write_text(
                 "".join(json.dumps(m) + "\n" for m in kept))
+    pausing = pause_at is not None and pause_at < total
+    if pausing and start > pause_at:
+        raise HarnessError(f"stage '{stage.name}' in {stage_dir.path} is checkpointed at step "
+                           f"{start}, past the rung at step {pause_at}: the rung's checkpoint "
+                           "is gone, so its score cannot be measured")
+    if pausing and start == pause_at:   # paused here before: the rung's weights are at hand
+        raise StagePaused(start, total, checkpoint.full_trainable_state(world, wrapped, names))
+    end = pause_at if pausing else total
     if world.is_main:
         stage_dir.log(event="start", step=start, total=total, trainable=trainable,
                       strategy=strategy.name, ranks=world.size, micro_batch=micro,
@@ -200,10 +212,10 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
     times, loss_value, done_here = [], float("nan"), 0
     order = step_order(dataset, stage.batch_size, seed, stage.group_by_modality)
     loader = step_batches(StepBatches(dataset, collate, order, world.rank, micro, accumulation),
-                          start, total, parallel.loader_workers, parallel.prefetch_steps,
+                          start, end, parallel.loader_workers, parallel.prefetch_steps,
                           pin_memory=world.device.type == "cuda")
     last_save = time.monotonic()
-    for step, prepared in zip(range(start, total), loader):
+    for step, prepared in zip(range(start, end), loader):
         t0 = time.perf_counter()
         batches = [to_device(b, world.device) for b in prepared]
         counts = torch.tensor([float(sum(model.answer_tokens(b["input_ids"], b["attention_mask"],
@@ -235,7 +247,9 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
         bar.set_postfix(loss=f"{loss_value:.3f}",
                         samples_s=f"{stage.batch_size / times[-1]:.0f}")
         finished = step + 1 == total
-        reason = ("final" if finished else "steps" if (step + 1) % stage.checkpoint_every == 0
+        rung = pausing and step + 1 == pause_at
+        reason = ("final" if finished else "rung" if rung
+                  else "steps" if (step + 1) % stage.checkpoint_every == 0
                   else "stop" if done_here == stop_after
                   else "minutes" if _checkpoint_due(world, last_save, parallel.checkpoint_minutes)
                   else None)
@@ -245,6 +259,10 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
             last_save = time.monotonic()
             if world.is_main:
                 stage_dir.log(event="checkpoint", step=step + 1, reason=reason)
+        if rung:
+            bar.close()
+            raise StagePaused(step + 1, total,
+                              checkpoint.full_trainable_state(world, wrapped, names))
         if done_here == stop_after and not finished:
             bar.close()
             raise StageInterrupted(step + 1)
@@ -259,3 +277,11 @@ class StageInterrupted(RuntimeError):
     def __init__(self, step: int):
         super().__init__(f"stopped after step {step} (checkpoint kept)")
         self.step = step
+
+
+class StagePaused(Exception):
+    """The stage reached its rung (`pause_at`): checkpointed there, with the trainable
+    weights at that step (whole, on rank 0; empty elsewhere) for the rung's evaluation."""
+    def __init__(self, step: int, total: int, weights: dict):
+        super().__init__(f"paused at step {step} of {total} (checkpoint kept)")
+        self.step, self.total, self.weights = step, total, weights
