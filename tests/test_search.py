@@ -80,6 +80,16 @@ BAD = [
     ("id: clip-vit, preset: tiny, resolution: 32, freeze: false, view: {color: gray}",
      "id: clip-vit, preset: tiny, resolution: 30, freeze: false",
      "search.experts.b", "cannot take resolution 30"),
+    ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5, 0.25]}", "search.halving.rungs",
+     "rungs must increase"),
+    ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [1.0]}", "search.halving.rungs",
+     "must be < 1"),
+    ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5], keep: 0}", "search.halving.keep",
+     "must be > 0"),
+    ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5], selection: {benchmarks: [synth-text]}}",
+     "search.halving.selection.benchmarks[0]", "'synth-text' is not in the objective"),
+    ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5]}\n  tune: {path: \"stages[sft].lr\", "
+     "low: 1.0e-4, high: 1.0e-3}", "search.halving", "cannot be combined"),
 ]
 
 
@@ -369,6 +379,11 @@ def test_halving_stops_the_trailing_candidate_at_its_rung_and_reruns_for_free(tm
     assert main(["status", str(path), "--workdir", str(workdir)]) == 0
     out = capsys.readouterr().out
     assert "PAUSED" in out and "stopped by successive halving" in out
+    # the report says which split the rungs read, and where the stopped candidate stopped
+    assert main(["report", str(path), "--workdir", str(workdir), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "Rung decisions read the selection split (synth-color, synth-pope)" in out
+    assert "stopped at rung 1 (step 4/10" in out
     # the winner ends where the same run without halving ends
     (tmp_path / "plain").mkdir()
     plain = write_search(tmp_path / "plain", sft_steps=10, prealign=False,
