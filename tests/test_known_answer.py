@@ -18,6 +18,7 @@ SPEC = Path(__file__).parent.parent / "experiments" / "tiny" / "greedy_known_ans
 
 
 @pytest.mark.long
+@pytest.mark.covered
 def test_known_answer_search_adds_the_planted_experts_in_order(tmp_path):
     workdir = tmp_path / "work"
     started = time.time()

@@ -402,3 +402,18 @@ def test_halving_stops_the_trailing_candidate_at_its_rung_and_reruns_for_free(tm
     assert [x.decision for x in again] == [x.decision for x in rounds]
     a, b = json.dumps(again[0].halving), json.dumps(r.halving)
     assert a == b, (a, b)
+
+
+def test_plan_of_a_halving_search_bounds_its_gpu_hours_with_and_without(capsys):
+    from harness.search.search_spec import Halving
+    h = Halving(rungs=[0.5], keep=0.3, min_keep=1)
+    # 3 candidates: all train half, one goes on: (3 * 0.5 + 0.5) / 3 of their last stage
+    assert h.last_stage_share(3) == pytest.approx(2 / 3)
+    assert Halving(rungs=[0.25, 0.5], keep=0.5).last_stage_share(4) == pytest.approx(
+        (4 * 0.25 + 2 * 0.25 + 1 * 0.5) / 4)
+    assert Halving(rungs=[0.5], keep=0.5, min_keep=2).last_stage_share(2) == 1.0   # skipped
+    spec = ROOT / "experiments" / "tiny" / "greedy_known_answer_halving.yaml"
+    assert main(["plan", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "successive halving (rungs 0.5, keep 0.3, at least 1)" in out
+    assert "GPU-hours without halving" in out and "with it" in out

@@ -90,13 +90,30 @@ class ModelConfig:
         return out
 
 
-TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts")
+TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts", "lora")
+
+# LLaVA-1.5's LoRA recipe targets every linear layer of the LLM (r 128, alpha 256); these are
+# a Llama decoder layer's
+LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                       "down_proj"]
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapters on the LLM for one stage (peft): `train: [lora, ...]` trains them, with
+    the stage's lr or `lrs.lora`; the LLM's own weights stay frozen unless `llm` is listed
+    too. When the stage ends they are merged into the LLM (models.lora.fold)."""
+    rank: int = ranged(8, ge=1)
+    alpha: float = ranged(16.0, gt=0)
+    dropout: float = ranged(0.05, ge=0, lt=1)
+    targets: list[str] = ranged(default_factory=lambda: list(LLAMA_LINEAR_LAYERS), min_items=1)
 
 
 @dataclass(frozen=True)
 class StageConfig:
     """One training stage. `train` lists module groups: projector, fusion, llm, experts (every
-    expert whose `freeze` is false) or experts.NAME (that expert). `lrs` overrides the stage lr
+    expert whose `freeze` is false), experts.NAME (that expert) or lora (the stage's LoRA
+    adapters on the LLM, given by `lora`: LoraSpec). `lrs` overrides the stage lr
     per group; an expert's own `lr` applies when no `lrs` entry names it.
 
     per_expert (Eagle's pre-alignment): the stage trains each expert alone, with a projector
@@ -125,6 +142,7 @@ class StageConfig:
     # LLaVA-1.5's group_by_modality_length (its fine-tuning sets it): batches of one modality,
     # sorted by length (harness.training.loader.ModalityLengthOrder); changes the data order
     group_by_modality: bool = field(default=False, metadata=ADDED_OPTION)
+    lora: LoraSpec | None = field(default=None, metadata=ADDED_OPTION)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):

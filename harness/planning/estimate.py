@@ -150,6 +150,18 @@ class MemoryEstimate:
         return self.params + self.grads + self.optimizer + self.activations
 
 
+def lora_params(hf, lora) -> int:
+    """The adapters' size, rank x (in + out) per targeted linear layer of a Llama-shaped
+    decoder (a target of another name is not counted: its shape is not known here)."""
+    h, i = hf.hidden_size, hf.intermediate_size
+    kv = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+    head = h // hf.num_attention_heads
+    shapes = {"q_proj": (h, h), "k_proj": (h, kv * head), "v_proj": (h, kv * head),
+              "o_proj": (h, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    per_layer = sum(lora.rank * sum(shapes[t]) for t in lora.targets if t in shapes)
+    return per_layer * hf.num_hidden_layers
+
+
 def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | None = None
                  ) -> MemoryEstimate | None:
     """The stage on `ranks` GPUs with the run's `parallel` settings (None when the LLM's
@@ -171,7 +183,7 @@ def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | N
                     "fsdp" if total_params >= AUTO_FSDP_PARAMETERS else "ddp")
     shard = ranks if strategy == "fsdp" else 1
     sizes = {"llm": cost.llm_params, "projector": cost.projector_params or 0,
-             **cost.part_params}
+             **cost.part_params, "lora": lora_params(hf, stage.lora) if stage.lora else 0}
     trained = set(trainable_lrs(cfg.model.experts, stage))
     trainable = sum(n for name, n in sizes.items() if name in trained)
     llm_bytes = _DTYPE_BYTES.get(cfg.model.llm.dtype, 4)

@@ -160,36 +160,50 @@ def search_plan(search, workdir: Path, profile: str | None = None
                   f"{later * len(search.seeds) * mean:,.1f} more GPU-hours (arms with more "
                   "experts cost more, shared pre-alignment less)")
     if search.halving is not None:
-        footer += _halving_lines(search, runs[len(search.seeds):], pending, mean)
+        footer += _halving_lines(search, runs, profile)
     return table, footer
 
 
-def _halving_lines(search, candidate_runs, pending: pd.DataFrame, mean: float) -> list[str]:
-    """The bound on the search's GPU-hours with and without successive halving: halving cuts
-    the candidates' last stage (its share of a run's FLOPs, from the estimate) to what the
-    rungs let them train, round by round; the current sets and the other stages are as
-    before."""
+def _halving_lines(search, runs, profile: str | None) -> list[str]:
+    """The search's training compute with and without successive halving, from the estimate
+    and for a search not yet started: round 1 trains every stage of its arms once (the
+    experts' pre-alignment is shared); a later round's arm trains its joint stages; halving
+    cuts each candidate's last stage to what the rungs let it train."""
     h = search.halving
-    shares = []
-    for run in candidate_runs:
+    profile = profile or search.slurm_profile
+    gpu = load_profile(profile, check_cluster=False).gpu if profile else GpuThroughput()
+    seen: set[str] = set()
+    first, joint, last = 0.0, [], []
+    candidates = runs[len(search.seeds):]
+    for run in runs:
         cfg = run.config
-        stages = [(n, e) for n, e, _ in stage_keys(cfg)]
-        flops = {(n, e): stage_flops(cfg, next(s for s in cfg.stages if s.name == n), e) or 0.0
-                 for n, e in stages}
-        total = sum(flops.values())
-        if total:
-            shares.append(flops[stages[-1]] / total)
-    last = sum(shares) / len(shares) if shares else 0.0
+        stages = {st.name: st for st in cfg.stages}
+        own = 0.0
+        for name, expert, key in stage_keys(cfg):
+            flops = stage_flops(cfg, stages[name], expert) or 0.0
+            if key not in seen:
+                seen.add(key)
+                first += flops
+            if expert is None:
+                own += flops
+        if run in candidates:
+            joint.append(own)
+            name, expert, _ = stage_keys(cfg)[-1]
+            last.append(stage_flops(cfg, stages[name], expert) or 0.0)
+    joint_mean = sum(joint) / len(joint) if joint else 0.0
+    last_mean = sum(last) / len(last) if last else 0.0
     seeds, pool = len(search.seeds), len(search.pool)
     sizes = [pool - r for r in range(0, search.max_experts - len(search.start))]
-    without = float(pending["GPU-h"].sum()) + sum(sizes[1:]) * seeds * mean
-    saved = sum(n * seeds * mean * last * (1.0 - h.last_stage_share(n)) for n in sizes)
+    without = first + sum(sizes[1:]) * seeds * joint_mean
+    saved = sum(n * seeds * last_mean * (1.0 - h.last_stage_share(n)) for n in sizes)
     return [f"successive halving (rungs {', '.join(f'{f:g}' for f in h.rungs)}, keep "
-            f"{h.keep:g}, at least {h.min_keep}): the candidates' last stage is "
-            f"{100 * last:.0f}% of a run's estimated FLOPs; round 1 trains "
-            f"{100 * h.last_stage_share(pool):.0f}% of its candidates' last-stage steps",
-            f"search bound, all rounds at round 1's mean cost per arm: "
-            f"{_hours(without)} GPU-hours without halving, {_hours(without - saved)} with it"
+            f"{h.keep:g}, at least {h.min_keep}): a candidate's last stage is "
+            f"{100 * last_mean / joint_mean if joint_mean else 0:.0f}% of its joint stages' "
+            f"estimated FLOPs; round 1 trains {100 * h.last_stage_share(pool):.0f}% of its "
+            "candidates' last-stage steps",
+            f"the whole search (round 1, then {sum(sizes[1:])} later arms x {seeds} seed(s) "
+            f"training their joint stages): {_hours(gpu.hours(without))} GPU-hours without "
+            f"halving, {_hours(gpu.hours(without - saved))} with it"
             + (f" (x{(without - saved) / without:.2f})" if without else "")
             + "; derived from the estimate, not measured"]
 

@@ -43,6 +43,7 @@ from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo
 from harness.runs.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.runs.rundir import (
+    ADAPTER_WEIGHTS,
     RunDir,
     read_stage_weights,
     save_stage_weights,
@@ -60,6 +61,7 @@ from harness.training.distributed import (
 )
 from harness.training.loop import total_steps
 from models.experts import ExpertConfig
+from models.lora import add_lora, fold, is_adapter
 from models.templates import TEMPLATES, template_corpus
 
 
@@ -447,9 +449,20 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         nonlocal trained_names
         collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms,
                            getattr(data, stage.data)[1])
-        res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
-                          cfg.seed, world, cfg.parallel, cfg.precision, stop_after=stop_after,
-                          progress=progress, pause_at=pause_at)
+        if stage.lora is not None:
+            lo = stage.lora
+            add_lora(model.llm, lo.rank, lo.alpha, lo.dropout, lo.targets)
+        try:
+            res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
+                              cfg.seed, world, cfg.parallel, cfg.precision,
+                              stop_after=stop_after, progress=progress, pause_at=pause_at)
+        except StagePaused as paused:   # the rung scores the model with the adapters merged
+            if stage.lora is not None:
+                paused.weights, _ = fold_stage_lora(paused.weights)
+            raise
+        if stage.lora is not None:
+            res.weights, merged = fold_stage_lora(res.weights, stage_dir)
+            trained_names |= merged
         trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
         if main:
             # Everything trained so far (this stage and the ones it builds on): the rest of
@@ -457,6 +470,26 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             state = {**unwrapped.state_dict(), **res.weights}
             save_stage_weights({n: state[n] for n in trained_names}, stage_dir.path)
         return _summary(res)
+
+    def fold_stage_lora(weights: dict, stage_dir: RunDir | None = None
+                        ) -> tuple[dict, set[str]]:
+        """The trained adapters (in `weights`, on rank 0) merged into the LLM and the LoRA
+        layers removed on every rank; returns the stage's trained weights by their plain
+        names and the LLM weights the merge changed. With `stage_dir`, rank 0 also keeps the
+        adapters as they trained (adapter.safetensors) beside the stage's merged weights."""
+        if main:   # a sharded stage trained a copy: its weights go into the caller's model
+            unfit = unwrapped.load_state_dict(weights, strict=False).unexpected_keys
+            if unfit:
+                raise RuntimeError(f"trained weights that fit no parameter: {unfit[:3]}")
+            if stage_dir is not None:
+                save_stage_weights({n: v for n, v in weights.items() if is_adapter(n)},
+                                   stage_dir.path, ADAPTER_WEIGHTS)
+        changed = {f"llm.{n}" for n in fold(model.llm, merge=main)}
+        if not main:
+            return weights, changed
+        state = unwrapped.state_dict()
+        names = {n.replace(".base_layer.", ".") for n in weights if not is_adapter(n)}
+        return {n: state[n] for n in names | changed}, changed
 
     def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
         solo = build_solo(cfg.model, expert, cfg.seed, llm).to(world.device)
@@ -538,6 +571,9 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             "step_time_s": {stage_label(s): s["step_time"] for s in stages_record},
             "train_samples_per_s": {stage_label(s): s["samples_per_second"]
                                     for s in stages_record},
+            # what each stage trained, by group (a LoRA stage: its adapters)
+            "trainable_parameters": {stage_label(s): s.get("trainable", {})
+                                     for s in stages_record},
             "peak_memory_mb": peak_memory_mb(world.device),
             "wall_time_s": time.time() - started,
             "ranks": world.size}

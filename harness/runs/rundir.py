@@ -20,11 +20,15 @@ from core.files import atomic_write_text, is_locked
 # before safetensors have the older weights.pt, still read (weights_only).
 STAGE_WEIGHTS = "weights.safetensors"
 LEGACY_STAGE_WEIGHTS = "weights.pt"
+# A LoRA stage's adapters as they trained (peft's names), kept beside its merged weights
+ADAPTER_WEIGHTS = "adapter.safetensors"
 
 
-def save_stage_weights(state: dict[str, torch.Tensor], stage_dir: Path) -> Path:
-    """Write `state` atomically as the stage's safetensors file. Tensors sharing storage
-    (safetensors refuses them) and non-contiguous views are copied; nothing else is."""
+def save_stage_weights(state: dict[str, torch.Tensor], stage_dir: Path,
+                       file_name: str = STAGE_WEIGHTS) -> Path:
+    """Write `state` atomically as the stage's safetensors file (or `file_name`). Tensors sharing
+    storage (safetensors refuses them) and non-contiguous views are copied; nothing else
+    is."""
     from safetensors.torch import save_file
     seen: set[int] = set()
     flat = {}
@@ -35,7 +39,7 @@ def save_stage_weights(state: dict[str, torch.Tensor], stage_dir: Path) -> Path:
             tensor = tensor.contiguous().clone()
         seen.add(tensor.untyped_storage().data_ptr())
         flat[name] = tensor
-    path = Path(stage_dir) / STAGE_WEIGHTS
+    path = Path(stage_dir) / file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)

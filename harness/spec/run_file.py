@@ -128,6 +128,13 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
         for group in stage.lrs:
             if group not in TRAINABLE_GROUPS and group.removeprefix("experts.") not in names:
                 raise src.error(f"stages[{i}].lrs.{group}", "unknown module group")
+        if ("lora" in stage.train) != (stage.lora is not None):
+            raise src.error(f"stages[{i}].lora" if stage.lora else f"stages[{i}].train",
+                            "a LoRA stage needs both `lora: {rank, alpha, dropout, targets}` "
+                            "and `lora` in `train` (the adapters are what it trains)")
+        if stage.lora is not None and stage.per_expert:
+            raise src.error(f"stages[{i}].lora", "a per-expert stage keeps the LLM frozen; "
+                                                 "LoRA adapters belong to a joint stage")
     _validate_eval(cfg.eval, src, check_files)
     _validate_data(cfg, src, check_files)
     arch = content_hash(architecture_dict(cfg.model))

@@ -33,6 +33,7 @@ from harness.training.distributed import World, all_reduce_sum, broadcast
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.strategies import choose, upcast_trainable
 from models.llm import set_activation_checkpointing
+from models.lora import is_adapter
 from models.multimodal import MultimodalLM
 
 
@@ -57,10 +58,24 @@ def param_groups(model: MultimodalLM, stage: StageConfig) -> list[dict]:
     groups = []
     lrs = trainable_lrs([e.config for e in model.experts.values()], stage)
     for name, lr in lrs.items():
+        if name == "lora":   # the adapters models.lora.add_lora put into the LLM
+            params = [p for n, p in model.llm.named_parameters() if is_adapter(n)]
+            if not params:
+                raise ValueError(f"stage '{stage.name}' trains lora, but the LLM has no "
+                                 "LoRA adapters")
+            for p in params:
+                p.requires_grad_(True)
+            groups.append({"name": name, "params": params, "lr": lr})
+            continue
         module = (model.experts[name.removeprefix("experts.")] if name.startswith("experts.")
                   else getattr(model, name))
-        params = list(module.parameters())
+        # the LLM's own weights; its LoRA adapters, if any, are the `lora` group's
+        params = [p for n, p in module.named_parameters() if not is_adapter(n)]
         module.requires_grad_(True)
+        if "lora" not in lrs:
+            for n, p in module.named_parameters():
+                if is_adapter(n):
+                    p.requires_grad_(False)
         if params:
             groups.append({"name": name, "params": params, "lr": lr})
     if not groups:
