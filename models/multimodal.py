@@ -115,6 +115,12 @@ class MultimodalLM(nn.Module):
         the gradient does not depend on how the batch was split over ranks and micro-steps."""
         embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
                                                has_image, sample_ids, left_pad=False)
+        if torch.is_grad_enabled() and not embeds.requires_grad and any(
+                p.requires_grad for p in self.llm.parameters()):
+            # A batch without images under a frozen embedding (LoRA adapters training inside
+            # the LLM): the decoder layers' input must still carry gradient, or FSDP would
+            # reduce their gradients in another order on this rank than on one with images
+            embeds = embeds.detach().requires_grad_(True)
         if reduction == "mean":
             return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
