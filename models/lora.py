@@ -36,11 +36,6 @@ def is_adapter(name: str) -> bool:
     return ".lora_A." in name or ".lora_B." in name or name.startswith(("lora_A.", "lora_B."))
 
 
-def has_lora(llm: nn.Module) -> bool:
-    from peft.tuners.lora import LoraLayer
-    return any(isinstance(m, LoraLayer) for m in llm.modules())
-
-
 def fold(llm: nn.Module, merge: bool = True) -> list[str]:
     """Put every LoRA layer's base layer back in its place, with the adapter merged into its
     weight (`merge`), or dropped (a rank that will load the merged weights from disk).

@@ -5,14 +5,14 @@ successive-halving twin does the same on a fraction of the fine-tuning steps, ki
 rungs and run again. Several minutes each, so they are marked `long`: the default test run
 skips them and CI runs them separately."""
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.test_search import kill_search_when
 
 SPEC = Path(__file__).parent.parent / "experiments" / "tiny" / "greedy_known_answer.yaml"
 
@@ -62,17 +62,10 @@ def test_known_answer_search_with_halving_killed_between_rungs(tmp_path):
     workdir = tmp_path / "work"
     cmd = [sys.executable, "-m", "harness.cli", "search", str(HALVING_SPEC), "--workdir",
            str(workdir), "--max-parallel", "2"]
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 1500
-    while time.time() < deadline and len(_rung_records(workdir, "0.5")) < 3:
-        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.5)
+    kill_search_when(cmd, workdir, tmp_path / "first.log",
+                     lambda: len(_rung_records(workdir, "0.5")) >= 3, timeout_s=1500)
     before_kill = _rung_records(workdir, "0.5")
     assert len(before_kill) == 3, "round 1's candidates never reached the first rung"
-    subprocess.run(["pkill", "-9", "-f", str(workdir)], check=False)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -295,33 +295,43 @@ def test_optuna_tunes_each_arm_and_a_rerun_asks_nothing_new(tmp_path):
 
 # --- killed mid-round -----------------------------------------------------------------------
 
+def kill_search_when(cmd: list[str], workdir: Path, log: Path, ready, timeout_s: float):
+    """Start `ablate search` (cmd) in a session of its own, wait until `ready()` returns
+    something true, then kill the search, its dispatcher and its jobs (the whole session,
+    as a crash would); returns what `ready()` returned (false on timeout)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline, found = time.time() + timeout_s, None
+    while time.time() < deadline and not (found := ready()):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.5)
+    subprocess.run(["pkill", "-9", "-f", str(workdir)], check=False)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return found
+
+
 @pytest.mark.slow
 def test_killed_search_resumes_without_retraining_finished_candidates(tmp_path):
     path = write_search(tmp_path, sft_steps=30)
     workdir = tmp_path / "work"
     cmd = [sys.executable, "-m", "harness.cli", "search", str(path), "--workdir",
            str(workdir), "--max-parallel", "1"]
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    # wait until round 1 has a finished candidate and the next one is training
-    deadline = time.time() + 600
-    done_at_kill = []
-    while time.time() < deadline:
+    def finished_while_training() -> list[str]:
+        """Run keys DONE once round 1 has two finished candidates and the next training."""
         states = {}
         for d in (workdir / "runs").glob("*"):
             status = d / "status.json"
             if status.exists():
                 states[d.name] = json.loads(status.read_text())["state"]
         if sum(s == "DONE" for s in states.values()) >= 2 and "RUNNING" in states.values():
-            done_at_kill = [k for k, s in states.items() if s == "DONE"]
-            break
-        assert proc.poll() is None, (tmp_path / "first.log").read_text()
-        time.sleep(0.5)
+            return [k for k, s in states.items() if s == "DONE"]
+        return []
+
+    done_at_kill = kill_search_when(cmd, workdir, tmp_path / "first.log",
+                                    finished_while_training, timeout_s=600)
     assert done_at_kill, "the search never reached a finished candidate"
-    # kill the search, its dispatcher and its jobs: the whole session, as a crash would
-    subprocess.run(["pkill", "-9", "-f", str(workdir)], check=False)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     time.sleep(1)
     finished = {k: (workdir / "runs" / k / "metrics.json").stat().st_mtime_ns
                 for k in done_at_kill}

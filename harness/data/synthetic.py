@@ -168,6 +168,14 @@ def _human(rng: random.Random, question: str) -> str:
     return f"<image>\n{question}" if rng.random() < 0.7 else f"{question}\n<image>"
 
 
+def _question(rid: str, image: str, skill, scene: Scene) -> dict:
+    """An evaluation record: the question with its image, benchmark and accepted answer."""
+    return {"id": rid, "image": image, "benchmark": skill.benchmark,
+            "answers": [scene.answer], "conversations": [
+                {"from": "human", "value": f"<image>\n{scene.question}"},
+                {"from": "gpt", "value": scene.answer}]}
+
+
 def generate(config, out_dir: Path) -> None:
     """Write align.json, sft.json, eval.json and images/ for a SyntheticData config."""
     rng = random.Random(config.seed)
@@ -200,11 +208,7 @@ def generate(config, out_dir: Path) -> None:
         for i in range(config.eval_per_skill):
             scene = skill.render(rng, config.image_size)
             rid = f"eval-{skill.name}{i}"
-            evaluation.append({
-                "id": rid, "image": save(scene, rid), "benchmark": skill.benchmark,
-                "answers": [scene.answer], "conversations": [
-                    {"from": "human", "value": f"<image>\n{scene.question}"},
-                    {"from": "gpt", "value": scene.answer}]})
+            evaluation.append(_question(rid, save(scene, rid), skill, scene))
     for i in range(config.text_only):
         n = rng.randint(1, 8)
         sft.append({"id": f"text{i}", "conversations": [
@@ -236,11 +240,7 @@ def generate_validation(config, per_skill: int, out_dir: Path) -> None:
             scene = skill.render(rng, config.image_size)
             rid = f"val-{skill.name}{i}"
             scene.image.save(images / f"{rid}.png")
-            records.append({
-                "id": rid, "image": f"{rid}.png", "benchmark": skill.benchmark,
-                "answers": [scene.answer], "conversations": [
-                    {"from": "human", "value": f"<image>\n{scene.question}"},
-                    {"from": "gpt", "value": scene.answer}]})
+            records.append(_question(rid, f"{rid}.png", skill, scene))
     (out_dir / "validation.json").write_text(json.dumps(records, indent=0))
 
 

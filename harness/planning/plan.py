@@ -178,7 +178,7 @@ def _halving_lines(search, runs, profile: str | None) -> list[str]:
     for run in runs:
         cfg = run.config
         stages = {st.name: st for st in cfg.stages}
-        own = 0.0
+        own = flops = 0.0
         for name, expert, key in stage_keys(cfg):
             flops = stage_flops(cfg, stages[name], expert) or 0.0
             if key not in seen:
@@ -186,10 +186,9 @@ def _halving_lines(search, runs, profile: str | None) -> list[str]:
                 first += flops
             if expert is None:
                 own += flops
-        if run in candidates:
+        if run in candidates:   # `flops`: its last stage's
             joint.append(own)
-            name, expert, _ = stage_keys(cfg)[-1]
-            last.append(stage_flops(cfg, stages[name], expert) or 0.0)
+            last.append(flops)
     joint_mean = sum(joint) / len(joint) if joint else 0.0
     last_mean = sum(last) / len(last) if last else 0.0
     seeds, pool = len(search.seeds), len(search.pool)

@@ -302,9 +302,10 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             if main:
                 hooks.finished(cfg, run_dir)
             return load_result(run_dir)
-        if rung is not None and broadcast(world, main and load_paused(run_dir, rung)
-                                          is not None):
-            return load_paused(run_dir, rung)
+        if rung is not None:   # scored at this rung before: its record, nothing trained
+            paused = load_paused(run_dir, rung) if main else None
+            if broadcast(world, paused is not None):
+                return paused or load_paused(run_dir, rung)
         if main:
             for old in run_dir.path.glob("rank-*.error"):
                 old.unlink()
@@ -530,8 +531,9 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         barrier(world)
         return load_paused(run_dir, rung)
 
-    last_stage = stage_keys(cfg)[-1][2]
-    for name, expert, key in stage_keys(cfg):
+    keys = stage_keys(cfg)
+    last_stage = keys[-1][2]
+    for name, expert, key in keys:
         stage = stages[name]
         stage_dir = RunDir(workdir / "stages" / stage_dir_name(name, expert, key))
         if expert:

@@ -116,11 +116,7 @@ class GreedySearch:
         unique = list({r.key: r for r in runs}.values())
         out: dict[str, RunResult | PausedRun] = {}
         for r in unique:
-            run_dir = RunDir(self.workdir / "runs" / r.key)
-            # a run that went through this rung keeps its record there after finishing, so
-            # a search run again decides from the same numbers
-            found = load_paused(run_dir, rung) or (load_result(run_dir) if run_dir.done
-                                                   else None)
+            found = _at_rung(RunDir(self.workdir / "runs" / r.key), rung)
             if found is not None:
                 out[r.key] = found
         todo = [r for r in unique if r.key not in out]
@@ -128,8 +124,7 @@ class GreedySearch:
             self.say(f"{what}: {len(unique)} runs: all scored at this rung already")
             return out
         for v in self._submit(todo, what, rung, scored=len(out)):
-            found = (load_paused(v.run_dir, rung) if v.state in ("PAUSED", "DONE") else None) \
-                or (load_result(v.run_dir) if v.state == "DONE" else None)
+            found = _at_rung(v.run_dir, rung)
             if found is None:
                 raise SearchFailed(f"{what}: run {v.run.name} (run {v.run.key}) did not reach "
                                    f"the rung: {v.state}: {v.reason or ''}"
@@ -239,6 +234,13 @@ class GreedySearch:
             atomic_write_text(self.dir / f"{name}.csv", table.to_csv(index=False))
             atomic_write_text(self.dir / f"{name}.json",
                               table.to_json(orient="records", indent=1))
+
+
+def _at_rung(run_dir: RunDir, rung: Rung) -> RunResult | PausedRun | None:
+    """The run's record at `rung`, else its result if it finished without passing the rung,
+    else None. A run that went through the rung keeps its record there after finishing, so a
+    search run again decides from the same numbers."""
+    return load_paused(run_dir, rung) or (load_result(run_dir) if run_dir.done else None)
 
 
 def _scores_rounded(frame: pd.DataFrame, rounds: list[Round]) -> pd.DataFrame:

@@ -365,38 +365,35 @@ def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization
     return dataclasses.replace(h, selection=dataclasses.replace(sel, benchmarks=benchmarks))
 
 
-def raw_values(spec: SearchSpec, result) -> dict[str, float]:
+def raw_values(spec: SearchSpec, result, benchmarks: list[str] | None = None
+               ) -> dict[str, float]:
     """Benchmark -> the value the objective normalizes, from one run's result
-    (harness.runs.pipeline.RunResult): the named metric, else the run's recorded headline."""
-    return {name: (result.metrics[name][norm.metric] if norm.metric
-                   else result.scores[name]) for name, norm in spec.objective.items()}
+    (harness.runs.pipeline.RunResult, or a PausedRun's rung record): the named metric, else
+    the run's recorded headline; of `benchmarks` (default: all the objective's)."""
+    names = benchmarks if benchmarks is not None else list(spec.objective)
+    return {name: (result.metrics[name][spec.objective[name].metric]
+                   if spec.objective[name].metric else result.scores[name]) for name in names}
 
 
-def normalized(spec: SearchSpec, result) -> dict[str, float]:
+def normalized(spec: SearchSpec, result, benchmarks: list[str] | None = None
+               ) -> dict[str, float]:
     """Benchmark -> 0-100 score of one run."""
     return {name: 100.0 * (value - spec.objective[name].min)
             / (spec.objective[name].max - spec.objective[name].min)
-            for name, value in raw_values(spec, result).items()}
+            for name, value in raw_values(spec, result, benchmarks).items()}
+
+
+def objective_value(spec: SearchSpec, result, benchmarks: list[str] | None = None) -> float:
+    """The weighted mean of the normalized benchmark scores (of `benchmarks`, default all)."""
+    scores = normalized(spec, result, benchmarks)
+    total = sum(spec.objective[b].weight for b in scores)
+    return sum(scores[b] * spec.objective[b].weight for b in scores) / total
 
 
 def selection_objective(spec: SearchSpec, paused) -> float:
     """A run's objective on the selection split at a rung (harness.runs.pipeline.PausedRun):
     the objective's normalization and weights over the selection's benchmarks."""
-    names = spec.halving.selection.benchmarks
-    total = sum(spec.objective[b].weight for b in names)
-    value = 0.0
-    for b in names:
-        norm = spec.objective[b]
-        raw = paused.metrics[b][norm.metric] if norm.metric else paused.scores[b]
-        value += norm.weight * 100.0 * (raw - norm.min) / (norm.max - norm.min)
-    return value / total
-
-
-def objective_value(spec: SearchSpec, result) -> float:
-    """The weighted mean of the normalized benchmark scores."""
-    scores = normalized(spec, result)
-    total = sum(n.weight for n in spec.objective.values())
-    return sum(scores[b] * spec.objective[b].weight for b in scores) / total
+    return objective_value(spec, paused, spec.halving.selection.benchmarks)
 
 
 def searched_runs(spec: SearchSpec, workdir: Path) -> list[PlannedRun]:
