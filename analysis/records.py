@@ -16,7 +16,10 @@ Columns:
                                     Records.headlines, read from the runs' own records
     cost/<name>                     visual_tokens, params_total, params_trainable,
                                     fusion_params, flops_per_sample, train_samples_per_s (the
-                                    last stage's), peak_memory_mb, wall_time_s
+                                    last stage's), peak_memory_mb, wall_time_s,
+                                    routing_s_per_question, routing_flops_per_question
+                                    (an LLM router's pass)
+    routing/<metric>                an LLM router against the held-out routing labels
     param/<config path>             the resolved config, flattened as in MLflow
 """
 from __future__ import annotations
@@ -115,7 +118,10 @@ def _cost(parameters: dict[str, dict[str, float]], flat: dict[str, float],
            "flops_per_sample": flat.get("forward_flops_per_sample"),
            "train_samples_per_s": samples_per_s,
            "peak_memory_mb": flat.get("peak_memory_mb"),
-           "wall_time_s": flat.get("wall_time_s")}
+           "wall_time_s": flat.get("wall_time_s"),
+           # MoVA's LLM router: its pass before each answer
+           "routing_s_per_question": flat.get("routing_s_per_question"),
+           "routing_flops_per_question": flat.get("routing_flops_per_question")}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -162,6 +168,10 @@ def run_dir_record(path: Path) -> RawRecord:
     if rec.state != "DONE":
         return rec
     rec.metrics = _read_json(path / "metrics.json") or {}
+    routing = _read_json(path / "routing.json")
+    if routing:   # an LLM router's accuracy: routing/<metric>, as MLflow holds it
+        rec.metrics["routing"] = {k: v for k, v in routing.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
     rec.headlines = {b: {"metric": h["metric"], "unit": h["unit"]}
                      for b, h in (_read_json(path / "scores.json") or {}).items()}
     cost = _read_json(path / "cost.json") or {}

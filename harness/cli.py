@@ -293,15 +293,28 @@ def cmd_report(args) -> int:
 def cmd_routing_labels(args) -> int:
     from collections import Counter
 
-    from harness.downstream.routing_labels import build_routing_labels
+    from harness.downstream.routing_labels import build_routing_labels, write_skill_labels
     experts = {}
     for item in args.expert:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise HarnessError(f"--expert {item!r}: expected NAME=RUN_DIR")
         experts[name] = path
-    labels = build_routing_labels(args.base, experts, args.out, args.data, args.limit,
-                                  args.max_experts, args.margin)
+    if args.synthetic:
+        by_skill = {}
+        for item in args.skill:
+            skill, sep, names = item.partition("=")
+            if not sep or not skill:
+                raise HarnessError(f"--skill {item!r}: expected SKILL=EXPERT[+EXPERT...]")
+            by_skill[skill] = [n for n in names.split("+") if n]
+        labels = write_skill_labels(args.synthetic, by_skill, args.out)
+        experts = {n: None for names in by_skill.values() for n in names}
+    elif args.base is None:
+        raise HarnessError("routing-labels needs --base and --expert (from runs), or "
+                           "--synthetic and --skill (by skill)")
+    else:
+        labels = build_routing_labels(args.base, experts, args.out, args.data, args.limit,
+                                      args.max_experts, args.margin)
     counts = Counter(len(v) for v in labels.values())
     uses = Counter(n for v in labels.values() for n in v)
     print(f"{args.out}: {len(labels)} samples; experts per sample: "
@@ -418,8 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("routing-labels", help="MoVA routing labels: per sample, the experts "
                                               "whose run lowers the base run's loss")
-    p.add_argument("--base", required=True, help="the base-only run's directory "
-                                                 "(WORKDIR/runs/<key>)")
+    p.add_argument("--base", help="the base-only run's directory (WORKDIR/runs/<key>)")
+    p.add_argument("--synthetic", metavar="RUN_CONFIG",
+                   help="instead of runs: label a synthetic dataset's samples by skill")
+    p.add_argument("--skill", action="append", default=[], metavar="SKILL=EXPERT[+EXPERT]",
+                   help="with --synthetic: the experts a skill needs; repeat per skill")
     p.add_argument("--expert", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="a single-expert run, named as the MoVA model names that expert; "
                         "repeat for each expert")

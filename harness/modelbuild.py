@@ -14,6 +14,7 @@ from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusi
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
+from models.router_lora import RoutingLoRA
 
 
 class ExpertBuildError(ValueError):
@@ -40,9 +41,10 @@ def feature_specs(experts: dict[str, VisionExpert]) -> list[FeatureSpec]:
 _PLACEHOLDER_TEXT_WIDTH = 8
 
 
-def build_architecture(model_cfg, meta: bool = False, text_width: int | None = None
-                       ) -> tuple[dict[str, VisionExpert], Fusion]:
-    """Experts and fusion. On meta, pretrained weights are not touched: only geometry."""
+def build_architecture(model_cfg, meta: bool = False, text_width: int | None = None,
+                       read_files: bool = True) -> tuple[dict[str, VisionExpert], Fusion]:
+    """Experts and fusion. On meta, pretrained weights are not touched: only geometry;
+    read_files false (planning without the data) lets a fusion skip its option files."""
     device = torch.device("meta") if meta else torch.empty(0).device
     fusion_cls = FUSIONS.get(model_cfg.fusion.id)
     options = model_cfg.fusion.options
@@ -62,7 +64,7 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
             experts[name].use_layers(layers)
         context = BuildContext(text_width, {n: e.depth for n, e in experts.items()},
                                frozenset(n for n, e in experts.items()
-                                         if isinstance(e, BlockwiseViT)))
+                                         if isinstance(e, BlockwiseViT)), read_files)
         fusion = build_fusion(model_cfg.fusion.id, feature_specs(experts), options, context)
     return experts, fusion
 
@@ -78,9 +80,12 @@ def assemble(model_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
     torch.manual_seed(seed)
     experts, fusion = build_architecture(model_cfg, text_width=hidden)
     projector = build_projector(model_cfg.projector, fusion.channels, hidden)
+    # MoVA's context-aware router: the routing LoRA on the LLM, seeded with the rest
+    router = (RoutingLoRA(llm.model, fusion.options.router_lora)
+              if getattr(fusion, "routes_by_llm", False) else None)
     return MultimodalLM(experts, fusion, projector, llm.model,
                         pad_token_id=llm.tokenizer.pad_token_id,
-                        max_length=model_cfg.max_length)
+                        max_length=model_cfg.max_length, router=router)
 
 
 def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]

@@ -1,26 +1,54 @@
 """The multimodal LM: experts -> fusion -> projector -> visual tokens spliced into a Hugging
 Face causal LM at the image placeholder, LLaVA style. Training returns the LM loss; generation
-is batched greedy decoding from left-padded embeddings."""
+is batched greedy decoding from left-padded embeddings.
+
+A model whose fusion routes by the LLM (MoVA's `router: llm`) also holds the routing LoRA
+(`router`). Inside `routing()` the model is the router: the LLM sees the base encoder's
+tokens alone, with the LoRA on; outside it, the model answers with the experts handed in as
+`routing` ([B, E], from a routing pass) or, in training, those the routing labels name."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
 from models.experts.base import VisionExpert
 from models.fusion.base import Fusion, TextContext
+from models.router_lora import RoutingLoRA
 from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
 class MultimodalLM(nn.Module):
     def __init__(self, experts: dict[str, VisionExpert], fusion: Fusion, projector: nn.Module,
-                 llm: nn.Module, pad_token_id: int, max_length: int = 2048):
+                 llm: nn.Module, pad_token_id: int, max_length: int = 2048,
+                 router: RoutingLoRA | None = None):
         super().__init__()
         self.experts = nn.ModuleDict(experts)
         self.fusion = fusion
         self.projector = projector
         self.llm = llm
+        self.router = router
         self.pad_token_id = pad_token_id
         self.max_length = max_length
+        self.is_routing = False
+
+    @property
+    def routes_by_llm(self) -> bool:
+        return self.router is not None
+
+    @contextlib.contextmanager
+    def routing(self):
+        """The model as its own router: base tokens only, routing LoRA on."""
+        if self.router is None:
+            raise RuntimeError("this model's fusion does not route by the LLM")
+        before = self.is_routing
+        self.is_routing = True
+        try:
+            with self.router.active():
+                yield
+        finally:
+            self.is_routing = before
 
     @property
     def num_visual_tokens(self) -> int:
@@ -31,12 +59,14 @@ class MultimodalLM(nn.Module):
 
     def encode_images(self, pixels: dict[str, torch.Tensor],
                       text: TextContext | None = None) -> torch.Tensor:
+        if self.is_routing:
+            return self.projector(self.fusion.base_tokens(self.experts, pixels))
         fused = self.fusion.encode(self.experts, pixels, text)
         return self.fusion.after_projector(self.projector(fused))
 
     def text_context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     labels: torch.Tensor | None, sample_ids: list[str] | None = None
-                     ) -> TextContext:
+                     labels: torch.Tensor | None, sample_ids: list[str] | None = None,
+                     routing: torch.Tensor | None = None) -> TextContext:
         """The prompt as the LM embeds it, for gates that read the question: answer tokens
         (those with labels) and the image placeholder are masked out, so training never
         shows a gate the answer it is being trained to produce."""
@@ -44,7 +74,7 @@ class MultimodalLM(nn.Module):
         if labels is not None:
             mask &= labels == IGNORE_INDEX
         return TextContext(self.embed_text(input_ids), mask.to(attention_mask.dtype),
-                           sample_ids)
+                           sample_ids, routing)
 
     def _splice(self, input_ids: torch.Tensor, embeds: torch.Tensor,
                 attention_mask: torch.Tensor, labels: torch.Tensor | None,
@@ -93,7 +123,8 @@ class MultimodalLM(nn.Module):
         # the gates see the prompt in the vision side's dtype: an LM held in bf16 beside an
         # fp32 fusion (the papers' setting) must not hand its bf16 embeddings to fp32 layers
         vision_dtype = self.projector_dtype
-        text = TextContext(text.embeddings[idx].to(vision_dtype), text.mask[idx], ids)
+        routing = text.routing[idx] if text.routing is not None else None
+        text = TextContext(text.embeddings[idx].to(vision_dtype), text.mask[idx], ids, routing)
         return self.encode_images({k: v[idx] for k, v in pixels.items()}, text)
 
     @property
@@ -101,9 +132,9 @@ class MultimodalLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     def _lm_inputs(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
-                   left_pad: bool):
+                   left_pad: bool, routing: torch.Tensor | None = None):
         """(embeddings, mask, labels) of the batch with the visual tokens spliced in."""
-        text = self.text_context(input_ids, attention_mask, labels, sample_ids)
+        text = self.text_context(input_ids, attention_mask, labels, sample_ids, routing)
         visual = self._visual(pixels, has_image, text)
         return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
                             has_image, left_pad)
@@ -151,22 +182,23 @@ class MultimodalLM(nn.Module):
             total += int((lab[: self.max_length][1:] != IGNORE_INDEX).sum())
         return total
 
-    def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
+                       routing=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits [B, T-1, V] and their targets [B, T-1] (IGNORE_INDEX off the
         answer)."""
         embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
-                                               has_image, sample_ids, left_pad=False)
+                                               has_image, sample_ids, left_pad=False,
+                                               routing=routing)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
         return logits, labels[:, 1:]
 
     @torch.no_grad()
     def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
-                        sample_ids=None, total: bool = False) -> torch.Tensor:
+                        sample_ids=None, total: bool = False, routing=None) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare
         models sample by sample); with total, the sum: the answer's negative log-likelihood."""
         logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
-                                             has_image, sample_ids)
+                                             has_image, sample_ids, routing)
         losses = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2).float(), target.clamp_min(0), reduction="none")
         counted = (target != IGNORE_INDEX).to(losses.dtype)
@@ -188,9 +220,9 @@ class MultimodalLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,
-                 stop_id: int, sample_ids=None) -> list[list[int]]:
+                 stop_id: int, sample_ids=None, routing=None) -> list[list[int]]:
         embeds, mask, _ = self._lm_inputs(input_ids, attention_mask, None, pixels, has_image,
-                                          sample_ids, left_pad=True)
+                                          sample_ids, left_pad=True, routing=routing)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                 max_new_tokens=max_new_tokens, eos_token_id=stop_id,
                                 pad_token_id=self.pad_token_id, num_beams=1)

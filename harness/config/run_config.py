@@ -90,7 +90,7 @@ class ModelConfig:
         return out
 
 
-TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts", "lora")
+TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts", "lora", "router")
 
 # LLaVA-1.5's LoRA recipe targets every linear layer of the LLM (r 128, alpha 256); these are
 # a Llama decoder layer's
@@ -112,8 +112,9 @@ class LoraSpec:
 @dataclass(frozen=True)
 class StageConfig:
     """One training stage. `train` lists module groups: projector, fusion, llm, experts (every
-    expert whose `freeze` is false), experts.NAME (that expert) or lora (the stage's LoRA
-    adapters on the LLM, given by `lora`: LoraSpec). `lrs` overrides the stage lr
+    expert whose `freeze` is false), experts.NAME (that expert), lora (the stage's LoRA
+    adapters on the LLM, given by `lora`: LoraSpec) or router (MoVA's routing LoRA, trained
+    by a `task: route` stage). `lrs` overrides the stage lr
     per group; an expert's own `lr` applies when no `lrs` entry names it.
 
     per_expert (Eagle's pre-alignment): the stage trains each expert alone, with a projector
@@ -143,6 +144,10 @@ class StageConfig:
     # sorted by length (harness.training.loader.ModalityLengthOrder); changes the data order
     group_by_modality: bool = field(default=False, metadata=ADDED_OPTION)
     lora: LoraSpec | None = field(default=None, metadata=ADDED_OPTION)
+    # `route`: the stage trains MoVA's LLM router (fusion `router: llm`) to name the experts
+    # the routing labels list for each of its data's samples, on the base encoder's tokens
+    # and the instruction; `train` is [router], the routing LoRA
+    task: Literal["answer", "route"] = field(default="answer", metadata=ADDED_OPTION)
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):

@@ -80,6 +80,13 @@ class Collator:
         self.transforms, self.image_root = transforms, Path(image_root)
         self.for_generation = for_generation
 
+    def as_prompts(self) -> Collator:
+        """This collator building generation batches (the prompt alone)."""
+        if self.for_generation:
+            return self
+        return Collator(self.tokenizer, self.template, self.transforms, self.image_root,
+                        for_generation=True)
+
     def __call__(self, samples: list[Conversation]) -> dict:
         encoded = [self.template.encode(s.turns, self.tokenizer, self.for_generation)
                    for s in samples]

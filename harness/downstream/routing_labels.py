@@ -4,7 +4,12 @@ Each sample's answer loss is measured under the base-only model and under each s
 model (finished runs of this harness, on the same data); the experts whose model lowers the
 loss below the base model's by more than `margin` are kept, best first, at most
 `max_experts` (3 in the paper). The result, {sample id: [expert names]}, is what the
-`oracle` router reads and what an LLM router is trained to predict."""
+`oracle` router reads and what an LLM router is trained to predict.
+
+On synthetic data the right experts can also be known in advance: each sample's skill names
+them (`skill_labels`: in the known-answer testbed, colour and chart questions need `hue`, text
+needs `sharp`), which is how a router is checked against labels that are right by
+construction."""
 from __future__ import annotations
 
 import json
@@ -67,4 +72,31 @@ def build_routing_labels(base_run: str | Path, expert_runs: dict[str, str | Path
         expert_losses[name] = sample_losses(run, part, limit)
     labels = choose_experts(base_losses, expert_losses, max_experts, margin)
     atomic_write_text(Path(out), json.dumps(labels, indent=1, sort_keys=True))
+    return labels
+
+
+def skill_labels(synthetic, experts_by_skill: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{sample id: experts} for every image record of a synthetic dataset's fine-tuning and
+    evaluation splits, by its skill (ids are SKILL<i> and eval-SKILL<i>, see
+    harness.data.synthetic.generate); a skill not in the mapping needs no expert."""
+    unknown = sorted(set(experts_by_skill) - set(synthetic.skills))
+    if unknown:
+        raise HarnessError(f"skills {unknown} are not in the data; its skills: "
+                           + ", ".join(synthetic.skills))
+    labels = {}
+    for skill in synthetic.skills:
+        chosen = list(experts_by_skill.get(skill, []))
+        labels.update({f"{skill}{i}": chosen for i in range(synthetic.train_per_skill)})
+        labels.update({f"eval-{skill}{i}": chosen for i in range(synthetic.eval_per_skill)})
+    return labels
+
+
+def write_skill_labels(run_config: str | Path, experts_by_skill: dict[str, list[str]],
+                       out: str | Path) -> dict[str, list[str]]:
+    from harness.spec.run_file import load_run_config
+    cfg = load_run_config(run_config)
+    if cfg.data.synthetic is None:
+        raise HarnessError(f"{run_config}: skill labels need synthetic data (data.synthetic)")
+    labels = skill_labels(cfg.data.synthetic, experts_by_skill)
+    atomic_write_text(Path(out), json.dumps(labels, indent=0, sort_keys=True) + "\n")
     return labels

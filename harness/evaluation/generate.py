@@ -2,9 +2,13 @@
 benchmarks by batched greedy decoding; `choose_by_likelihood` answers closed questions (yes/no,
 option letters) with the allowed answer the model finds most likely; `score` reads the answers
 back, checks that every expected question has exactly one, and applies each benchmark's
-scorer to the answer text, whichever way it was produced."""
+scorer to the answer text, whichever way it was produced. A model that routes by its LLM
+(MoVA's router: llm) answers each batch in two passes: it names the experts
+(harness.evaluation.routing), then answers with them; the decision goes into the
+prediction."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from tqdm import tqdm
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.routing import RoutingLog, route
 from harness.evaluation.scoring import SCORERS
 from models.multimodal import MultimodalLM
 
@@ -27,6 +32,14 @@ class Prediction:
     answers: list[str]
     meta: dict = field(default_factory=dict)
     method: str = "generate"   # generate | likelihood
+    routing: dict | None = None   # an LLM router's decision: answer, experts, unknown, fallback
+
+    def record(self) -> dict:
+        """The prediction as predictions.jsonl holds it (no routing entry where none)."""
+        out = dataclasses.asdict(self)
+        if out["routing"] is None:
+            del out["routing"]
+        return out
 
 
 def collect_questions(benchmarks: list[str], records: list[Conversation],
@@ -49,14 +62,24 @@ def _answers(rec: Conversation) -> list[str]:
     return list(rec.extra.get("answers") or [rec.turns[0][1]])
 
 
-def _prediction(name: str, rec: Conversation, text: str, method: str) -> Prediction:
+def _prediction(name: str, rec: Conversation, text: str, method: str,
+                routing: dict | None = None) -> Prediction:
     return Prediction(rec.id, name, rec.turns[0][0], text, _answers(rec),
-                      rec.extra.get("meta") or {}, method)
+                      rec.extra.get("meta") or {}, method, routing)
+
+
+def _routed(model: MultimodalLM, tokenizer, collate: Collator, records: list[Conversation],
+            device, stop_id: int, log: RoutingLog | None):
+    """([B, E] experts, decisions) from the routing pass; (None, Nones) for other models."""
+    if not model.routes_by_llm:
+        return None, [None] * len(records)
+    return route(model, tokenizer, collate, records, device, stop_id, log)
 
 
 def generate(model: MultimodalLM, tokenizer, collate: Collator,
              questions: dict[str, list[Conversation]], batch_size: int, max_new_tokens: int,
-             stop_id: int, device: torch.device, progress: bool = True) -> list[Prediction]:
+             stop_id: int, device: torch.device, progress: bool = True,
+             routing_log: RoutingLog | None = None) -> list[Prediction]:
     model.eval()
     out: list[Prediction] = []
     for name, records in questions.items():
@@ -67,21 +90,26 @@ def generate(model: MultimodalLM, tokenizer, collate: Collator,
             prompts = [Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra)
                        for r in chunk]
             batch = to_device(collate(prompts), device)
+            experts, decisions = _routed(model, tokenizer, collate, chunk, device, stop_id,
+                                         routing_log)
             tokens = model.generate(batch["input_ids"], batch["attention_mask"],
                                     batch["pixels"], batch["has_image"], budget, stop_id,
-                                    sample_ids=batch["sample_ids"])
-            for rec, toks in zip(chunk, tokens):
+                                    sample_ids=batch["sample_ids"], routing=experts)
+            for rec, toks, decision in zip(chunk, tokens, decisions):
                 text = tokenizer.decode(toks, skip_special_tokens=True).strip()
-                out.append(_prediction(name, rec, text, "generate"))
+                out.append(_prediction(name, rec, text, "generate", decision))
     return out
 
 
 def choose_by_likelihood(model: MultimodalLM, collate: Collator,
                          questions: dict[str, list[Conversation]], batch_size: int,
-                         device: torch.device, progress: bool = True) -> list[Prediction]:
+                         device: torch.device, progress: bool = True, tokenizer=None,
+                         stop_id: int | None = None, routing_log: RoutingLog | None = None
+                         ) -> list[Prediction]:
     """Each question's answer is the allowed answer (its `choices`) with the highest total
     log-likelihood as the reply to its prompt; `collate` must build training batches (labels
-    on the reply) in the evaluation template."""
+    on the reply) in the evaluation template. An LLM-routed model routes each question once
+    (`tokenizer` and `stop_id` read the router's answer) and scores every choice with it."""
     model.eval()
     out: list[Prediction] = []
     for name, records in questions.items():
@@ -90,23 +118,34 @@ def choose_by_likelihood(model: MultimodalLM, collate: Collator,
                 raise ValueError(f"benchmark '{name}' question {rec.id} has no closed set of "
                                  "answers; likelihood scoring takes yes/no or option-letter "
                                  "benchmarks only")
-        pairs = [(rec, c) for rec in records for c in rec.extra["choices"]]
+        decisions: list[dict | None] = []
+        choices_of: list[torch.Tensor | None] = []
+        for start in range(0, len(records), batch_size):
+            experts, said = _routed(model, tokenizer, collate, records[start:start + batch_size],
+                                    device, stop_id, routing_log)
+            decisions += said
+            choices_of += list(experts) if experts is not None else [None] * len(said)
+        pairs = [(i, rec, c) for i, rec in enumerate(records) for c in rec.extra["choices"]]
         scores: list[float] = []
         for start in tqdm(range(0, len(pairs), batch_size), desc=f"likelihood {name}",
                           leave=False, disable=not progress):
             chunk = pairs[start:start + batch_size]
-            convs = [Conversation(r.id, r.image, [(r.turns[0][0], c)], r.extra) for r, c in chunk]
+            convs = [Conversation(r.id, r.image, [(r.turns[0][0], c)], r.extra)
+                     for _, r, c in chunk]
             batch = to_device(collate(convs), device)
+            routed = (torch.stack([choices_of[i] for i, _, _ in chunk])
+                      if model.routes_by_llm else None)
             nll = model.per_sample_loss(batch["input_ids"], batch["attention_mask"],
                                         batch["labels"], batch["pixels"], batch["has_image"],
-                                        batch["sample_ids"], total=True)
+                                        batch["sample_ids"], total=True, routing=routed)
             scores += (-nll).tolist()
         at = 0
-        for rec in records:
+        for rec, decision in zip(records, decisions):
             choices = rec.extra["choices"]
             mine = scores[at:at + len(choices)]
             at += len(choices)
-            out.append(_prediction(name, rec, choices[mine.index(max(mine))], "likelihood"))
+            out.append(_prediction(name, rec, choices[mine.index(max(mine))], "likelihood",
+                                   decision))
     return out
 
 

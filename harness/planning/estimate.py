@@ -54,7 +54,7 @@ def _llm_shape(cfg: RunConfig) -> tuple[int | None, int | None]:
 
 def _measure(cfg: RunConfig) -> ArchitectureCost:
     from models.projectors import build_projector
-    experts, fusion = build_architecture(cfg.model, meta=True)
+    experts, fusion = build_architecture(cfg.model, meta=True, read_files=False)
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter, torch.device("meta"):

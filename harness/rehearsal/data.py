@@ -8,7 +8,9 @@ rehearsal's own location, laid out as LLaVA's playground/data lays out the real 
 
 The fine-tuning file has the real mix's quirks: multi-turn conversations, text-only
 (ShareGPT) records, `<image>` at the end of a turn, a conversation that opens with a gpt turn.
-Images are non-square, so `image_aspect_ratio: pad` is exercised."""
+Images are non-square, so `image_aspect_ratio: pad` is exercised. A MoVA run routing by the
+LLM also gets routing labels for the fine-tuning file's image records (as `ablate
+routing-labels` would write them, here one to three experts drawn per sample)."""
 from __future__ import annotations
 
 import json
@@ -108,3 +110,21 @@ def write_training_data(root: Path, records: int, seed: int = 0) -> dict[str, tu
     parts = {"align": write_align(root, records, rng), "sft": write_sft(root, records, rng)}
     marker.write_text(json.dumps({k: [str(a), str(b)] for k, (a, b) in parts.items()}))
     return parts
+
+
+def write_routing_labels(root: Path, sft_json: Path, experts: list[str]) -> Path:
+    """{sample id: experts} for every image record of the rehearsal's fine-tuning file: a
+    stand-in for the labels `ablate routing-labels` builds from finished runs, written once
+    per set of experts."""
+    path = root / f"routing-labels-{'-'.join(experts)}.json"
+    if path.exists():
+        return path
+    rng = random.Random("routing:" + ",".join(experts))
+    labels = {}
+    for record in json.loads(sft_json.read_text()):
+        if "image" in record:
+            labels[record["id"]] = rng.sample(experts, rng.randint(0, min(3, len(experts))))
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(labels, sort_keys=True))
+    staging.replace(path)
+    return path

@@ -20,6 +20,7 @@ from pathlib import Path
 from core.errors import ConfigError
 from harness.config.run_config import BenchmarkSource, DatasetRef, FusionSpec, RunConfig
 from harness.config.yamlio import Located
+from harness.rehearsal.data import write_routing_labels
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
 from harness.spec.run_file import parse_run_config
 from models.experts import ExpertConfig
@@ -83,8 +84,15 @@ def shrink(cfg: RunConfig, scale: GridScale, geometry: dict[str, ExpertGeometry]
            sizes: Sizes, where: Path) -> RunConfig:
     """The rehearsal of `cfg`, validated as any run config is (on the meta device)."""
     experts = [stand_in(e, geometry[repr(e)], scale) for e in cfg.model.experts]
-    model = dataclasses.replace(cfg.model, experts=experts,
-                                fusion=shrink_fusion(cfg.model.fusion, scale),
+    fusion = shrink_fusion(cfg.model.fusion, scale)
+    if getattr(fusion.options, "labels", None) and "sft" in training:
+        # routing labels for the rehearsal's own samples (the real ones name other ids)
+        base = fusion.options.base or cfg.model.experts[0].key
+        routed = [e.key for e in cfg.model.experts if e.key != base]
+        labels = write_routing_labels(where / "data", training["sft"][0], routed)
+        fusion = FusionSpec(fusion.id, dataclasses.replace(fusion.options, labels=str(labels),
+                                                           labels_sha256=None))
+    model = dataclasses.replace(cfg.model, experts=experts, fusion=fusion,
                                 llm=tiny_llm(cfg.model.llm, cfg.model.max_length, sizes))
     data = cfg.data
     if data.synthetic is None:

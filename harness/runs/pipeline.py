@@ -4,6 +4,7 @@ run directory. Stage keys chain: hash(model + seed + stage + its data + upstream
 runs that share their first stages share those stages' training."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -30,6 +31,7 @@ from harness.config.run_config import (
 from harness.config.selection import Rung, SelectionSplit
 from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import load_llava_json, read_llava_records
+from harness.data.routing import route_stage_data
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic, ensure_validation
 from harness.evaluation.generate import (
@@ -39,6 +41,7 @@ from harness.evaluation.generate import (
     generate,
     score,
 )
+from harness.evaluation.routing import RoutingLog, routing_metrics
 from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo
 from harness.runs.cost import forward_flops, parameter_counts, peak_memory_mb
@@ -61,6 +64,8 @@ from harness.training.distributed import (
 )
 from harness.training.loop import total_steps
 from models.experts import ExpertConfig
+from models.fusion.context_routing import routing_corpus
+from models.fusion.routing import load_routing_labels
 from models.lora import add_lora, fold, is_adapter
 from models.templates import TEMPLATES, template_corpus
 
@@ -116,7 +121,7 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
                         text += [t["value"] for t in turns or [] if isinstance(t, dict)
                                  and isinstance(t.get("value"), str)]
     return ResolvedData(parts["align"], parts["sft"], parts["eval"],
-                        text + template_corpus())
+                        text + template_corpus() + routing_corpus(cfg.model.fusion.options))
 
 
 def evaluation_template(cfg: RunConfig):
@@ -414,13 +419,16 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         by_likelihood = {n: q for n, q in mine.items() if n in cfg.eval.likelihood}
         by_generation = {n: q for n, q in mine.items() if n not in by_likelihood}
         collate = Collator(tokenizer, eval_template, transforms, image_root, for_generation=True)
+        stop_id = eval_template.stop_id(tokenizer)
+        log = RoutingLog()
         preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
-                         cfg.eval.max_new_tokens, eval_template.stop_id(tokenizer),
-                         world.device, progress and main)
+                         cfg.eval.max_new_tokens, stop_id, world.device, progress and main, log)
         if by_likelihood:
             scoring = Collator(tokenizer, eval_template, transforms, image_root)
             preds += choose_by_likelihood(model, scoring, by_likelihood, cfg.eval.batch_size,
-                                          world.device, progress and main)
+                                          world.device, progress and main, tokenizer, stop_id,
+                                          log)
+        routing_logs.append(log)
         gathered = gather_to_main(world, preds)
         if not main:
             return None
@@ -430,13 +438,19 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                        key=lambda p: order.get((p.benchmark, p.id), len(order)))
         folder.path.mkdir(parents=True, exist_ok=True)
         with open(folder.path / f"predictions{tag}.jsonl", "w") as f:
-            f.writelines(json.dumps(dataclasses.asdict(p)) + "\n" for p in preds)
+            f.writelines(json.dumps(p.record()) + "\n" for p in preds)
+        if model.routes_by_llm:   # the router against the labels of the questions it routed
+            folder.write_json(f"routing{tag}.json", routing_metrics(
+                preds, load_routing_labels(model.fusion.options.labels,
+                                           model.fusion.expert_names),
+                model.fusion.expert_names))
         metrics, per_question = score(preds, expected_ids(questions))
         folder.write_json(f"metrics{tag}.json", metrics)
         folder.write_json(f"scores{tag}.json", headlines(metrics))
         folder.write_json(f"per_question{tag}.json", per_question)
         return metrics
 
+    routing_logs: list[RoutingLog] = []   # what each evaluation's routing passes cost
     if cfg.eval.before_training:
         evaluate("_untrained")
 
@@ -453,10 +467,14 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         if stage.lora is not None:
             lo = stage.lora
             add_lora(model.llm, lo.rank, lo.alpha, lo.dropout, lo.targets)
-        try:
-            res = train_stage(model, stage, datasets[stage.data], collate, stage_dir,
-                              cfg.seed, world, cfg.parallel, cfg.precision,
-                              stop_after=stop_after, progress=progress, pause_at=pause_at)
+        records = (route_stage_data(model.fusion, datasets[stage.data]) if stage.task == "route"
+                   else datasets[stage.data])
+        try:   # a route stage trains the model as its own router (base tokens, LoRA on)
+            with model.routing() if stage.task == "route" else contextlib.nullcontext():
+                res = train_stage(model, stage, records, collate, stage_dir,
+                                  cfg.seed, world, cfg.parallel, cfg.precision,
+                                  stop_after=stop_after, progress=progress,
+                                  pause_at=pause_at)
         except StagePaused as paused:   # the rung scores the model with the adapters merged
             if stage.lora is not None:
                 paused.weights, _ = fold_stage_lora(paused.weights)
@@ -576,6 +594,9 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             # what each stage trained, by group (a LoRA stage: its adapters)
             "trainable_parameters": {stage_label(s): s.get("trainable", {})
                                      for s in stages_record},
+            # an LLM router's pass before each answer (this rank's final evaluation)
+            **({k: v for k, v in routing_logs[-1].cost().items() if v is not None}
+               if model.routes_by_llm else {}),
             "peak_memory_mb": peak_memory_mb(world.device),
             "wall_time_s": time.time() - started,
             "ranks": world.size}

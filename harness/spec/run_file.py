@@ -33,6 +33,7 @@ from harness.evaluation.benchmarks import BENCHMARKS
 from harness.modelbuild import ExpertBuildError, build_architecture
 from models.experts import EXPERTS
 from models.fusion import FusionOptionError
+from models.fusion.context_routing import DEFAULT_CARDS
 from models.llm import LLMS
 from models.projectors import PROJECTORS
 from models.templates import TEMPLATES
@@ -44,7 +45,7 @@ def parse_run_config(src: Located, check_files: bool = True) -> RunConfig:
     cfg = bind(RunConfig, src.data, src, "")
     cfg = dataclasses.replace(cfg, data=_absolute_paths(cfg.data, src),
                               eval=_absolute_sources(cfg.eval, src),
-                              model=_pinned_fusion_files(cfg.model, src))
+                              model=_pinned_fusion_files(cfg.model, src, check_files))
     validate(cfg, src, check_files)
     return dataclasses.replace(cfg, stages=[s for s in cfg.stages if s.enabled])
 
@@ -60,20 +61,50 @@ def _absolute_sources(ev: EvalConfig, src: Located) -> EvalConfig:
         for name in ev.sources})
 
 
-def _pinned_fusion_files(model: ModelConfig, src: Located) -> ModelConfig:
+def _pinned_fusion_files(model: ModelConfig, src: Located, check_files: bool = True
+                         ) -> ModelConfig:
     """A fusion option naming a file (MoVA's routing `labels`) is made absolute against the
     file that wrote it, and the file's content hash is recorded next to it, so a run's key
-    changes when the file does."""
+    changes when the file does. An LLM router's model cards are completed from the defaults
+    (models.fusion.context_routing.DEFAULT_CARDS, by expert name, then family), so the text
+    the router reads is in the resolved config and its key. Planning without the data
+    (check_files false) leaves a missing file unpinned."""
+    model = _completed_cards(model, src)
     options = model.fusion.options
     path = getattr(options, "labels", None)
     if not path:
         return model
     resolved = src.resolve("model.fusion.labels", path)
+    if not resolved.is_file() and not check_files:
+        return dataclasses.replace(model, fusion=FusionSpec(
+            model.fusion.id, dataclasses.replace(options, labels=str(resolved))))
     if not resolved.is_file():
         raise src.error("model.fusion.labels", f"file not found: {resolved}")
     digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]
     pinned = dataclasses.replace(options, labels=str(resolved), labels_sha256=digest)
     return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, pinned))
+
+
+def _completed_cards(model: ModelConfig, src: Located) -> ModelConfig:
+    options = model.fusion.options
+    if not _routes_by_llm(model):
+        return model
+    base = options.base or model.experts[0].key
+    cards = dict(options.cards)
+    for expert in model.experts:
+        if expert.key == base or expert.key in cards:
+            continue
+        card = DEFAULT_CARDS.get(expert.key) or DEFAULT_CARDS.get(expert.id)
+        if card is None:
+            raise src.error(f"model.fusion.cards.{expert.key}", f"no default model card for "
+                            f"expert '{expert.key}' (family {expert.id}); write one: cards: "
+                            f"{{{expert.key}: 'what it sees'}}. Defaults exist for: "
+                            + ", ".join(DEFAULT_CARDS))
+        cards[expert.key] = card
+    ordered = {e.key: cards[e.key] for e in model.experts if e.key in cards}
+    ordered.update({k: v for k, v in cards.items() if k not in ordered})  # unknown: the build
+    return dataclasses.replace(model, fusion=FusionSpec(             # names them
+        model.fusion.id, dataclasses.replace(options, cards=ordered)))
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -135,12 +166,13 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
         if stage.lora is not None and stage.per_expert:
             raise src.error(f"stages[{i}].lora", "a per-expert stage keeps the LLM frozen; "
                                                  "LoRA adapters belong to a joint stage")
+    _validate_routing_stages(cfg, src)
     _validate_eval(cfg.eval, src, check_files)
     _validate_data(cfg, src, check_files)
     arch = content_hash(architecture_dict(cfg.model))
     if arch not in _BUILDS_ON_META:  # a grid repeats few architectures; build each once
         try:
-            _, fusion = build_architecture(cfg.model, meta=True)
+            _, fusion = build_architecture(cfg.model, meta=True, read_files=check_files)
         except FusionOptionError as exc:
             where = f"model.fusion.{exc.option}" if exc.option else "model.fusion"
             raise src.error(where, str(exc)) from None
@@ -158,6 +190,33 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
 
 
 _BUILDS_ON_META: dict[str, int] = {}  # architecture -> visual tokens
+
+
+def _routes_by_llm(model: ModelConfig) -> bool:
+    return getattr(model.fusion.options, "router", None) == "llm"
+
+
+def _validate_routing_stages(cfg: RunConfig, src: Located) -> None:
+    """MoVA's LLM router is trained by `task: route` stages, which train only it; a model
+    routing by the LLM needs one (an untrained router would pick experts at random)."""
+    routed = _routes_by_llm(cfg.model)
+    route_stages = [i for i, s in enumerate(cfg.stages) if s.enabled and s.task == "route"]
+    for i, stage in enumerate(cfg.stages):
+        if not stage.enabled:
+            continue
+        if stage.task == "route":
+            if not routed:
+                raise src.error(f"stages[{i}].task", "a route stage trains MoVA's LLM router; "
+                                "this model's fusion has no `router: llm`")
+            if stage.train != ["router"] or stage.per_expert or stage.lora is not None:
+                raise src.error(f"stages[{i}].train", "a route stage trains the routing LoRA "
+                                "alone: train: [router], no per_expert, no lora")
+        elif "router" in stage.train or "router" in stage.lrs:
+            raise src.error(f"stages[{i}].train", "only a `task: route` stage trains the "
+                            "router")
+    if routed and not route_stages:
+        raise src.error("stages", "model.fusion.router llm needs a stage with `task: route`, "
+                        "train: [router], to train the router on the routing labels")
 
 PER_EXPERT_GROUPS = ("projector", "experts")
 

@@ -22,7 +22,8 @@ from harness.runs.rundir import RunDir
 from harness.tracking.store import open_store, retry
 
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
-             "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl")
+             "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl",
+             "routing.json")
 MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED", "PAUSED": "KILLED"}
 
 
@@ -128,6 +129,9 @@ class MlflowMirror(RunHooks):
                                     .removesuffix(".json"))
                 if heads and average(heads) is not None:
                     add(f"{tag}average/headline", average(heads))
+        if (run_dir.path / "routing.json").exists():   # an LLM router's accuracy
+            for name, value in run_dir.read_json("routing.json").items():
+                add(f"routing/{name}", value)
         cost = run_dir.read_json("cost.json")
         for module, counts in cost.pop("parameters").items():
             add(f"cost/params/{module}/total", counts["total"])

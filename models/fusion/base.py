@@ -48,6 +48,7 @@ class TextContext:
     embeddings: torch.Tensor   # [B, L, D] LM input embeddings of the prompt (no answer)
     mask: torch.Tensor         # [B, L] 1 for prompt tokens
     sample_ids: list[str] | None = None   # the samples' ids (routing labels are keyed by them)
+    routing: torch.Tensor | None = None   # [B, E] experts chosen beforehand (MoVA's LLM router)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class BuildContext:
     text_width: int | None = None                       # the LM's hidden size
     depths: dict[str, int] = field(default_factory=dict)  # each expert's largest index
     blockwise: frozenset[str] = frozenset()              # experts that run block by block
+    read_files: bool = True       # false: planning without the data; option files may be absent
 
 
 class Fusion(nn.Module, ABC):

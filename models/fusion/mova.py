@@ -14,18 +14,29 @@ resized to `expert_grid` and concatenated on channels, then projected to C):
 `depth` blocks are stacked (MoVA uses 2). The router (models/fusion/routing.py) picks the
 experts once per sample, from the first block's gate or a label file, and every block uses
 that choice. A sample routed to no expert keeps its base tokens (plus the self-attention
-block)."""
+block).
+
+With `router: llm` (MoVA's context-aware routing), the LLM is the router: it sees the base
+encoder's tokens alone (`base_tokens`, through the same projector), the instruction and the
+experts' `cards`, and names the experts; the multimodal LM asks it before answering and hands
+the choice in through the text context."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core.fields import ranged
+from core.identity import ADDED_OPTION
+from models.experts.base import VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
+from models.router_lora import RouterLoRAOptions
+
+FALLBACKS = ("all", "none")
 
 
 @dataclass(frozen=True)
@@ -35,13 +46,22 @@ class MoVAOptions:
     heads: int = ranged(4, ge=1)
     mlp_ratio: float = ranged(4.0, gt=0)
     gating: str = "learned"          # learned | uniform
-    router: str = "all"              # all | random | topk | dynamic | oracle
+    router: str = "all"              # all | random | topk | dynamic | oracle | llm
     k: int = ranged(3, ge=1)         # random / topk / dynamic: experts per sample (at most)
     threshold: float | None = ranged(None, gt=0, le=1)  # dynamic: gate probability (1/E)
-    labels: str | None = None        # oracle: routing-label JSON {sample id: [experts]}
-    unlabeled: str = "all"           # oracle, a sample the file lacks: all | none | error
+    labels: str | None = None        # oracle, llm: routing-label JSON {sample id: [experts]}
+    unlabeled: str = "all"           # oracle, llm in training, a sample the file lacks:
+                                     # all | none | error
     labels_sha256: str | None = None  # set by the harness: `labels`' content hash (identity)
     expert_grid: int | None = ranged(None, ge=1)  # experts' tokens on it; None: the base's
+    # llm router: each routed expert's model card (the harness fills in DEFAULT_CARDS), the
+    # experts used when the router's answer names none, the routing answer's token budget,
+    # and the routing LoRA on the LLM
+    cards: dict[str, str] = field(default_factory=dict, metadata=ADDED_OPTION)
+    fallback: str = field(default="all", metadata=ADDED_OPTION)
+    route_tokens: int = ranged(24, ge=1, metadata=ADDED_OPTION)
+    router_lora: RouterLoRAOptions = field(default_factory=RouterLoRAOptions,
+                                           metadata=ADDED_OPTION)
 
 
 GATINGS = ("learned", "uniform")
@@ -130,12 +150,26 @@ class MoVAAdapter(Fusion):
                                               options.mlp_ratio)
                                     for _ in range(options.depth))
         router_args = dict(k=options.k, threshold=options.threshold)
-        if options.router == "oracle":
+        if options.router == "llm":
+            unknown = sorted(set(options.cards) - set(self.expert_names))
+            if unknown:
+                raise FusionOptionError("cards", f"cards for {unknown}, which are not routed "
+                                        f"experts; routed: {', '.join(self.expert_names)}")
+            missing = [n for n in self.expert_names if n not in options.cards]
+            if missing:
+                raise FusionOptionError("cards", f"router 'llm' needs a model card for every "
+                                        f"routed expert; missing: {', '.join(missing)}")
+            if options.fallback not in FALLBACKS:
+                raise FusionOptionError("fallback", f"unknown fallback '{options.fallback}'; "
+                                        f"allowed: {', '.join(FALLBACKS)}")
+        if options.router in ("oracle", "llm"):
             if not options.labels:
-                raise FusionOptionError("labels", "router 'oracle' needs `labels`: a routing-"
-                                        "label JSON (ablate routing-labels writes one)")
+                raise FusionOptionError("labels", f"router '{options.router}' needs `labels`: "
+                                        "a routing-label JSON (ablate routing-labels writes "
+                                        "one)")
             try:
-                labels = load_routing_labels(options.labels, self.expert_names)
+                labels = (load_routing_labels(options.labels, self.expert_names)
+                          if context.read_files or Path(options.labels).is_file() else {})
             except ValueError as exc:
                 raise FusionOptionError("labels", str(exc)) from None
             if options.unlabeled not in UNLABELED:
@@ -171,6 +205,21 @@ class MoVAAdapter(Fusion):
         mask = text.mask.to(text.embeddings.dtype).unsqueeze(-1)
         return (text.embeddings * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
+    @property
+    def routes_by_llm(self) -> bool:
+        return self.options.router == "llm"
+
+    def base_tokens(self, experts: dict[str, VisionExpert], pixels: dict[str, torch.Tensor]
+                    ) -> torch.Tensor:
+        """[B, N, C] the base encoder's tokens alone (no expert runs): what the LLM router
+        sees of the image."""
+        out = experts[self.base_name](pixels[self.base_name])
+        return out.maps[self.base.layer].flatten(2).transpose(1, 2)
+
+    def fallback_mask(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        fill = 1.0 if self.options.fallback == "all" else 0.0
+        return like.new_full((batch, len(self.expert_names)), fill)
+
     def fuse(self, maps, thumbs, text=None):
         x = maps[self.base_index].flatten(2).transpose(1, 2)
         experts = self.expert_tokens(maps)
@@ -179,7 +228,8 @@ class MoVAAdapter(Fusion):
         logits = self.blocks[0].gate_logits(x, pooled)
         mask = self.router(RoutingInputs(logits.softmax(-1),
                                          text.sample_ids if text is not None else None,
-                                         self.expert_names))
+                                         self.expert_names,
+                                         text.routing if text is not None else None))
         self.last_routing = mask.detach()
         for i, block in enumerate(self.blocks):
             if self.options.gating == "uniform":

@@ -10,7 +10,11 @@ gate then weighs the chosen ones.
 - `oracle`: the experts a routing-label file lists for the sample id (see
   harness/downstream/routing_labels.py, which builds that file from per-sample losses); a sample the
   file does not list gets `unlabeled`: every expert (`all`, as MoVA's alignment stage uses
-  them all), none, or an error.
+  them all), none, or an error;
+- `llm`: MoVA's context-aware router: the LLM itself, with its routing LoRA, names the experts
+  (models/router_lora.py, models/fusion/context_routing.py). The evaluation asks it first and
+  hands its choice in (`given`); training batches, which are not asked, follow the routing
+  labels as `oracle` does (the labels are what the router is trained to say).
 
 Selection never carries gradient: the gate that weighs the selected experts does."""
 from __future__ import annotations
@@ -30,6 +34,7 @@ class RoutingInputs:
     gate_probs: torch.Tensor          # [B, E] the first block's gate over all experts
     sample_ids: list[str] | None
     experts: list[str]
+    given: torch.Tensor | None = None   # [B, E] a choice made before the forward (llm router)
 
 
 Router = Callable[[RoutingInputs], torch.Tensor]
@@ -108,4 +113,16 @@ def route_oracle(labels: dict[str, list[str]], source: str = "", unlabeled: str 
             elif unlabeled == "error":
                 raise KeyError(f"routing labels {source} have no entry for sample {sid!r}")
         return mask
+    return route
+
+
+@ROUTERS.register("llm", "the LLM with its routing LoRA names the experts (MoVA's router)")
+def route_llm(labels: dict[str, list[str]], source: str = "", unlabeled: str = "all",
+              **_) -> Router:
+    by_labels = route_oracle(labels, source, unlabeled)
+
+    def route(x: RoutingInputs) -> torch.Tensor:
+        if x.given is not None:
+            return x.given.to(x.gate_probs.dtype)
+        return by_labels(x)
     return route

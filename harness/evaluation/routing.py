@@ -1,0 +1,111 @@
+"""The routing pass of MoVA's context-aware router at evaluation (Zong et al., 2024, Sec. 3.2):
+before a batch is answered, the model, as its own router (base encoder tokens, routing LoRA
+on), is asked the routing question and names the experts; its answer is parsed into the
+[B, E] choice the answering pass uses. Each decision goes into its prediction; the router's
+accuracy against the routing labels of the held-out questions, and what the pass costs
+(seconds, and FLOPs counted by torch's FlopCounterMode on the first batch), go to the run's
+routing.json and cost.json."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness.data.batching import Collator, to_device
+from harness.data.llava import Conversation
+from harness.data.routing import routing_prompts
+from models.fusion.context_routing import parse_routing
+from models.multimodal import MultimodalLM
+
+
+@dataclass
+class RoutingLog:
+    """What this rank's routing passes cost."""
+    questions: int = 0
+    seconds: float = 0.0
+    counted_flops: int | None = None      # on the first batch
+    counted_questions: int = 0
+    tokens_generated: int = 0
+
+    def cost(self) -> dict:
+        return {"routing_questions": self.questions,
+                "routing_s_per_question": self.seconds / self.questions if self.questions
+                else None,
+                "routing_flops_per_question": (self.counted_flops / self.counted_questions
+                                               if self.counted_flops is not None else None),
+                "routing_tokens_per_question": (self.tokens_generated / self.questions
+                                                if self.questions else None)}
+
+
+def route(model: MultimodalLM, tokenizer, collate: Collator, records: list[Conversation],
+          device: torch.device, stop_id: int, log: RoutingLog | None = None
+          ) -> tuple[torch.Tensor, list[dict]]:
+    """The experts the router names for each record: the [B, E] choice (the fusion's
+    fallback where it names none) and one decision record per sample."""
+    fusion = model.fusion
+    names = fusion.expert_names
+    prompts = to_device(collate.as_prompts()(routing_prompts(records, fusion.options.cards)),
+                        device)
+    count = log is not None and log.counted_flops is None
+    counter = FlopCounterMode(display=False) if count else None
+    started = time.perf_counter()
+    with model.routing(), counter if counter is not None else contextlib.nullcontext():
+        tokens = model.generate(prompts["input_ids"], prompts["attention_mask"],
+                                prompts["pixels"], prompts["has_image"],
+                                fusion.options.route_tokens, stop_id,
+                                sample_ids=prompts["sample_ids"])
+    if log is not None:
+        log.seconds += time.perf_counter() - started
+        log.questions += len(records)
+        log.tokens_generated += sum(len(t) for t in tokens)
+        if counter is not None:
+            log.counted_flops = int(counter.get_total_flops())
+            log.counted_questions = len(records)
+    mask = torch.zeros(len(records), len(names), device=device)
+    fallback = fusion.fallback_mask(len(records), mask)
+    decisions = []
+    for i, toks in enumerate(tokens):
+        said = tokenizer.decode(toks, skip_special_tokens=True).strip()
+        parsed = parse_routing(said, names)
+        if parsed.said_none:
+            mask[i] = fallback[i]
+        for name in parsed.experts:
+            mask[i, names.index(name)] = 1.0
+        decisions.append({"answer": said, "experts": parsed.experts,
+                          "used": [n for n, m in zip(names, mask[i].tolist()) if m],
+                          "unknown": parsed.unknown, "fallback": parsed.said_none})
+    return mask, decisions
+
+
+def routing_metrics(predictions: list, labels: dict[str, list[str]], experts: list[str]
+                    ) -> dict:
+    """The router against the routing labels of the questions they list (held out: the
+    questions are not training records), with chance: the exact-match rate of a router that
+    knew how many experts each label lists and drew that many at random."""
+    routed = [p for p in predictions if p.routing is not None]
+    labeled = [p for p in routed if p.id in labels]
+    tp = fp = fn = exact = 0
+    chance = 0.0
+    for p in labeled:
+        said, truth = set(p.routing["experts"]), set(labels[p.id])
+        tp += len(said & truth)
+        fp += len(said - truth)
+        fn += len(truth - said)
+        exact += said == truth
+        chance += 1.0 / math.comb(len(experts), len(truth))
+    n = len(labeled)
+    return {"questions": len(routed), "labeled": n,
+            "exact_match": exact / n if n else None,
+            "chance_exact_match": chance / n if n else None,
+            "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None,
+            "unknown_names": sum(p.routing["unknown"] for p in routed),
+            "fallbacks": sum(bool(p.routing["fallback"]) for p in routed),
+            # the experts each question was answered with (the fallback's where none named)
+            "mean_experts_used": (sum(len(p.routing["used"]) for p in routed) / len(routed)
+                                  if routed else None),
+            "used": {e: sum(e in p.routing["used"] for p in routed) for e in experts}}
