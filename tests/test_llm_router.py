@@ -216,3 +216,24 @@ def test_on_the_known_answer_testbed_the_router_beats_chance_and_random_routing(
     assert not (runs["random_routing"] / "routing.json").exists()
     scores = {v: average(read_scores(path)) for v, path in runs.items()}
     assert scores["context_aware"] >= scores["random_routing"], scores
+
+
+def test_a_route_stage_on_two_fsdp_ranks_trains_what_one_process_trains(tmp_path):
+    """FSDP2 shards the LLM's decoder layers and, with the root, the routing LoRA that hooks
+    into them; the router trains as in one process (fp32, within 1e-5), and the two-pass
+    evaluation, split over the ranks, gives the same answers and routing decisions. Without
+    the LoRA's dropout, whose masks each rank draws for its own samples."""
+    from tests.test_distributed import _ablate, _max_gap, _predictions, _weights
+    for name, parallel, nproc in (("one", "", 1), ("fsdp", "parallel: {strategy: fsdp}\n", 2)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(router_yaml(tmp_path, fusion_extra=", router_lora: {dropout: 0.0}")
+                        + parallel)
+        done = _ablate("train", str(path), "--workdir", str(tmp_path / name), "--nproc",
+                       str(nproc), "--no-progress")
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert _max_gap(_weights(tmp_path / "one", "route"), _weights(tmp_path / "fsdp", "route")) \
+        < 1e-5
+    assert _predictions(tmp_path / "fsdp") == _predictions(tmp_path / "one")
+    routing = [json.loads(next((tmp_path / n / "runs").iterdir()).joinpath("routing.json")
+                          .read_text()) for n in ("one", "fsdp")]
+    assert routing[0] == routing[1]
