@@ -94,10 +94,17 @@ def _arm_stats(records: Records, arm: str, benchmarks: list[str]) -> ArmStats:
                              ("fusion params (k)", "cost/fusion_params", 1e-3),
                              ("GFLOPs/sample", "cost/flops_per_sample", 1e-9),
                              ("train samples/s", "cost/train_samples_per_s", 1),
-                             ("peak memory (MB)", "cost/peak_memory_mb", 1)):
+                             ("peak memory (MB)", "cost/peak_memory_mb", 1),
+                             *ROUTING_COLUMNS):
         values = done[col].dropna() if col in done else pd.Series(dtype=float)
         cost[name] = float(values.mean() * scale) if len(values) else math.nan
     return ArmStats(arm, runs, done, scores, mean_std(per_run), cost)
+
+
+# MoVA's LLM router (router: llm): what its pass before each answer costs, and how often it
+# names exactly the experts the held-out routing labels list; shown when an arm routes so
+ROUTING_COLUMNS = (("routing GFLOPs/q", "cost/routing_flops_per_question", 1e-9),
+                   ("router exact (%)", "routing/exact_match", 100))
 
 
 def _question_means(records: Records, keys: list[str], benchmark: str) -> pd.Series:
@@ -176,6 +183,8 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
     ref = layout.reference
     paired_to: dict[str, str] = {ours: paper for paper, ours in (ref.columns if ref else [])
                                  if ours}
+    routed = any(not math.isnan(stats[a].cost[name]) for a in layout.arms
+                 for name, _, _ in ROUTING_COLUMNS)
     for arm in layout.arms:
         s = stats[arm]
         row, cell = {}, {}
@@ -212,6 +221,8 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
             row[name] = s.cost[name]
             cell[name] = count(s.cost[name]) if name == "visual tokens" else \
                 num(s.cost[name], 2 if name != "train samples/s" else 1)
+        for name, _, _ in ROUTING_COLUMNS if routed else ():
+            row[name], cell[name] = s.cost[name], num(s.cost[name], 2)
         if ref:
             for paper, ours in ref.columns:
                 if ours is None:
@@ -235,6 +246,10 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
     table = Table("ablation", title, pd.DataFrame(rows, index=index),
                   pd.DataFrame(cells, index=index))
     table.notes = status_notes(frame) + _ablation_notes(layout, seeds, n_questions)
+    if routed:
+        table.notes.append("routing GFLOPs/q: the LLM router's pass before each answer "
+                           "(FlopCounterMode, first batch); router exact: its choice equals "
+                           "the held-out routing labels, in % of the labeled questions.")
     out = [table]
     if not len(base.done):
         table.notes.append(f"The baseline '{layout.baseline}' has no finished run, so no "

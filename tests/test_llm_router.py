@@ -216,6 +216,14 @@ def test_on_the_known_answer_testbed_the_router_beats_chance_and_random_routing(
     assert not (runs["random_routing"] / "routing.json").exists()
     scores = {v: average(read_scores(path)) for v, path in runs.items()}
     assert scores["context_aware"] >= scores["random_routing"], scores
+    # the report shows what routing costs and how often the router is right
+    from analysis.report import report_of
+    (table,) = [t for t in report_of(spec_path, work).tables if t.name == "ablation"]
+    frame = table.frame.set_index(table.frame.index.astype(str))
+    routed = [i for i in frame.index if "context_aware" in i]
+    assert frame.loc[routed[0], "router exact (%)"] == pytest.approx(
+        100 * routing["exact_match"])
+    assert frame.loc[routed[0], "routing GFLOPs/q"] > 0
 
 
 def test_a_route_stage_on_two_fsdp_ranks_trains_what_one_process_trains(tmp_path):
