@@ -207,11 +207,11 @@ class MultimodalLM(nn.Module):
 
     @torch.no_grad()
     def answer_likelihood(self, input_ids, attention_mask, labels, pixels, has_image,
-                          sample_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
+                          sample_ids=None, routing=None) -> tuple[torch.Tensor, torch.Tensor]:
         """[B] total log-likelihood of each sample's answer tokens, and [B] whether greedy
         decoding from the prompt would produce exactly those tokens."""
         logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
-                                             has_image, sample_ids)
+                                             has_image, sample_ids, routing)
         logp = torch.log_softmax(logits.float(), dim=-1)
         counted = target != IGNORE_INDEX
         picked = logp.gather(2, target.clamp_min(0).unsqueeze(2)).squeeze(2)

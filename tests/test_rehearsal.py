@@ -149,13 +149,16 @@ def test_a_failed_run_is_named_and_the_exit_code_is_1(tmp_path, capsys, monkeypa
 @pytest.mark.slurm
 @pytest.mark.long
 def test_rehearsal_on_the_slurm_executor(slurm_cluster, tmp_path, capsys):
-    """The four runs of MoVA Table 7 as one job array on the one-node cluster."""
+    """The five runs of MoVA Table 7 as one job array on the one-node cluster, the LLM-routed
+    one (a route stage after fine-tuning) among them."""
     work = tmp_path / "rh"
     code = cli.main(["rehearse", str(ROOT / "experiments/mova_table7.yaml"), "--workdir",
                      str(work), "--executor", "slurm", "--profile", str(slurm_cluster)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert out.count("  DONE     mova_table7[") == 4
+    assert "rehearsing 5 of 5 runs" in out
+    assert out.count("  DONE     mova_table7[") == 5
+    assert "  DONE     mova_table7[variant=context_aware]" in out
     jobs = [json.loads((d / "job.json").read_text()) for d in (work / "runs").iterdir()]
     assert {j["executor"] for j in jobs} == {"slurm"}
     assert len({j["job_id"].split("_")[0] for j in jobs}) == 1     # one array

@@ -124,15 +124,26 @@ class AblateRun(lmms):
         out = []
         for start in tqdm(range(0, len(convs), self.batch_size), desc="ablate loglikelihood",
                           disable=self.rank != 0):
-            batch = to_device(self._scoring(convs[start:start + self.batch_size]),
-                              self.run.device)
-            logp, greedy = self.run.model.answer_likelihood(**batch)
+            chunk = convs[start:start + self.batch_size]
+            batch = to_device(self._scoring(chunk), self.run.device)
+            logp, greedy = self.run.model.answer_likelihood(
+                **batch, routing=self._routing(self._scoring, chunk))
             # lmms-eval 0.7 turns every response that is not text (or wrapped as a
             # GenerationResult) into its str(), so a bare (loss, is_greedy) pair would reach
             # the task's scoring as "(1.2, False)"; wrapped, it arrives as the pair
             out += [GenerationResult((-float(lp), bool(g)))
                     for lp, g in zip(logp.tolist(), greedy.tolist())]
         return out
+
+    def _routing(self, collate, questions: list[Conversation]):
+        """An LLM-routed MoVA names its experts first, as in the harness's own evaluation
+        (harness.evaluation.routing); None for every other model."""
+        if not self.run.model.routes_by_llm:
+            return None
+        from harness.evaluation.routing import route
+        experts, _ = route(self.run.model, self.run.tokenizer, collate, questions,
+                           self.run.device, self._stop_id)
+        return experts
 
     def _budget(self, kwargs: dict) -> int:
         sampling = (kwargs.get("do_sample") or float(kwargs.get("temperature") or 0) > 0
@@ -165,7 +176,8 @@ class AblateRun(lmms):
                                   self.run.device)
                 tokens = self.run.model.generate(
                     batch["input_ids"], batch["attention_mask"], batch["pixels"],
-                    batch["has_image"], budget, self._stop_id, sample_ids=batch["sample_ids"])
+                    batch["has_image"], budget, self._stop_id, sample_ids=batch["sample_ids"],
+                    routing=self._routing(self._prompting, [a.question for a in chunk]))
                 for a, toks in zip(chunk, tokens):
                     text = self.run.tokenizer.decode(toks, skip_special_tokens=True).strip()
                     for marker in a.until:
