@@ -213,13 +213,17 @@ class ParallelConfig:
     decoder layers; loader_workers: processes per rank that decode and resize images ahead
     of the step (0: in the training process), prefetch_steps: steps each worker prepares
     ahead; checkpoint_minutes: also checkpoint when this long has passed since the last one
-    (beside every stage's checkpoint_every steps), so a preempted job loses at most that."""
+    (beside every stage's checkpoint_every steps), so a preempted job loses at most that;
+    frozen_weights: `compute` holds a stage's frozen Linear and Conv weights in the run's
+    compute dtype while it trains under bf16/fp16 autocast (the same numbers, half the
+    memory: harness.training.frozen), `as_loaded` keeps them as they were loaded."""
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
     micro_batch: int | None = ranged(None, ge=1)
     activation_checkpointing: bool = False
     loader_workers: int = ranged(0, ge=0, le=64)
     prefetch_steps: int = ranged(2, ge=1, le=64)
     checkpoint_minutes: float | None = ranged(None, gt=0)
+    frozen_weights: Literal["compute", "as_loaded"] = "compute"
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,16 @@ def lora_params(hf, lora) -> int:
     return per_layer * hf.num_hidden_layers
 
 
+def _frozen_bytes_per_param(cfg: RunConfig, part: str) -> int:
+    """A frozen part's bytes per parameter during a stage: as loaded (the LLM in its dtype,
+    the vision side in fp32), or 2 under bf16/fp16 autocast with `frozen_weights: compute`
+    (harness.training.frozen: nearly all of their parameters are Linear and Conv weights)."""
+    loaded = _DTYPE_BYTES.get(cfg.model.llm.dtype, 4) if part == "llm" else 4
+    if cfg.precision != "no" and cfg.parallel.frozen_weights == "compute":
+        return min(loaded, 2)
+    return loaded
+
+
 def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | None = None
                  ) -> MemoryEstimate | None:
     """The stage on `ranks` GPUs with the run's `parallel` settings (None when the LLM's
@@ -186,8 +196,7 @@ def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | N
              **cost.part_params, "lora": lora_params(hf, stage.lora) if stage.lora else 0}
     trained = set(trainable_lrs(cfg.model.experts, stage))
     trainable = sum(n for name, n in sizes.items() if name in trained)
-    llm_bytes = _DTYPE_BYTES.get(cfg.model.llm.dtype, 4)
-    frozen_bytes = sum(n * (llm_bytes if name == "llm" else 4) for name, n in sizes.items()
+    frozen_bytes = sum(n * _frozen_bytes_per_param(cfg, name) for name, n in sizes.items()
                        if name not in trained)
     gb = 1024 ** 3
     micro, _ = split(stage, ranks, cfg.parallel.micro_batch)

@@ -30,6 +30,7 @@ from harness.config.run_config import ParallelConfig, StageConfig, trainable_lrs
 from harness.data.batching import to_device
 from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum, broadcast
+from harness.training.frozen import frozen_bytes, held_in
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.strategies import choose, upcast_trainable
 from models.llm import set_activation_checkpointing
@@ -135,11 +136,28 @@ class StageResult:
     weights: dict = field(default_factory=dict, repr=False)   # rank 0: trained, whole, CPU
 
 
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _autocast(world: World, precision: str):
     if precision == "no":
         return torch.autocast(world.device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(world.device.type, dtype=dtype)
+    return torch.autocast(world.device.type, dtype=COMPUTE_DTYPES[precision])
+
+
+@contextlib.contextmanager
+def _on_host(model: torch.nn.Module, world: World):
+    """The caller's model in host memory while a sharded copy of it trains (FSDP moves the
+    copy's shards to the GPU as it wraps them), so a rank never holds the whole model twice;
+    back on its device afterwards. Nothing to do on a CPU."""
+    if world.device.type == "cpu":
+        yield
+        return
+    model.to("cpu")
+    try:
+        yield
+    finally:
+        model.to(world.device)
 
 
 @contextlib.contextmanager
@@ -173,11 +191,16 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
     trained = trainable_lrs([e.config for e in model.experts.values()], stage)
     strategy = choose(parallel.strategy, world, model, llm_trains="llm" in trained)
     param_groups(model, stage)                       # which parameters train
-    if strategy.wraps_in_place:
-        model = copy.deepcopy(model)
-    if precision != "no":
-        upcast_trainable(model)
-    with _checkpointed_layers(model, parallel.activation_checkpointing):
+    with contextlib.ExitStack() as scope:
+        if strategy.wraps_in_place:
+            scope.enter_context(_on_host(model, world))
+            model = copy.deepcopy(model)
+        if precision != "no":
+            upcast_trainable(model)
+            if parallel.frozen_weights == "compute":
+                scope.enter_context(held_in(model, COMPUTE_DTYPES[precision],
+                                            restore=not strategy.wraps_in_place))
+        scope.enter_context(_checkpointed_layers(model, parallel.activation_checkpointing))
         return _train(model, strategy, stage, dataset, collate, stage_dir, seed, world,
                       precision, micro, accumulation, parallel, stop_after, progress,
                       pause_at)
@@ -193,6 +216,7 @@ def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
 
 def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, precision,
            micro, accumulation, parallel, stop_after, progress, pause_at) -> StageResult:
+    frozen = frozen_bytes(model)                     # whole, before any sharding
     wrapped = strategy.wrap(model)
     groups = param_groups(model, stage)              # the (possibly sharded) parameters
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -220,7 +244,7 @@ def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, pre
     if world.is_main:
         stage_dir.log(event="start", step=start, total=total, trainable=trainable,
                       strategy=strategy.name, ranks=world.size, micro_batch=micro,
-                      accumulation=accumulation)
+                      accumulation=accumulation, frozen_bytes=frozen)
     wrapped.train()
     bar = tqdm(total=total, initial=start, desc=stage.name,
                disable=not (progress and world.is_main), dynamic_ncols=True, leave=False)

@@ -9,7 +9,8 @@
 
 `auto` picks single on one rank, ddp below a billion parameters, fsdp above. Every strategy
 computes in the run's precision with trainable parameters (and so their gradients, their
-reduction and the optimizer) in fp32, and frozen parts left in the dtype they were loaded in.
+reduction and the optimizer) in fp32; frozen Linear and Conv weights are held in the compute
+dtype for the stage (harness.training.frozen), the other frozen parts as loaded.
 """
 from __future__ import annotations
 
