@@ -236,3 +236,60 @@ def test_wrapper_rejects_what_it_cannot_answer(evaluated, tmp_path):
         "Which?", {"max_new_tokens": 2, "until": ["\n"]}, lambda doc: [image], 0, "t",
         "test"))])
     assert isinstance(text, str) and "\n" not in text
+
+
+def test_an_llm_routed_run_names_its_experts_in_lmms_eval_as_in_its_own_evaluation(tmp_path):
+    """A MoVA run whose LLM routes (`router: llm`): the wrapper runs the routing pass before
+    answering or scoring, so lmms-eval gets the answers the run's own evaluation gave, and
+    answer likelihoods under the experts that evaluation routed each question to (which
+    differ from those under all experts, what the fusion uses with no pass: lmms-eval's
+    request ids are in no routing label)."""
+    from PIL import Image
+
+    from harness.data.batching import Collator, to_device
+    from harness.data.llava import Conversation, load_llava_json
+    from harness.downstream.lmms_eval_model import AblateRun
+    from harness.evaluation.generate import collect_questions
+    from harness.runs.pipeline import resolve_data, run
+    from harness.spec.run_file import load_run_config
+    from tests.test_llm_router import router_yaml
+
+    path = tmp_path / "routed.yaml"
+    # fallback none: a barely trained router that names no expert leaves the base alone
+    path.write_text(router_yaml(tmp_path, fusion_extra=", fallback: none"))
+    cfg = load_run_config(path)
+    result = run(cfg, tmp_path / "w", progress=False)
+    ours = {p["id"]: p for p in map(
+        json.loads, (result.path / "predictions.jsonl").read_text().splitlines())}
+    data = resolve_data(cfg, tmp_path / "w")
+    questions = [q for qs in collect_questions(
+        cfg.eval.benchmarks, load_llava_json(*data.eval), cfg.eval.sources,
+        tmp_path / "cache").values() for q in qs]
+    images = [Image.open(data.eval[1] / q.image).convert("RGB") for q in questions]
+    model = AblateRun(run_dir=str(result.path), device="cpu", batch_size=4)
+    assert model.run.model.routes_by_llm
+    model.task_dict = {"t": {"test": [{"image": im} for im in images]}}
+    visual = lambda doc: [doc["image"]]   # noqa: E731
+    answers = model.generate_until([
+        _instance("generate_until", (q.turns[0][0], {"max_new_tokens": cfg.eval.max_new_tokens,
+                                                     "until": []}, visual, i, "t", "test"))
+        for i, q in enumerate(questions)])
+    assert len(answers) == len(ours) == len(questions) > 0
+    assert dict(zip([q.id for q in questions], answers)) == {
+        i: p["prediction"] for i, p in ours.items()}
+    scored = model.loglikelihood([_instance("loglikelihood", (q.turns[0][0], "yes", visual, i,
+                                                              "t", "test"))
+                                  for i, q in enumerate(questions)])
+    run_ = model.run
+    names = run_.model.fusion.expert_names
+    collate = Collator(run_.tokenizer, run_.eval_template(), run_.transforms(), "/")
+    batch = to_device(collate([Conversation(q.id, im, [(q.turns[0][0], "yes")])
+                               for q, im in zip(questions, images)]), run_.device)
+    routed = torch.tensor([[float(n in ours[q.id]["routing"]["used"]) for n in names]
+                           for q in questions])
+    under_routed = run_.model.per_sample_loss(**batch, total=True, routing=routed)
+    under_all = run_.model.per_sample_loss(**batch, total=True,
+                                           routing=torch.ones_like(routed))
+    assert [r.text[0] for r in scored] == pytest.approx(under_routed.tolist(), abs=1e-4)
+    assert not routed.bool().all(), "the router used every expert everywhere: no check"
+    assert (under_routed - under_all).abs().max() > 1e-3
