@@ -6,8 +6,8 @@ forward, backward, gradient clipping and AdamW on each rank's share of the batch
 adds what a real stage does: the answer-token count summed over ranks before the step, the
 per-step metrics.jsonl records, rank 0's broadcast decisions and two sharded (DCP)
 checkpoints. Steps alternate between the two loops in blocks so machine noise hits both
-alike; each block's time is the whole stage's wall time (wrapping and checkpoints included)
-over its steps, measured on rank 0 between barriers.
+alike; each block gives the whole stage's wall time (wrapping and checkpoints included) over
+its steps, measured on rank 0 between barriers, and the median step from a collated batch.
 
     python benchmarks/train_step_overhead.py [--config experiments/tiny/two_experts.yaml]
     python benchmarks/train_step_overhead.py --nproc 2 --strategy fsdp   # gloo ranks on CPUs
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from harness.config.run_config import ParallelConfig, trainable_lrs
+from harness.config.run_config import ParallelConfig
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
@@ -37,19 +37,19 @@ from harness.runs.rundir import RunDir
 from harness.spec.run_file import load_run_config
 from harness.training import batch_indices, param_groups, train_stage
 from harness.training.distributed import World, barrier, init_world, shard
-from harness.training.strategies import choose
+from harness.training.loop import stage_strategy
 from models.llm import load_llm
 from models.templates import TEMPLATES
 
 
-def bare_steps(model, stage, dataset, collate, seed, n, world: World, strategy: str) -> float:
+def bare_steps(model, stage, dataset, collate, seed, n, world: World, strategy: str
+               ) -> tuple[float, float]:
     """The plainest loop of the same strategy: this rank's slice of each global batch, its
     mean loss over its answer tokens, backward, clip, AdamW. Wall time per step with the
     wrapping, and the median step from a collated batch."""
     barrier(world)
     t0 = time.perf_counter()
-    trained = trainable_lrs([e.config for e in model.experts.values()], stage)
-    chosen = choose(strategy, world, model, llm_trains="llm" in trained)
+    chosen = stage_strategy(strategy, world, model, stage)
     param_groups(model, stage)
     wrapped = chosen.wrap(model)
     groups = param_groups(model, stage)
@@ -75,20 +75,21 @@ def bare_steps(model, stage, dataset, collate, seed, n, world: World, strategy: 
 
 
 def harness_steps(model, stage, dataset, collate, seed, n, workdir: Path, world: World,
-                  strategy: str) -> float:
+                  strategy: str) -> tuple[float, float]:
     """Wall time per step of the whole stage (logging and checkpoints included), and the
     median of the loop's own step times (its metrics.jsonl): the step without them."""
     stage = dataclasses.replace(stage, steps=n, checkpoint_every=max(1, n // 2))
     barrier(world)
     t0 = time.perf_counter()
-    train_stage(model, stage, dataset, collate, RunDir(workdir), seed, world,
+    folder = RunDir(workdir)
+    train_stage(model, stage, dataset, collate, folder, seed, world,
                 ParallelConfig(strategy=strategy), progress=False)
     barrier(world)
     wall = (time.perf_counter() - t0) / n
     if not world.is_main:
         return wall, float("nan")
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return wall, statistics.median(r["step_time"] for r in records if "step_time" in r)
+    return wall, statistics.median(r["step_time"] for r in folder.metrics_log()
+                                   if "step_time" in r)
 
 
 def measure(world: World, args, tmp: Path) -> dict:

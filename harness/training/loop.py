@@ -176,6 +176,13 @@ def _checkpointed_layers(model: MultimodalLM, enabled: bool):
         set_activation_checkpointing(llm, False)
 
 
+def stage_strategy(name: str, world: World, model: MultimodalLM, stage: StageConfig):
+    """The strategy `stage` trains `model` with (`name`: the run's parallel.strategy); it
+    reshards after forward only when the LLM trains."""
+    trained = trainable_lrs([e.config for e in model.experts.values()], stage)
+    return choose(name, world, model, llm_trains="llm" in trained)
+
+
 def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
                 stage_dir: StageFolder, seed: int, world: World, parallel: ParallelConfig,
                 precision: str = "no", stop_after: int | None = None,
@@ -188,8 +195,7 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
     shards the module in place trains a copy, so the caller's model stays whole for
     evaluation."""
     micro, accumulation = split(stage, world.size, parallel.micro_batch)
-    trained = trainable_lrs([e.config for e in model.experts.values()], stage)
-    strategy = choose(parallel.strategy, world, model, llm_trains="llm" in trained)
+    strategy = stage_strategy(parallel.strategy, world, model, stage)
     param_groups(model, stage)                       # which parameters train
     with contextlib.ExitStack() as scope:
         if strategy.wraps_in_place:
