@@ -50,10 +50,13 @@ class Strategy(ABC):
 def upcast_trainable(model: nn.Module) -> None:
     """fp32 master copies of what trains (an LLM loaded in bf16 and fine-tuned keeps fp32
     weights, gradients and AdamW state; autocast computes in bf16)."""
+    upcast: dict[int, nn.Parameter] = {}   # a tied parameter stays one parameter
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
-                setattr(module, name, nn.Parameter(p.detach().float(), requires_grad=True))
+                if id(p) not in upcast:
+                    upcast[id(p)] = nn.Parameter(p.detach().float(), requires_grad=True)
+                setattr(module, name, upcast[id(p)])
 
 
 @STRATEGIES.register("single", "one process, the model as is")
