@@ -13,7 +13,6 @@ scheduler and RNG."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import time
@@ -32,6 +31,7 @@ from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum, broadcast
 from harness.training.frozen import frozen_bytes, held_in
 from harness.training.loader import StepBatches, step_batches, step_order
+from harness.training.sharded_load import load_local_shards, meta_copy
 from harness.training.strategies import choose, upcast_trainable
 from models.llm import set_activation_checkpointing
 from models.lora import is_adapter
@@ -147,9 +147,9 @@ def _autocast(world: World, precision: str):
 
 @contextlib.contextmanager
 def _on_host(model: torch.nn.Module, world: World):
-    """The caller's model in host memory while a sharded copy of it trains (FSDP moves the
-    copy's shards to the GPU as it wraps them), so a rank never holds the whole model twice;
-    back on its device afterwards. Nothing to do on a CPU."""
+    """The caller's model in host memory while a sharded copy of it trains (the copy's
+    shards are allocated on the GPU), so the GPU holds only this rank's shards; back on its
+    device afterwards. Nothing to do on a CPU."""
     if world.device.type == "cpu":
         yield
         return
@@ -198,18 +198,36 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
     strategy = stage_strategy(parallel.strategy, world, model, stage)
     param_groups(model, stage)                       # which parameters train
     with contextlib.ExitStack() as scope:
-        if strategy.wraps_in_place:
-            scope.enter_context(_on_host(model, world))
-            model = copy.deepcopy(model)
-        if precision != "no":
-            upcast_trainable(model)
-            if parallel.frozen_weights == "compute":
-                scope.enter_context(held_in(model, COMPUTE_DTYPES[precision],
-                                            restore=not strategy.wraps_in_place))
-        scope.enter_context(_checkpointed_layers(model, parallel.activation_checkpointing))
-        return _train(model, strategy, stage, dataset, collate, stage_dir, seed, world,
-                      precision, micro, accumulation, parallel, stop_after, progress,
-                      pause_at)
+        model, wrapped, frozen = stage_module(model, strategy, world, precision, parallel,
+                                              scope)
+        return _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
+                      seed, world, precision, micro, accumulation, parallel, stop_after,
+                      progress, pause_at)
+
+
+def stage_module(model: MultimodalLM, strategy, world: World, precision: str,
+                 parallel: ParallelConfig, scope: contextlib.ExitStack):
+    """(the model the stage trains, the module the loop calls, the frozen bytes by dtype):
+    trainable parameters in fp32 and frozen ones in the compute dtype under autocast,
+    activation checkpointing on, wrapped by the strategy, until `scope` closes. A strategy
+    that shards in place gets a copy built on the meta device and loaded shard by shard
+    (harness.training.sharded_load), so a rank never holds the model twice or what trains
+    whole in fp32; the caller's model waits meanwhile, in host memory on a GPU."""
+    source = None
+    if strategy.wraps_in_place:
+        scope.enter_context(_on_host(model, world))
+        source, model = model, meta_copy(model)
+    if precision != "no":
+        upcast_trainable(model)
+        if parallel.frozen_weights == "compute":
+            scope.enter_context(held_in(model, COMPUTE_DTYPES[precision],
+                                        restore=source is None))
+    scope.enter_context(_checkpointed_layers(model, parallel.activation_checkpointing))
+    frozen = frozen_bytes(model)                     # whole, before any sharding
+    wrapped = strategy.wrap(model)
+    if source is not None:
+        load_local_shards(model, source, world.device)
+    return model, wrapped, frozen
 
 
 def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
@@ -220,10 +238,9 @@ def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
     return bool(broadcast(world, time.monotonic() - last >= 60 * minutes))
 
 
-def _train(model, strategy, stage, dataset, collate, stage_dir, seed, world, precision,
-           micro, accumulation, parallel, stop_after, progress, pause_at) -> StageResult:
-    frozen = frozen_bytes(model)                     # whole, before any sharding
-    wrapped = strategy.wrap(model)
+def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir, seed, world,
+           precision, micro, accumulation, parallel, stop_after, progress, pause_at
+           ) -> StageResult:
     groups = param_groups(model, stage)              # the (possibly sharded) parameters
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
