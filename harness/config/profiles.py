@@ -3,6 +3,8 @@ is checked against the live cluster before anything is submitted: a partition th
 does not have is an error naming the profile file, the field and the partitions it has."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -17,19 +19,55 @@ from harness.config.yamlio import load_yaml
 @dataclass(frozen=True)
 class GpuThroughput:
     """What `ablate plan` assumes a GPU sustains when it turns FLOPs into GPU-hours: the peak
-    dense bf16 rate times a utilization (0.4 is a typical model-FLOPs utilization for 7B
-    LLaVA-style training)."""
+    dense bf16 rate times a model-FLOPs utilization. `measured` (a report that
+    `benchmarks/gpu_scale.py --out` wrote on that GPU, relative to the profile) replaces an
+    assumed utilization by the one its paper-shaped stage-2 step measured, and the peak by
+    the one it measured against; without it, 0.4 (an assumption, not a measurement)."""
     name: str = "A100"
     peak_tflops: float = ranged(312.0, gt=0)
     utilization: float = ranged(0.4, gt=0, le=1)
     memory_gb: float = ranged(80.0, gt=0)   # what `ablate plan` checks each stage against
+    measured: str | None = None
 
     def hours(self, flops: float) -> float:
         return flops / (self.peak_tflops * 1e12 * self.utilization) / 3600
 
     def describe(self) -> str:
+        source = (f"measured by benchmarks/gpu_scale.py ({self.measured})" if self.measured
+                  else "assumed")
         return (f"{self.name} at {self.peak_tflops:g} TFLOPs peak x {self.utilization:.0%} "
-                "utilization")
+                f"utilization ({source})")
+
+
+def measured_throughput(gpu: GpuThroughput, src) -> GpuThroughput:
+    """`gpu` with the name, peak and utilization of the gpu_scale report it names (its path
+    made absolute); every problem with that report is an error at `gpu.measured`."""
+    where = "gpu.measured"
+    written = src.data.get("gpu", {}) if isinstance(src.data, dict) else {}
+    both = sorted({"utilization", "peak_tflops"} & set(written))
+    if both:
+        raise src.error(where, f"`measured` sets the GPU's utilization and peak; drop "
+                               f"{' and '.join(f'`{b}`' for b in both)} or `measured`")
+    path = src.resolve(where, gpu.measured)
+    try:
+        report = json.loads(path.read_text())
+        stage2 = report["stage2"]
+        mfu, peak = stage2["mfu"], report["peak_bf16_tflops"]
+    except FileNotFoundError:
+        raise src.error(where, f"no benchmark report at {path} (write one with "
+                               "`python benchmarks/gpu_scale.py --out FILE` on the GPU)") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise src.error(where, f"{path} is not a benchmarks/gpu_scale.py report "
+                               f"({type(e).__name__}: {e})") from None
+    if mfu is None or not peak:
+        raise src.error(where, f"{path} has no MFU (measured on {report.get('device')!r} "
+                               "without a known bf16 peak: rerun the benchmark on the GPU, "
+                               "with --peak-tflops if it is not in the benchmark's table)")
+    if not 0 < mfu <= 1:
+        raise src.error(where, f"{path} reports an MFU of {mfu}, outside (0, 1]")
+    return dataclasses.replace(gpu, name=str(report.get("device") or gpu.name),
+                               peak_tflops=float(peak), utilization=float(mfu),
+                               measured=str(path))
 
 
 @dataclass(frozen=True)
@@ -106,6 +144,8 @@ def spec_profile(src, value: str) -> str:
 def load_profile(path: str | Path, check_cluster: bool = True) -> SlurmProfile:
     src = load_yaml(path)
     profile = bind_dataclass(SlurmProfile, src.data, src, "")
+    if profile.gpu.measured:
+        profile = dataclasses.replace(profile, gpu=measured_throughput(profile.gpu, src))
     if check_cluster:
         partitions = cluster_partitions()
         if profile.partition not in partitions:
