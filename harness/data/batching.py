@@ -128,9 +128,11 @@ class Collator:
 
 
 def to_device(batch, device):
-    """Tensors (also inside dicts) to `device`; anything else (sample ids) as is."""
+    """Tensors (also inside dicts) to `device`; anything else (sample ids) as is. A copy from
+    pinned host memory (the loader's, on GPUs) is asynchronous: later work on the stream
+    waits for it, the host does not."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device)
+        return batch.to(device, non_blocking=batch.is_pinned())
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch

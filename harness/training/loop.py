@@ -279,10 +279,11 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
     last_save = time.monotonic()
     for step, prepared in zip(range(start, end), loader):
         t0 = time.perf_counter()
-        batches = [to_device(b, world.device) for b in prepared]
+        # counted on the host batches: on a GPU the count's per-sample reads would each sync
         counts = torch.tensor([float(sum(model.answer_tokens(b["input_ids"], b["attention_mask"],
                                                             b["labels"], b["has_image"])
-                                         for b in batches))], device=world.device)
+                                         for b in prepared))], device=world.device)
+        batches = [to_device(b, world.device) for b in prepared]
         tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
         summed = torch.zeros((), device=world.device)
         for k, batch in enumerate(batches):
