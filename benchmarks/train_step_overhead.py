@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -37,6 +36,7 @@ from harness.runs.rundir import RunDir
 from harness.spec.run_file import load_run_config
 from harness.training import batch_indices, param_groups, train_stage
 from harness.training.distributed import World, barrier, init_world, shard
+from harness.training.launch import free_port
 from harness.training.loop import stage_strategy
 from models.llm import load_llm
 from models.templates import TEMPLATES
@@ -126,12 +126,6 @@ def _rank(rank: int, size: int, port: int, args, tmp: str) -> None:
         (Path(tmp) / "result.json").write_text(json.dumps(result))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="experiments/tiny/two_experts.yaml")
@@ -148,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             cfg = load_run_config(args.config)   # data and LM files once, before the ranks
             load_llm(cfg.model.llm, Path(tmp) / "llm", resolve_data(cfg, Path(tmp)).corpus)
-            mp.spawn(_rank, args=(args.nproc, _free_port(), args, tmp), nprocs=args.nproc)
+            mp.spawn(_rank, args=(args.nproc, free_port(), args, tmp), nprocs=args.nproc)
             result = json.loads((Path(tmp) / "result.json").read_text())
     print(f"batch {result['batch']}, {args.nproc} rank(s), strategy {args.strategy}, "
           f"{args.blocks} blocks x {args.steps} steps")

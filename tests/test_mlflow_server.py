@@ -1,7 +1,6 @@
 """Tracking at scale: a real `mlflow server` on loopback and several concurrent jobs logging
 to it; every run and every metric arrives."""
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,19 +11,14 @@ import pytest
 
 from harness.cli import main
 from harness.spec import load_spec
+from harness.training.launch import free_port
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",

@@ -9,7 +9,6 @@ import contextlib
 import copy
 import json
 import os
-import socket
 from pathlib import Path
 from unittest import mock
 
@@ -26,6 +25,7 @@ from harness.runs.pipeline import make_deterministic, resolve_data
 from harness.spec.run_file import load_run_config
 from harness.training import param_groups
 from harness.training.distributed import init_world
+from harness.training.launch import free_port
 from harness.training.loop import stage_module, stage_strategy
 from models.llm import load_llm
 from tests.tiny import tiny_run_yaml
@@ -121,10 +121,7 @@ def _prepare(tmp: Path, deep_copy: bool = False) -> dict:
     (tmp / "run.yaml").write_text(yaml + "precision: bf16\n")
     cfg = load_run_config(tmp / "run.yaml")
     load_llm(cfg.model.llm, tmp / "llm", resolve_data(cfg, tmp).corpus)  # once, before ranks
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank, args=(2, port, str(tmp), deep_copy), nprocs=2)
+    mp.spawn(_rank, args=(2, free_port(), str(tmp), deep_copy), nprocs=2)
     return json.loads((tmp / "result.json").read_text())
 
 

@@ -43,8 +43,7 @@ def measured_throughput(gpu: GpuThroughput, src) -> GpuThroughput:
     """`gpu` with the name, peak and utilization of the gpu_scale report it names (its path
     made absolute); every problem with that report is an error at `gpu.measured`."""
     where = "gpu.measured"
-    written = src.data.get("gpu", {}) if isinstance(src.data, dict) else {}
-    both = sorted({"utilization", "peak_tflops"} & set(written))
+    both = sorted({"utilization", "peak_tflops"} & set(src.data["gpu"]))
     if both:
         raise src.error(where, f"`measured` sets the GPU's utilization and peak; drop "
                                f"{' and '.join(f'`{b}`' for b in both)} or `measured`")

@@ -10,6 +10,9 @@ the strategy shards it, and only then does each rank allocate its own shards and
 from its slice of the caller's weights, one tensor at a time and without any collective
 (every rank already holds the caller's model, which it evaluates with). So a rank allocates
 about 1/world of the model in the stage's dtypes, and never a full trainable tensor in fp32.
+torch's own full-state load (`set_model_state_dict(..., full_state_dict=True)`) is not used:
+it moves each whole tensor to the device and scatters it from rank 0 with a collective, and
+leaves out non-persistent buffers.
 """
 from __future__ import annotations
 
@@ -63,10 +66,7 @@ def load_local_shards(target: nn.Module, source: nn.Module, device: torch.device
     """Allocate `target`'s (a sharded meta_copy of `source`) local shards on `device` and
     fill them from `source`'s tensors of the same names, cast to the target's dtypes."""
     target.to_empty(device=device)
-    sources = dict(source.named_parameters())
-    for name, p in target.named_parameters():
-        local = p.to_local() if isinstance(p, DTensor) else p
-        local.copy_(_local_slice(p, sources[name]))
-    buffers = dict(source.named_buffers())
-    for name, b in target.named_buffers():
-        (b.to_local() if isinstance(b, DTensor) else b).copy_(_local_slice(b, buffers[name]))
+    for tensors in (nn.Module.named_parameters, nn.Module.named_buffers):
+        full = dict(tensors(source))
+        for name, t in tensors(target):
+            (t.to_local() if isinstance(t, DTensor) else t).copy_(_local_slice(t, full[name]))
