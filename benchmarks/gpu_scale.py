@@ -1,34 +1,47 @@
 """What one GPU does at paper scale: throughput, MFU and peak memory of the harness's training
-step, and whether the loader keeps up with it.
+step, whether `ablate plan`'s memory estimate holds, and whether the loader keeps up.
 
     python benchmarks/gpu_scale.py [--out gpu_scale.json] [--steps 6] [--peak-tflops F]
     python benchmarks/gpu_scale.py --cpu     # the scaled-down version (tested on every CI run)
 
-On a GPU it measures, with the harness's own model assembly (harness.modelbuild), strategy
-(harness.training.strategies), activation checkpointing switch and bf16 autocast:
+On a GPU it measures, through the harness's own model assembly (harness.modelbuild), stage
+preparation (harness.training.loop.stage_module: strategy, fp32 trainables, frozen weights
+held in bf16, activation checkpointing of the LLM and of every trained expert), optimizer and
+step (harness.training.loop.optimizer_step, bf16 autocast):
 
-1. stage 2: CLIP-L/14-336 + a random-init Llama shaped as Vicuna-7B, LLM, projector trained
-   (fp32 master weights, bf16 compute), activation checkpointing, micro-batch 16, 576 visual +
-   128 text tokens: tokens/s, MFU against the GPU's dense bf16 peak, peak memory; if the whole
-   7B does not fit one GPU, half the decoder layers (a per-layer cost, so MFU carries over;
-   the layers used are reported);
+1. stage 2: CLIP-L/14-336 + a random-init Llama shaped as Vicuna-7B, LLM and projector
+   trained, micro-batch 16 of one <image> (576 visual tokens) and 128 text tokens: tokens/s,
+   MFU against the GPU's dense bf16 peak, peak memory; if the whole 7B does not fit one GPU,
+   half the decoder layers (a per-layer cost, so MFU carries over; the layers are reported);
 2. stage 1: the same with the LLM frozen, projector trained, micro-batch 32;
-3. Eagle X5's vision side: CLIP-448, ConvNeXt-XXL, EVA-02-L, Pix2Struct and SAM-L at 1024,
+3. Eagle's base at its shapes (CLIP-448 and ConvNeXt-XXL at 1024 trained with the LLM,
+   channel concatenation, 1024 visual tokens): one training step's measured peak memory
+   beside `ablate plan`'s estimate for the same configuration (harness.planning.estimate);
+4. Eagle X5's vision side: CLIP-448, ConvNeXt-XXL, EVA-02-L, Pix2Struct and SAM-L at 1024,
    frozen, bf16 forward, micro-batch 16 (ConvNeXt-XXL through timm, the same network as
    open_clip's, since a GPU node may lack open_clip);
-4. the loader (harness.training.loader with the run's Collator): samples/s at Eagle X5's
+5. the loader (harness.training.loader with the run's Collator): samples/s at Eagle X5's
    resolutions with 0, 4 and 8 workers on COCO-sized JPEGs, against the samples/s the stage-2
    step consumes (a CLIP-only step, faster than X5's, so the stricter bar).
 
-Model FLOPs (MFU excludes activation recomputation), per token of a sequence of S tokens on a
-decoder of L layers and width d with N non-embedding parameters: trained 6N + 12LdS, frozen
-but back-propagated through 4N + 8LdS, frozen forward only 2N + 4LdS (PaLM's accounting, as
-torchtitan). Imports only torch, timm, transformers and the harness (no open_clip, mlflow,
-optuna or submitit), so it runs on a bare GPU node.
+The LLM's input is checked on every step: its length is the visual tokens plus the text, so
+an image whose placeholder went missing cannot pass for a cheap step. Model FLOPs (MFU
+excludes activation recomputation): a decoder of L layers, width d and N non-embedding
+parameters over a sequence of S tokens costs per token 6N + 12LdS when it trains and
+4N + 12LdS when it is frozen but back-propagated through (attention's backward reads two
+activations, so it costs twice its forward either way; PaLM's accounting, as torchtitan);
+the vision side's forward is counted by torch's FlopCounterMode (attention included).
+
+One process times one GPU: with the single strategy, no FSDP communication, an upper bound on
+what the plan's FSDP ranks reach. The report is written after each section, so a crash keeps
+what came before. Imports only torch, timm, transformers and the harness (no open_clip,
+mlflow, optuna or submitit), so it runs on a bare GPU node.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import math
 import tempfile
@@ -38,20 +51,27 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
-from harness.config.run_config import FusionSpec, ModelConfig, StageConfig
+from harness.config.run_config import FusionSpec, ModelConfig, ParallelConfig, RunConfig, StageConfig
+from core.identity import to_plain
+from harness.config.yamlio import load_yaml
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import Conversation
 from harness.modelbuild import assemble
+from harness.planning.estimate import TEXT_TOKENS, stage_memory
+from harness.spec.run_file import parse_run_config
 from harness.training import param_groups
 from harness.training.distributed import World
 from harness.training.loader import StepBatches, step_batches, step_order
-from harness.training.strategies import choose, upcast_trainable
+from harness.training.loop import optimizer_step, stage_module, stage_optimizer, stage_strategy
 from models.experts import EXPERTS, ExpertConfig, build_expert
 from models.experts.base import StandIn
 from models.fusion.concat import SequenceAppendOptions
-from models.llm import LLMConfig, LoadedLLM, set_activation_checkpointing, train_tokenizer
-from models.templates import IGNORE_INDEX, TEMPLATES
+from models.llm import LLMConfig, LoadedLLM, train_tokenizer
+from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES
+
+EAGLE_BASE = Path(__file__).resolve().parent.parent / "experiments" / "bases" / "eagle.yaml"
 
 # dense bf16 tensor-core peaks (vendor datasheets), TFLOP/s
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
@@ -64,6 +84,10 @@ class Scale:
     llm: LLMConfig
     clip: ExpertConfig
     x5: tuple[ExpertConfig, ...]
+    eagle: tuple[ExpertConfig, ...]   # Eagle's base: trained CLIP-448 and ConvNeXt-XXL
+    eagle_grid: int
+    eagle_layers: int                 # LLM layers in the Eagle step (the memory check)
+    eagle_micro: int
     text_tokens: int
     micro_stage2: int
     micro_stage1: int
@@ -73,12 +97,17 @@ class Scale:
     def paper(cls) -> Scale:
         vicuna = LLMConfig(hidden_size=4096, layers=32, heads=32, intermediate_size=11008,
                            vocab_size=32000, max_positions=4096, dtype="bfloat16")
+        clip448 = ExpertConfig("clip-vit-hf", "large-336", name="clip", resolution=448)
         return cls(vicuna, ExpertConfig("clip-vit-hf", "large-336", layers=[-2]),
-                   (ExpertConfig("clip-vit-hf", "large-336", name="clip", resolution=448),
+                   (clip448,
                     ExpertConfig("convnext", "xxlarge", name="convnext", layers=[3]),
                     ExpertConfig("eva02", "large-1024", name="eva02"),
                     ExpertConfig("pix2struct", "large", name="pix2struct", resolution=1024),
                     ExpertConfig("sam", "large", name="sam")),
+                   (replace(clip448, layers=[-2], freeze=False),
+                    ExpertConfig("convnext", "xxlarge", name="convnext", resolution=1024,
+                                 layers=[-1], freeze=False)),
+                   eagle_grid=32, eagle_layers=16, eagle_micro=4,
                    text_tokens=128, micro_stage2=16, micro_stage1=32, image_side=(640, 480))
 
     @classmethod
@@ -91,6 +120,8 @@ class Scale:
         paper = cls.paper()
         return cls(tiny, small(paper.clip, 56),
                    tuple(small(e, 56 if e.name == "clip" else 128) for e in paper.x5),
+                   (small(paper.eagle[0], 56), small(paper.eagle[1], 128)),
+                   eagle_grid=4, eagle_layers=2, eagle_micro=2,
                    text_tokens=16, micro_stage2=2, micro_stage1=4, image_side=(160, 120))
 
 
@@ -104,19 +135,28 @@ def _llama(cfg: LLMConfig, layers: int, device: torch.device) -> LoadedLLM:
                          num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
                          max_position_embeddings=cfg.max_positions, tie_word_embeddings=False,
                          pad_token_id=tokenizer.pad_token_id)
-    with device:
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with device:
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     return LoadedLLM(model, tokenizer, "random-init")
 
 
 def _non_embedding(module: torch.nn.Module) -> int:
-    return sum(p.numel() for n, p in module.named_parameters() if "embed_tokens" not in n)
+    return sum(p.numel() for n, p in module.named_parameters()
+               if "embed_tokens" not in n and "lm_head" not in n)
 
 
-def _vision_flops(expert, tokens_per_image: int) -> float:
-    """Forward FLOPs of one image through a frozen expert (2N per token + attention)."""
-    params = sum(p.numel() for p in expert.parameters())
-    return 2.0 * params * tokens_per_image
+def forward_flops(fn) -> float:
+    """FLOPs of one call of `fn`, counted by torch (matrix products, convolutions and
+    attention kernels)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
 def _peak_tflops(override: float | None) -> float | None:
@@ -133,6 +173,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _free(device: torch.device) -> None:
+    """What the last measurement held (FSDP-style reference cycles included) given back."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 1024 ** 3 if device.type == "cuda" else None
+
+
 def _timed(fn, steps: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         fn()
@@ -145,8 +197,10 @@ def _timed(fn, steps: int, warmup: int, device: torch.device) -> float:
 
 
 def _batch(model, micro: int, text: int, vocab: int, device: torch.device) -> dict:
-    """A step's tensors: an <image> then `text` tokens whose second half is the answer."""
+    """A step's tensors: the <image> placeholder, then `text` tokens whose second half is the
+    answer (the placeholder is what the visual tokens replace: without it they are dropped)."""
     ids = torch.randint(10, vocab, (micro, text), device=device)
+    ids[:, 0] = IMAGE_TOKEN_INDEX
     labels = ids.clone()
     labels[:, : text // 2] = IGNORE_INDEX
     pixels = {name: torch.randn(micro, 3, *e.input_size, device=device)
@@ -155,57 +209,95 @@ def _batch(model, micro: int, text: int, vocab: int, device: torch.device) -> di
             "pixels": pixels, "has_image": torch.ones(micro, dtype=torch.bool, device=device)}
 
 
+class _LLMInput:
+    """The sequence length the LLM is called with, on every call (a pre-hook)."""
+    def __init__(self, llm: torch.nn.Module):
+        self.lengths: list[int] = []
+        self.handle = llm.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        self.lengths.append(embeds.shape[1] if embeds is not None else args[0].shape[1])
+
+    def check(self, expected: int) -> None:
+        self.handle.remove()
+        wrong = sorted({n for n in self.lengths if n != expected})
+        if not self.lengths or wrong:
+            raise AssertionError(f"the LLM saw sequences of {wrong or 'no'} tokens, expected "
+                                 f"{expected} (visual + text): visual tokens were dropped")
+
+
+class TrainingStep:
+    """One optimizer step of a stage exactly as harness.training.loop runs it on one rank:
+    the stage's trainable groups, stage_module's preparation, the stage's optimizer,
+    optimizer_step under bf16 autocast. Close it (a context) to give the stage back."""
+
+    def __init__(self, model, stage: StageConfig, parallel: ParallelConfig, device, batch):
+        self.world = World.single(device)
+        self.scope = contextlib.ExitStack()
+        param_groups(model, stage)
+        strategy = stage_strategy(parallel.strategy, self.world, model, stage, "bf16")
+        trained, self.wrapped, _ = stage_module(model, strategy, self.world, "bf16", parallel,
+                                                self.scope)
+        self.model, self.strategy = trained, strategy
+        self.groups = param_groups(trained, stage)
+        self.optimizer = stage_optimizer(self.groups, stage, self.world, strategy)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+        self.batch, self.grad_clip = batch, stage.grad_clip
+        self.tokens = float(model.answer_tokens(batch["input_ids"], batch["attention_mask"],
+                                                batch["labels"], batch["has_image"]))
+        self.wrapped.train()
+
+    def __call__(self) -> None:
+        optimizer_step(self.wrapped, self.strategy, [self.batch], self.tokens, self.world,
+                       "bf16", self.scaler, self.optimizer, self.groups, self.grad_clip)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.scope.close()
+
+
+def _parallel() -> ParallelConfig:
+    return ParallelConfig(strategy="auto", activation_checkpointing=True)
+
+
 def measure_stage(scale: Scale, stage: int, layers: int, steps: int, warmup: int,
                   device: torch.device, peak: float | None) -> dict:
-    """One training step of the LLaVA model as the loop runs it: stage 2 trains projector +
-    LLM (fp32 masters, bf16 autocast, checkpointed decoder layers), stage 1 the projector."""
+    """Stage 2 trains projector + LLM (fp32 masters, bf16 compute, checkpointed decoder
+    layers); stage 1 the projector, through the frozen (still checkpointed) LLM."""
     llm = _llama(scale.llm, layers, device)
-    model_cfg = ModelConfig(experts=[scale.clip], llm=scale.llm,
+    model_cfg = ModelConfig(experts=[scale.clip], llm=replace(scale.llm, layers=layers),
                             fusion=FusionSpec("sequence_append", SequenceAppendOptions()))
     with device:
         model = assemble(model_cfg, seed=0, llm=llm)
     model.to(device)
-    train = ["projector", "llm"] if stage == 2 else ["projector"]
-    spec = StageConfig(name=f"stage{stage}", data="sft", train=train, lr=2e-5, steps=1)
-    world = World.single(device)
-    strategy = choose("fsdp", world, model, llm_trains=stage == 2)
-    param_groups(model, spec)
-    upcast_trainable(model)
-    wrapped = strategy.wrap(model)
-    groups = param_groups(model, spec)
-    optimizer = torch.optim.AdamW(groups, lr=spec.lr, fused=device.type == "cuda")
-    params = [p for g in groups for p in g["params"]]
     micro = scale.micro_stage2 if stage == 2 else scale.micro_stage1
     batch = _batch(model, micro, scale.text_tokens, scale.llm.vocab_size, device)
-    if stage == 2:
-        set_activation_checkpointing(model.llm, True)
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss_sum, count = wrapped(**batch, reduction="sum")
-        (loss_sum / count.clamp_min(1)).backward()
-        strategy.clip(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    seconds = _timed(step, steps, warmup, device)
+    train = ["projector", "llm"] if stage == 2 else ["projector"]
+    spec = StageConfig(name=f"stage{stage}", data="sft", train=train, lr=2e-5, steps=1,
+                       batch_size=micro)
     visual = model.fusion.output_tokens
-    seq = visual + scale.text_tokens
-    n_llm, d = _non_embedding(model.llm), scale.llm.hidden_size
-    per_token = (6 * n_llm + 12 * layers * d * seq) if stage == 2 else (
-        4 * n_llm + 8 * layers * d * seq)
+    seq = visual + scale.text_tokens - 1           # the placeholder becomes the visual tokens
     clip = next(iter(model.experts.values()))
-    flops = micro * (per_token * seq + _vision_flops(clip, visual + 1)
-                     + 6 * sum(p.numel() for p in model.projector.parameters()) * visual)
-    out = {"stage": stage, "llm_layers": layers, "micro_batch": micro, "sequence": seq,
-           "step_s": seconds, "samples_s": micro / seconds, "tokens_s": micro * seq / seconds,
-           "model_tflops_per_step": flops / 1e12, "achieved_tflops": flops / seconds / 1e12,
-           "mfu": (flops / seconds / 1e12 / peak) if peak else None,
-           "peak_memory_gb": (torch.cuda.max_memory_allocated() / 1e9
-                              if device.type == "cuda" else None)}
-    return out
+    vision_flops = forward_flops(lambda: clip(batch["pixels"][next(iter(model.experts))][:1]))
+    with TrainingStep(model, spec, _parallel(), device, batch) as step:
+        seen = _LLMInput(step.model.llm)
+        seconds = _timed(step, steps, warmup, device)
+        seen.check(seq)
+    n_llm, d = _non_embedding(model.llm), scale.llm.hidden_size
+    attention = 12 * layers * d * seq
+    per_token = (6 * n_llm if stage == 2 else 4 * n_llm) + attention
+    projector = sum(p.numel() for p in model.projector.parameters())
+    flops = micro * (per_token * seq + vision_flops + 6 * projector * visual)
+    return {"stage": stage, "llm_layers": layers, "micro_batch": micro, "sequence": seq,
+            "visual_tokens": visual, "llm_input_checked": True, "ranks": 1,
+            "strategy": step.strategy.name,
+            "step_s": seconds, "samples_s": micro / seconds, "tokens_s": micro * seq / seconds,
+            "model_tflops_per_step": flops / 1e12, "achieved_tflops": flops / seconds / 1e12,
+            "mfu": (flops / seconds / 1e12 / peak) if peak else None,
+            "peak_memory_gb": _peak_gb(device)}
 
 
 def measure_stage_fitting(scale: Scale, stage: int, steps: int, warmup: int,
@@ -214,15 +306,50 @@ def measure_stage_fitting(scale: Scale, stage: int, steps: int, warmup: int,
     fit this one GPU."""
     layers = scale.llm.layers
     while True:
+        _free(device)
         try:
             return measure_stage(scale, stage, layers, steps, warmup, device, peak)
         except torch.OutOfMemoryError:
             if layers <= 1:
                 raise
             layers //= 2
-        finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+
+
+def eagle_config(scale: Scale) -> RunConfig:
+    """Eagle's base run at `scale`: its stages, precision and parallel settings as the spec
+    says, random-init experts (ConvNeXt-XXL through timm), a Vicuna-shaped LLM of
+    `eagle_layers` layers and micro-batch `eagle_micro` on one rank."""
+    src = load_yaml(EAGLE_BASE)
+    model = src.data["model"]
+    model["experts"] = [to_plain(e) for e in scale.eagle]
+    model["llm"] = to_plain(replace(scale.llm, layers=scale.eagle_layers))
+    model["fusion"] = {"id": "channel_concat", "grid": scale.eagle_grid}
+    src.data["parallel"].update(strategy="single", micro_batch=scale.eagle_micro)
+    return parse_run_config(src, check_files=False)
+
+
+def measure_eagle_memory(scale: Scale, steps: int, device: torch.device) -> dict:
+    """Eagle's fine-tuning stage on one GPU: `ablate plan`'s per-GPU estimate against the
+    peak one training step allocates (from an empty GPU: model, optimizer, activations)."""
+    cfg = eagle_config(scale)
+    stage = next(s for s in cfg.stages if s.name == "sft")
+    estimate = stage_memory(cfg, stage, ranks=1)
+    _free(device)
+    llm = _llama(scale.llm, scale.eagle_layers, device)
+    with device:
+        model = assemble(cfg.model, seed=0, llm=llm)
+    model.to(device)
+    batch = _batch(model, scale.eagle_micro, TEXT_TOKENS, scale.llm.vocab_size, device)
+    with TrainingStep(model, stage, cfg.parallel, device, batch) as step:
+        seen = _LLMInput(step.model.llm)
+        seconds = _timed(step, steps, 0, device)
+        seen.check(model.fusion.output_tokens + TEXT_TOKENS - 1)
+        measured = _peak_gb(device)
+    est = {k: getattr(estimate, k) for k in ("params", "grads", "optimizer", "activations")}
+    return {"llm_layers": scale.eagle_layers, "micro_batch": scale.eagle_micro,
+            "visual_tokens": model.fusion.output_tokens, "step_s": seconds,
+            "estimate_gb": {**est, "total": estimate.total}, "measured_peak_gb": measured,
+            "measured_over_estimate": (measured / estimate.total) if measured else None}
 
 
 def measure_x5_vision(scale: Scale, steps: int, warmup: int, device: torch.device,
@@ -230,6 +357,7 @@ def measure_x5_vision(scale: Scale, steps: int, warmup: int, device: torch.devic
     """Eagle X5's five experts, frozen, bf16: a forward of micro_stage2 images each."""
     out = {}
     for cfg in scale.x5:
+        _free(device)
         try:
             with device:
                 expert = build_expert(cfg).to(device=device, dtype=torch.bfloat16)
@@ -239,13 +367,13 @@ def measure_x5_vision(scale: Scale, steps: int, warmup: int, device: torch.devic
             @torch.no_grad()
             def forward(expert=expert, pixels=pixels):
                 expert(pixels)
+            flops = forward_flops(lambda: expert(pixels))
             seconds = _timed(forward, steps, warmup, device)
-            grid = expert.output_grid(expert.layers[-1])
-            flops = scale.micro_stage2 * _vision_flops(expert, max(1, grid[0] * grid[1]))
             out[cfg.key] = {"input": list(expert.input_size), "step_s": seconds,
                             "images_s": scale.micro_stage2 / seconds,
+                            "tflops_per_image": flops / scale.micro_stage2 / 1e12,
                             "mfu": (flops / seconds / 1e12 / peak) if peak else None}
-            del expert, pixels
+            del expert, pixels, forward
         except Exception as exc:   # one expert failing must not lose the others' numbers
             out[cfg.key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     return out
@@ -301,6 +429,18 @@ def measure_loader(scale: Scale, workers: list[int], steps: int, folder: Path,
     return out
 
 
+def _section(report: dict, key: str, out: Path | None, measure) -> None:
+    """Measure one section into the report, print it and write the report so far; a section
+    that fails records its error and the others still run."""
+    try:
+        report[key] = measure()
+    except Exception as exc:
+        report[key] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    print(json.dumps({key: report[key]}), flush=True)
+    if out:
+        out.write_text(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="the scaled-down version")
@@ -309,6 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, nargs="+", default=None)
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the GPU's dense bf16 peak when it is not in the table")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["stage2", "stage1", "eagle_memory", "x5_vision", "loader"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     on_gpu = torch.cuda.is_available() and not args.cpu
@@ -319,29 +461,44 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     report = {"device": torch.cuda.get_device_name() if on_gpu else "cpu",
-              "peak_bf16_tflops": peak, "torch": torch.__version__}
-    report["stage2"] = measure_stage_fitting(scale, 2, args.steps, args.warmup, device, peak)
-    print(json.dumps({"stage2": report["stage2"]}), flush=True)
-    report["stage1"] = measure_stage_fitting(scale, 1, args.steps, args.warmup, device, peak)
-    print(json.dumps({"stage1": report["stage1"]}), flush=True)
-    report["x5_vision"] = measure_x5_vision(scale, args.steps, args.warmup, device, peak)
-    print(json.dumps({"x5_vision": report["x5_vision"]}), flush=True)
+              "peak_bf16_tflops": peak, "torch": torch.__version__, "ranks": 1,
+              "note": "one process, the single strategy: no FSDP communication, an upper "
+                      "bound on what the plan's FSDP ranks reach"}
+    sections = {
+        "stage2": lambda: measure_stage_fitting(scale, 2, args.steps, args.warmup, device,
+                                                peak),
+        "stage1": lambda: measure_stage_fitting(scale, 1, args.steps, args.warmup, device,
+                                                peak),
+        "eagle_memory": lambda: measure_eagle_memory(scale, 2, device),
+        "x5_vision": lambda: measure_x5_vision(scale, args.steps, args.warmup, device, peak),
+    }
+    for key, measure in sections.items():
+        if key not in args.skip:
+            _section(report, key, args.out, measure)
     workers = args.workers or ([0, 4, 8] if on_gpu else [0, 2])
-    with tempfile.TemporaryDirectory() as folder:
-        report["loader"] = measure_loader(scale, workers, max(2, args.steps), Path(folder),
-                                          report["stage2"]["samples_s"])
-    print(json.dumps({"loader": report["loader"]}), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+    consumed = report.get("stage2", {}).get("samples_s")
+    if "loader" not in args.skip and consumed:
+        with tempfile.TemporaryDirectory() as folder:
+            _section(report, "loader", args.out, lambda: measure_loader(
+                scale, workers, max(2, args.steps), Path(folder), consumed))
     for key in ("stage2", "stage1"):
-        r = report[key]
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"{key}: {r['tokens_s']:,.0f} tokens/s, {r['achieved_tflops']:.1f} TFLOP/s, "
-              f"MFU {mfu}, {r['llm_layers']} LLM layers, micro-batch {r['micro_batch']}")
-    for w, r in report["loader"].items():
-        print(f"loader, {w} workers: {r['samples_s']:.1f} samples/s "
-              f"({r['over_step']:.2f}x what stage 2 consumes)")
-    if not math.isfinite(report["stage2"]["step_s"]):
+        r = report.get(key, {})
+        if "step_s" in r:
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+            print(f"{key}: {r['tokens_s']:,.0f} tokens/s, {r['achieved_tflops']:.1f} TFLOP/s, "
+                  f"MFU {mfu}, {r['llm_layers']} LLM layers, micro-batch {r['micro_batch']}, "
+                  f"{r['sequence']} tokens ({r['visual_tokens']} visual)")
+    eagle = report.get("eagle_memory", {})
+    if "estimate_gb" in eagle:
+        print(f"eagle sft step: plan estimates {eagle['estimate_gb']['total']:.1f} GB, "
+              f"measured peak {eagle['measured_peak_gb']} GB")
+    for w, r in report.get("loader", {}).items():
+        if isinstance(r, dict) and "samples_s" in r:
+            print(f"loader, {w} workers: {r['samples_s']:.1f} samples/s "
+                  f"({r['over_step']:.2f}x what stage 2 consumes)")
+    failed = [k for k, r in report.items() if isinstance(r, dict) and "error" in r]
+    if failed or not math.isfinite(report.get("stage2", {}).get("step_s", math.nan)):
+        print(f"failed sections: {failed}")
         raise SystemExit(1)
     return report
 

@@ -24,6 +24,7 @@ from transformers import (
 from core.fields import ranged
 from core.files import build_folder_once
 from core.registry import Registry
+from models.checkpointing import set_hf_checkpointing
 
 LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
@@ -199,17 +200,5 @@ def load_llm(config: LLMConfig, cache_dir: Path, corpus: list[str]) -> LoadedLLM
 
 def set_activation_checkpointing(model, enabled: bool) -> None:
     """Non-reentrant activation checkpointing on a transformers LM's decoder layers, through
-    the library's own switch (parameter names stay those of the plain model). transformers 5
-    renamed it activation_checkpointing_*; older releases, such as a GPU node's, have only
-    gradient_checkpointing_*."""
-    new = hasattr(model, "activation_checkpointing_enable")
-    if enabled:
-        kwargs = {"use_reentrant": False}
-        if new:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    elif new:
-        model.activation_checkpointing_disable()
-    else:
-        model.gradient_checkpointing_disable()
+    the library's own switch (models.checkpointing)."""
+    set_hf_checkpointing(model, enabled)

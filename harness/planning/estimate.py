@@ -26,6 +26,7 @@ from harness.config.run_config import (
     trainable_lrs,
 )
 from harness.modelbuild import build_architecture
+from harness.planning.vision_memory import KeptForBackward, kept_for_backward
 from models.llm import llm_config
 
 TEXT_TOKENS = 64
@@ -135,10 +136,33 @@ _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _LAYER_ACTIVATION_BYTES = 34
 
 
+_KEPT: dict[tuple, KeptForBackward] = {}
+
+
+def vision_activation_bytes(cfg: RunConfig, stage: StageConfig) -> int:
+    """Bytes per sample the stage's trained experts keep for backward (frozen ones keep
+    nothing: no autograd record), with or without activation checkpointing as the run says
+    (harness.planning.vision_memory)."""
+    trained = {n.removeprefix("experts.") for n in trainable_lrs(cfg.model.experts, stage)
+               if n.startswith("experts.")}
+    if not trained:
+        return 0
+    dtype = torch.float32 if cfg.precision == "no" else torch.bfloat16
+    arch = content_hash(architecture_dict(cfg.model))
+    missing = [n for n in trained if (arch, n, dtype) not in _KEPT]
+    if missing:
+        experts, _ = build_architecture(cfg.model, meta=True, read_files=False)
+        for name in missing:
+            _KEPT[arch, name, dtype] = kept_for_backward(experts[name], dtype)
+    return sum(_KEPT[arch, n, dtype].total(cfg.parallel.activation_checkpointing)
+               for n in trained)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Per-GPU memory of one stage, in GB: what `ablate plan` checks against the profile's GPU
-    (an estimate: allocator fragmentation and the vision side's activations come on top)."""
+    (an estimate: allocator fragmentation comes on top). Activations are the LLM's and the
+    trained experts'."""
     strategy: str
     params: float
     grads: float
@@ -206,6 +230,7 @@ def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | N
     kept = (layers * 2 * tokens * hidden + per_layer if cfg.parallel.activation_checkpointing
             else layers * per_layer)
     logits = 2 * 4 * tokens * hf.vocab_size   # fp32 logits and their gradient
+    vision = micro * vision_activation_bytes(cfg, stage)
     return MemoryEstimate(strategy, (4 * trainable + frozen_bytes) / shard / gb,
                           4 * trainable / shard / gb, 8 * trainable / shard / gb,
-                          (kept + logits) / gb)
+                          (kept + logits + vision) / gb)

@@ -13,6 +13,7 @@ scheduler and RNG."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -140,9 +141,13 @@ COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _autocast(world: World, precision: str):
+    """Training's autocast. Its cache of weight casts is off: with checkpointed layers each
+    weight is cast once per forward anyway (backward's recomputation casts again), and the
+    cache would keep a compute-dtype copy of every trainable weight until the forward ends."""
     if precision == "no":
         return torch.autocast(world.device.type, enabled=False)
-    return torch.autocast(world.device.type, dtype=COMPUTE_DTYPES[precision])
+    return torch.autocast(world.device.type, dtype=COMPUTE_DTYPES[precision],
+                          cache_enabled=False)
 
 
 @contextlib.contextmanager
@@ -161,26 +166,36 @@ def _on_host(model: torch.nn.Module, world: World):
 
 
 @contextlib.contextmanager
-def _checkpointed_layers(model: MultimodalLM, enabled: bool):
-    """Activation checkpointing (non-reentrant) on the LLM's decoder layers for the stage:
-    each layer keeps only its input and recomputes the rest in backward. Through the LM's own
-    switch, so parameter names (and checkpoints, weights) stay those of the plain model."""
-    llm = model.llm
-    if not enabled or not getattr(llm, "supports_gradient_checkpointing", False):
+def _checkpointed(model: MultimodalLM, enabled: bool):
+    """Activation checkpointing (non-reentrant) for the stage, on the LLM's decoder layers and
+    on the blocks of every expert that trains: each block keeps only its input and recomputes
+    the rest in backward. Frozen experts need none (they run without autograd's record).
+    Through each library's own switch, so parameter names (and checkpoints, weights) stay
+    those of the plain model."""
+    if not enabled:
         yield
         return
-    set_activation_checkpointing(llm, True)
+    switches = []
+    if getattr(model.llm, "supports_gradient_checkpointing", False):
+        switches.append(functools.partial(set_activation_checkpointing, model.llm))
+    switches += [expert.set_activation_checkpointing for expert in model.experts.values()
+                 if any(p.requires_grad for p in expert.parameters())]
+    for switch in switches:
+        switch(True)
     try:
         yield
     finally:
-        set_activation_checkpointing(llm, False)
+        for switch in switches:
+            switch(False)
 
 
-def stage_strategy(name: str, world: World, model: MultimodalLM, stage: StageConfig):
+def stage_strategy(name: str, world: World, model: MultimodalLM, stage: StageConfig,
+                   precision: str = "no"):
     """The strategy `stage` trains `model` with (`name`: the run's parallel.strategy); it
     reshards after forward only when the LLM trains."""
     trained = trainable_lrs([e.config for e in model.experts.values()], stage)
-    return choose(name, world, model, llm_trains="llm" in trained)
+    return choose(name, world, model, llm_trains="llm" in trained,
+                  compute_dtype=COMPUTE_DTYPES.get(precision))
 
 
 def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
@@ -195,7 +210,7 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
     shards the module in place trains a copy, so the caller's model stays whole for
     evaluation."""
     micro, accumulation = split(stage, world.size, parallel.micro_batch)
-    strategy = stage_strategy(parallel.strategy, world, model, stage)
+    strategy = stage_strategy(parallel.strategy, world, model, stage, precision)
     param_groups(model, stage)                       # which parameters train
     with contextlib.ExitStack() as scope:
         model, wrapped, frozen = stage_module(model, strategy, world, precision, parallel,
@@ -222,12 +237,23 @@ def stage_module(model: MultimodalLM, strategy, world: World, precision: str,
         if parallel.frozen_weights == "compute":
             scope.enter_context(held_in(model, COMPUTE_DTYPES[precision],
                                         restore=source is None))
-    scope.enter_context(_checkpointed_layers(model, parallel.activation_checkpointing))
+    scope.enter_context(_checkpointed(model, parallel.activation_checkpointing))
     frozen = frozen_bytes(model)                     # whole, before any sharding
     wrapped = strategy.wrap(model)
     if source is not None:
         load_local_shards(model, source, world.device)
     return model, wrapped, frozen
+
+
+def stage_optimizer(groups: list[dict], stage: StageConfig, world: World, strategy
+                    ) -> torch.optim.Optimizer:
+    """AdamW over the stage's groups; fused on a GPU for whole (unsharded) parameters: one
+    kernel per step instead of the multi-tensor path's temporaries, a whole fp32 copy of a
+    moment in flight (about 27 GB for a 7B LLM on one GPU, derived). FSDP's shards keep the
+    default path, whose temporaries are one shard's."""
+    fused = world.device.type == "cuda" and not strategy.wraps_in_place
+    return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay,
+                             fused=fused or None)
 
 
 def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
@@ -244,7 +270,7 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
     groups = param_groups(model, stage)              # the (possibly sharded) parameters
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
-    optimizer = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+    optimizer = stage_optimizer(groups, stage, world, strategy)
     total = total_steps(stage, len(dataset))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, total))
     scaler = torch.amp.GradScaler(world.device.type, enabled=precision == "fp16")
@@ -285,21 +311,9 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
                                          for b in prepared))], device=world.device)
         batches = [to_device(b, world.device) for b in prepared]
         tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
-        summed = torch.zeros((), device=world.device)
-        for k, batch in enumerate(batches):
-            with strategy.sync_gradients(wrapped, k == accumulation - 1):
-                with _autocast(world, precision):
-                    loss_sum, _ = wrapped(**batch, reduction="sum")
-                # DDP and FSDP average gradients over ranks: x world makes it their sum
-                scaler.scale(loss_sum * (world.size / tokens)).backward()
-            summed += loss_sum.detach().float()
-        if stage.grad_clip:
-            scaler.unscale_(optimizer)
-            strategy.clip([p for g in groups for p in g["params"]], stage.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        summed = optimizer_step(wrapped, strategy, batches, tokens, world, precision, scaler,
+                                optimizer, groups, stage.grad_clip)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         loss_value = float(all_reduce_sum(world, summed).item()) / tokens
         times.append(time.perf_counter() - t0)
         done_here += 1
@@ -334,6 +348,29 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
     mean = sum(times) / len(times) if times else float("nan")
     return StageResult(total, loss_value, mean, stage.batch_size / mean if times else 0.0,
                        trainable, strategy.name, world.size, micro, accumulation, weights)
+
+
+def optimizer_step(wrapped, strategy, batches: list[dict], tokens: float, world: World,
+                   precision: str, scaler, optimizer, groups: list[dict],
+                   grad_clip: float | None) -> torch.Tensor:
+    """One optimizer step over this rank's micro-batches (the loss normalized by the global
+    batch's `tokens`), clipped and applied; the summed loss of this rank's answer tokens.
+    benchmarks/gpu_scale.py times exactly this."""
+    summed = torch.zeros((), device=world.device)
+    for k, batch in enumerate(batches):
+        with strategy.sync_gradients(wrapped, k == len(batches) - 1):
+            with _autocast(world, precision):
+                loss_sum, _ = wrapped(**batch, reduction="sum")
+            # DDP and FSDP average gradients over ranks: x world makes it their sum
+            scaler.scale(loss_sum * (world.size / tokens)).backward()
+        summed += loss_sum.detach().float()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        strategy.clip([p for g in groups for p in g["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return summed
 
 
 class StageInterrupted(RuntimeError):

@@ -11,6 +11,15 @@
 computes in the run's precision with trainable parameters (and so their gradients, their
 reduction and the optimizer) in fp32; frozen Linear and Conv weights are held in the compute
 dtype for the stage (harness.training.frozen), the other frozen parts as loaded.
+
+Under FSDP with bf16/fp16 the all-gathered parameters are the compute dtype (FSDP2's
+MixedPrecisionPolicy; fp32 shards, fp32 gradient reduction): half the bytes on the wire, and
+no fp32 copy of a whole layer cast again by autocast, whose cache would otherwise keep a bf16
+copy of every unsharded layer alive until the forward ends (about 13 GB for a 7B LLM). This is
+DeepSpeed's bf16 ZeRO-3, which LLaVA trains with: the layers compute with bf16 weights, norms
+included. Gradients are reduce-scattered after every micro-batch, so they accumulate sharded:
+skipping the reduction until the last micro-batch would keep an unsharded fp32 gradient of the
+whole trainable model on every rank (about 27 GB more per GPU for a 7B LLM).
 """
 from __future__ import annotations
 
@@ -31,8 +40,9 @@ class Strategy(ABC):
     name: str
     wraps_in_place = False   # the module itself is changed (FSDP): train a copy of the model
 
-    def __init__(self, world: World, reshard: bool = True):
-        self.world, self.reshard = world, reshard
+    def __init__(self, world: World, reshard: bool = True,
+                 compute_dtype: torch.dtype | None = None):
+        self.world, self.reshard, self.compute_dtype = world, reshard, compute_dtype
 
     @abstractmethod
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -74,7 +84,9 @@ class DDP(Strategy):
     def wrap(self, model):
         from torch.nn.parallel import DistributedDataParallel
         ids = [self.world.device.index] if self.world.device.type == "cuda" else None
-        # routers may leave an expert unused in a step; DDP must not wait for its gradients
+        # a step may leave parameters unused: a micro-batch of text-only samples (LLaVA's mix,
+        # grouped by modality) never runs the vision side, and a router may skip an expert;
+        # DDP must not wait for their gradients
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     def sync_gradients(self, wrapped, sync):
@@ -88,16 +100,17 @@ class FSDP(Strategy):
 
     def wrap(self, model):
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         mesh = init_device_mesh(self.world.device.type, (self.world.size,))
+        # inputs are not cast: pixels and the residual stream stay as autocast leaves them
+        policy = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32,
+                                      cast_forward_inputs=False)
         for layer in decoder_layers(model):
-            fully_shard(layer, mesh=mesh, reshard_after_forward=self.reshard)
-        fully_shard(model, mesh=mesh, reshard_after_forward=self.reshard)
+            fully_shard(layer, mesh=mesh, reshard_after_forward=self.reshard, mp_policy=policy)
+        fully_shard(model, mesh=mesh, reshard_after_forward=self.reshard, mp_policy=policy)
         return model
 
-    def sync_gradients(self, wrapped, sync):
-        wrapped.set_requires_gradient_sync(sync)
-        return contextlib.nullcontext()
+    # sync_gradients: the base class's (reduce-scatter after every micro-batch)
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -108,8 +121,10 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(layers) if layers is not None else []
 
 
-def choose(name: str, world: World, model: nn.Module, llm_trains: bool) -> Strategy:
-    """The strategy a stage runs with: `name` from the run's `parallel.strategy`."""
+def choose(name: str, world: World, model: nn.Module, llm_trains: bool,
+           compute_dtype: torch.dtype | None = None) -> Strategy:
+    """The strategy a stage runs with: `name` from the run's `parallel.strategy`;
+    `compute_dtype` the autocast dtype of a bf16/fp16 stage (None: fp32)."""
     if name == "auto":
         if not world.distributed:
             name = "single"
@@ -121,4 +136,4 @@ def choose(name: str, world: World, model: nn.Module, llm_trains: bool) -> Strat
     if name == "single" and world.distributed:
         raise ValueError("parallel.strategy single cannot run on several ranks; use auto, "
                          "ddp or fsdp")
-    return STRATEGIES.get(name)(world, reshard=llm_trains)
+    return STRATEGIES.get(name)(world, reshard=llm_trains, compute_dtype=compute_dtype)

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from core.fields import ranged
 from core.identity import ADDED_OPTION
@@ -214,6 +215,18 @@ class VisionExpert(nn.Module, ABC):
                                    f"declared {want}")
         return maps
 
+    # --- activation checkpointing ---------------------------------------------------------
+    @abstractmethod
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute each block's activations in backward instead of keeping them (a trained
+        tower at high resolution: ConvNeXt-XXL at 1024 px keeps about 7.5 GiB per image
+        otherwise), through the backend library's own switch."""
+
+    @abstractmethod
+    def checkpoint_units(self) -> list[nn.Module]:
+        """The blocks that switch checkpoints one by one: with it on, a block keeps only its
+        input until backward recomputes it (what `ablate plan` counts)."""
+
     def freeze_(self, frozen: bool) -> None:
         for p in self.parameters():
             p.requires_grad_(not frozen)
@@ -226,6 +239,7 @@ class BlockwiseViT(ABC):
     embeddings after any pre-norm) to fusions that average every layer (Dense Connector)."""
 
     prefix_tokens: int   # class/register tokens in front of the patch tokens
+    checkpoint_blocks = False   # recompute each block in backward (blockwise_maps honours it)
 
     @abstractmethod
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -246,7 +260,10 @@ class BlockwiseViT(ABC):
         tokens = self.embed(pixels)
         maps = {0: self.patch_map(tokens, grid)} if 0 in layers else {}
         for k in range(1, max(layers) + 1):
-            tokens = self.block(k, tokens)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                tokens = checkpoint(self.block, k, tokens, use_reentrant=False)
+            else:
+                tokens = self.block(k, tokens)
             if k in layers:
                 maps[k] = self.patch_map(tokens, grid)
         return maps

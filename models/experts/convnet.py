@@ -38,6 +38,12 @@ class ConvNeXtExpert(VisionExpert):
         side = self.resolution // self._stage(index)["reduction"]
         return side, side
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.trunk.set_grad_checkpointing(enabled)   # timm: each stage's blocks, non-reentrant
+
+    def checkpoint_units(self) -> list[nn.Module]:
+        return [block for stage in self.trunk.stages for block in stage.blocks]
+
     def _maps(self, pixels):
         out = self.trunk.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
                                                intermediates_only=True)

@@ -24,6 +24,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from models.checkpointing import hf_checkpoint_units, set_hf_checkpointing
 from models.experts.base import (
     CLIP_MEAN,
     CLIP_STD,
@@ -100,6 +101,14 @@ class HFExpert(VisionExpert):
     def layer_grid(self, index: int) -> tuple[int, int]:
         side = self.resolution // self.patch_size()
         return side, side
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        # transformers' layers checkpoint themselves when called in training mode, so the
+        # blockwise path (layer by layer) is covered by the same switch
+        set_hf_checkpointing(self.model, enabled)
+
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        return hf_checkpoint_units(self.model)
 
 
 class HFViT(HFExpert):

@@ -103,6 +103,15 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
         side = self.resolution // self.patch
         return side, side
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        # open_clip's switch covers its own Transformer.forward; this tower runs block by
+        # block (blockwise_maps), which checkpoints each block itself
+        self.model.set_grad_checkpointing(enabled)
+        self.checkpoint_blocks = enabled
+
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        return list(self.model.transformer.resblocks)
+
     def embed(self, pixels):
         vit = self.model
         x = vit.conv1(pixels).flatten(2).transpose(1, 2)           # [B, H*W, C]

@@ -88,6 +88,12 @@ class TimmEVA02(VisionExpert):
         side = self.resolution // self.patch
         return side, side
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.model.set_grad_checkpointing(enabled)   # forward_intermediates honours it per block
+
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        return list(self.model.blocks)
+
     def _maps(self, pixels):
         out = self.model.forward_intermediates(pixels, indices=[i - 1 for i in self.layers],
                                                intermediates_only=True)

@@ -1,0 +1,89 @@
+"""What an FSDP step holds on each rank, on two gloo ranks with a bf16 stage: gradients
+accumulate sharded (reduce-scattered after every micro-batch, no unsharded gradient of the
+whole trainable model between micro-batches), and the decoder layers compute with bf16
+weights gathered as bf16 (FSDP2's MixedPrecisionPolicy), not fp32 weights that autocast casts
+and caches for the whole forward."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from torch.distributed.tensor import DTensor
+
+from harness.modelbuild import build_model
+from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.spec.run_file import load_run_config
+from harness.training import param_groups
+from harness.training.distributed import init_world
+from harness.training.launch import free_port
+from harness.training.loop import _autocast, stage_module, stage_strategy
+from harness.training.strategies import decoder_layers
+from models.llm import load_llm
+from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from tests.tiny import tiny_run_yaml
+
+
+def _micro_batch(model, seed: int, size: int = 2, text: int = 12) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, 200, (size, text), generator=g)
+    ids[:, 0] = IMAGE_TOKEN_INDEX
+    labels = ids.clone()
+    labels[:, : text // 2] = IGNORE_INDEX
+    pixels = {n: torch.randn(size, 3, *e.input_size, generator=g)
+              for n, e in model.experts.items()}
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+            "pixels": pixels, "has_image": torch.ones(size, dtype=torch.bool)}
+
+
+def _rank(rank: int, size: int, port: int, folder: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    tmp = Path(folder)
+    world = init_world("cpu")
+    cfg = load_run_config(tmp / "run.yaml")
+    stage = cfg.stages[-1]                              # sft: projector, LLM and CLIP train
+    make_deterministic(cfg.seed)
+    model, _ = build_model(cfg.model, cfg.seed, tmp / "llm", resolve_data(cfg, tmp).corpus)
+    param_groups(model, stage)
+    strategy = stage_strategy("fsdp", world, model, stage, cfg.precision)
+    gathered_dtypes = set()
+    with contextlib.ExitStack() as scope:
+        trained, wrapped, _ = stage_module(model, strategy, world, cfg.precision,
+                                           cfg.parallel, scope)
+        layer = decoder_layers(trained)[0]
+        layer.register_forward_pre_hook(lambda m, *a: gathered_dtypes.update(
+            str(p.dtype) for p in m.parameters()))
+        params = [p for p in trained.parameters() if p.requires_grad]
+        unsharded_between = []
+        for k in range(2):                               # two micro-batches, one step
+            with strategy.sync_gradients(wrapped, k == 1), _autocast(world, "bf16"):
+                loss, count = wrapped(**_micro_batch(trained, 10 * rank + k), reduction="sum")
+            (loss / count.clamp_min(1)).backward()
+            if k == 0:
+                # a gradient held whole on the rank (a DTensor's full shape in local memory)
+                unsharded_between = [
+                    tuple(p.shape) for p in params
+                    if p.grad is None or not isinstance(p.grad, DTensor)
+                    or p.grad.to_local().numel() == p.numel() > 1]
+    if world.is_main:
+        (tmp / "result.json").write_text(json.dumps({
+            "unsharded_between": unsharded_between,
+            "gathered_dtypes": sorted(gathered_dtypes),
+            "trainable": len(params)}))
+
+
+def test_fsdp_accumulates_sharded_gradients_and_gathers_bf16_weights(tmp_path):
+    (tmp_path / "run.yaml").write_text(tiny_run_yaml("fsdp_step", sft_steps=2)
+                                       + "precision: bf16\n")
+    cfg = load_run_config(tmp_path / "run.yaml")
+    load_llm(cfg.model.llm, tmp_path / "llm", resolve_data(cfg, tmp_path).corpus)
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    got = json.loads((tmp_path / "result.json").read_text())
+    assert got["trainable"] > 0
+    assert got["unsharded_between"] == [], got
+    assert got["gathered_dtypes"] == ["torch.bfloat16"], got
