@@ -107,7 +107,7 @@ class Scale:
                    (replace(clip448, layers=[-2], freeze=False),
                     ExpertConfig("convnext", "xxlarge", name="convnext", resolution=1024,
                                  layers=[-1], freeze=False)),
-                   eagle_grid=32, eagle_layers=16, eagle_micro=4,
+                   eagle_grid=32, eagle_layers=16, eagle_micro=8,
                    text_tokens=128, micro_stage2=16, micro_stage1=32, image_side=(640, 480))
 
     @classmethod
