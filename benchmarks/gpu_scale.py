@@ -246,6 +246,8 @@ class TrainingStep:
         self.batch, self.grad_clip = batch, stage.grad_clip
         self.tokens = float(model.answer_tokens(batch["input_ids"], batch["attention_mask"],
                                                 batch["labels"], batch["has_image"]))
+        if not self.tokens:
+            raise AssertionError("the batch has no answer token within the model's max_length")
         self.wrapped.train()
 
     def __call__(self) -> None:
@@ -268,8 +270,10 @@ def measure_stage(scale: Scale, stage: int, layers: int, steps: int, warmup: int
     """Stage 2 trains projector + LLM (fp32 masters, bf16 compute, checkpointed decoder
     layers); stage 1 the projector, through the frozen (still checkpointed) LLM."""
     llm = _llama(scale.llm, layers, device)
+    # LLaVA-1.5's context (2048): the default 512 would cut 576 visual + 128 text tokens
     model_cfg = ModelConfig(experts=[scale.clip], llm=replace(scale.llm, layers=layers),
-                            fusion=FusionSpec("sequence_append", SequenceAppendOptions()))
+                            fusion=FusionSpec("sequence_append", SequenceAppendOptions()),
+                            max_length=2048)
     with device:
         model = assemble(model_cfg, seed=0, llm=llm)
     model.to(device)
