@@ -97,6 +97,10 @@ class MultimodalLM(nn.Module):
                 v += 1
             elif len(pos) == 1:
                 raise ValueError(f"sample {i} has an image placeholder but no image")
+            elif bool(has_image[i]):
+                raise ValueError(f"sample {i} has an image but no image placeholder "
+                                 f"({IMAGE_TOKEN_INDEX}) in its input_ids: its visual tokens "
+                                 "would never reach the LM")
             seqs.append(emb[: self.max_length])
             labs.append(lab[: self.max_length] if lab is not None else None)
         longest = max(s.shape[0] for s in seqs)
