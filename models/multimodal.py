@@ -16,6 +16,7 @@ from torch import nn
 from models.experts.base import VisionExpert
 from models.fusion.base import Fusion, TextContext
 from models.router_lora import RoutingLoRA
+from models.splice import splice
 from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
@@ -78,45 +79,12 @@ class MultimodalLM(nn.Module):
 
     def _splice(self, input_ids: torch.Tensor, embeds: torch.Tensor,
                 attention_mask: torch.Tensor, labels: torch.Tensor | None,
-                visual: torch.Tensor | None, has_image: torch.Tensor, left_pad: bool):
-        """Replace each sample's IMAGE_TOKEN_INDEX by its visual tokens; re-pad the batch."""
-        seqs, labs = [], []
-        v = 0
-        for i in range(input_ids.shape[0]):
-            keep = attention_mask[i].bool()
-            ids, emb = input_ids[i][keep], embeds[i][keep]
-            lab = labels[i][keep] if labels is not None else None
-            pos = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten()
-            if len(pos) > 1:
-                raise ValueError(f"sample {i} has {len(pos)} image placeholders; one is allowed")
-            if len(pos) == 1 and bool(has_image[i]):
-                p = int(pos[0])
-                emb = torch.cat([emb[:p], visual[v], emb[p + 1:]])
-                if lab is not None:
-                    lab = _labels_around_image(lab, p, visual.shape[1])
-                v += 1
-            elif len(pos) == 1:
-                raise ValueError(f"sample {i} has an image placeholder but no image")
-            elif bool(has_image[i]):
-                raise ValueError(f"sample {i} has an image but no image placeholder "
-                                 f"({IMAGE_TOKEN_INDEX}) in its input_ids: its visual tokens "
-                                 "would never reach the LM")
-            seqs.append(emb[: self.max_length])
-            labs.append(lab[: self.max_length] if lab is not None else None)
-        longest = max(s.shape[0] for s in seqs)
-        b, d = len(seqs), embeds.shape[-1]
-        out = embeds.new_zeros(b, longest, d)
-        mask = attention_mask.new_zeros(b, longest)
-        out_labels = (torch.full((b, longest), IGNORE_INDEX, dtype=torch.long,
-                                 device=embeds.device) if labels is not None else None)
-        for i, s in enumerate(seqs):
-            n = s.shape[0]
-            sl = slice(longest - n, longest) if left_pad else slice(0, n)
-            out[i, sl] = s
-            mask[i, sl] = 1
-            if out_labels is not None:
-                out_labels[i, sl] = labs[i]
-        return out, mask, out_labels
+                visual: torch.Tensor | None, has_image: torch.Tensor, left_pad: bool,
+                sample_ids: list[str] | None = None):
+        """Replace each sample's IMAGE_TOKEN_INDEX by its visual tokens; re-pad the batch
+        (models.splice)."""
+        return splice(input_ids, embeds, attention_mask, labels, visual, has_image, left_pad,
+                      self.max_length, sample_ids)
 
     def _visual(self, pixels: dict[str, torch.Tensor], has_image: torch.Tensor,
                 text: TextContext) -> torch.Tensor | None:
@@ -141,7 +109,7 @@ class MultimodalLM(nn.Module):
         text = self.text_context(input_ids, attention_mask, labels, sample_ids, routing)
         visual = self._visual(pixels, has_image, text)
         return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
-                            has_image, left_pad)
+                            has_image, left_pad, sample_ids)
 
     def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None,
                 reduction: str = "mean"):
