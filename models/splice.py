@@ -15,10 +15,12 @@ from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 def splice(input_ids: torch.Tensor, embeds: torch.Tensor, attention_mask: torch.Tensor,
            labels: torch.Tensor | None, visual: torch.Tensor | None, has_image: torch.Tensor,
-           left_pad: bool, max_length: int, sample_ids: list[str] | None = None
+           left_pad: bool, max_length: int, sample_ids: list[str] | None = None,
+           visual_of: torch.Tensor | None = None
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(embeddings [B, L, D], mask [B, L], labels [B, L] or None). `visual` holds the visual
-    tokens [N, V, D] of the samples with has_image, in batch order; visual positions carry
+    tokens [N, V, D] of the samples with has_image, in batch order, or, with `visual_of`
+    ([B]: row i's index in `visual`), images that rows share; visual positions carry
     IGNORE_INDEX labels; pad positions are zeros, mask 0 and IGNORE_INDEX."""
     b, t = input_ids.shape
     device = input_ids.device
@@ -46,7 +48,8 @@ def splice(input_ids: torch.Tensor, embeds: torch.Tensor, attention_mask: torch.
     after = image.unsqueeze(1) & (u >= start + n_visual)
     text_at = torch.where(after, u - extra.unsqueeze(1), u).clamp(0, t - 1)
     text_row = torch.arange(b, device=device).unsqueeze(1) * t + kept_cols.gather(1, text_at)
-    which_image = (image.long().cumsum(0) - 1).clamp_min(0).unsqueeze(1)
+    which_image = (image.long().cumsum(0) - 1 if visual_of is None
+                   else visual_of.to(device)).clamp_min(0).unsqueeze(1)
     visual_row = b * t + which_image * n_visual + (u - start).clamp(0, max(n_visual - 1, 0))
     pad_row = b * t + (visual.shape[0] * n_visual if visual is not None else 0)
     index = torch.where(valid & on_image, visual_row,

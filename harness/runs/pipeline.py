@@ -61,7 +61,12 @@ from harness.training.distributed import (
     main_holds,
     shard,
 )
-from harness.training.kernels import seed_kernels, use_expandable_segments, wants_determinism
+from harness.training.kernels import (
+    autocast,
+    seed_kernels,
+    use_expandable_segments,
+    wants_determinism,
+)
 from harness.training.loop import total_steps
 from models.experts import ExpertConfig
 from models.fusion.context_routing import routing_corpus
@@ -419,13 +424,19 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         collate = Collator(tokenizer, eval_template, transforms, image_root, for_generation=True)
         stop_id = eval_template.stop_id(tokenizer)
         log = RoutingLog()
-        preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
-                         cfg.eval.max_new_tokens, stop_id, world.device, progress and main, log)
-        if by_likelihood:
-            scoring = Collator(tokenizer, eval_template, transforms, image_root)
-            preds += choose_by_likelihood(model, scoring, by_likelihood, cfg.eval.batch_size,
-                                          world.device, progress and main, tokenizer, stop_id,
-                                          log)
+        workers = cfg.parallel.loader_workers
+        # in the run's precision, as it trained: the vision side in fp32 cost an evaluation
+        # at 1024 px hours instead of minutes
+        with autocast(world.device, cfg.precision):
+            preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
+                             cfg.eval.max_new_tokens, stop_id, world.device, progress and main,
+                             log, workers)
+            if by_likelihood:
+                scoring = Collator(tokenizer, eval_template, transforms, image_root)
+                preds += choose_by_likelihood(model, scoring, by_likelihood,
+                                              cfg.eval.batch_size, world.device,
+                                              progress and main, tokenizer, stop_id, log,
+                                              workers)
         routing_logs.append(log)
         gathered = gather_to_main(world, preds)
         if not main:

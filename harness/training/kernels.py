@@ -1,6 +1,7 @@
-"""How a run's process sets up torch's kernels and CUDA memory before it computes: seeding,
-deterministic kernels when the run asks for them (parallel.deterministic), and the CUDA
-caching allocator's expandable segments.
+"""How a run's process sets up torch's kernels and CUDA memory: seeding, deterministic
+kernels when the run asks for them (parallel.deterministic), the CUDA caching allocator's
+expandable segments, and autocast to the run's precision outside the training step
+(evaluation computes as training did).
 
 Deterministic kernels cost speed on a GPU (and torch then fills every new tensor with NaN so
 a read of uninitialized memory shows), while on the CPU they are free and are what the tests'
@@ -14,8 +15,17 @@ import os
 
 import torch
 
+from harness.training.loop import COMPUTE_DTYPES
+
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 EXPANDABLE = "expandable_segments:True"
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to the run's `precision` (no: off, fp32 as loaded)."""
+    if precision == "no":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=COMPUTE_DTYPES[precision])
 
 
 def wants_determinism(setting: bool | None, device: torch.device) -> bool:
