@@ -16,6 +16,7 @@ from torch import nn
 from models.experts.base import VisionExpert
 from models.fusion.base import Fusion, TextContext
 from models.router_lora import RoutingLoRA
+from models.splice import splice
 from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
@@ -78,41 +79,12 @@ class MultimodalLM(nn.Module):
 
     def _splice(self, input_ids: torch.Tensor, embeds: torch.Tensor,
                 attention_mask: torch.Tensor, labels: torch.Tensor | None,
-                visual: torch.Tensor | None, has_image: torch.Tensor, left_pad: bool):
-        """Replace each sample's IMAGE_TOKEN_INDEX by its visual tokens; re-pad the batch."""
-        seqs, labs = [], []
-        v = 0
-        for i in range(input_ids.shape[0]):
-            keep = attention_mask[i].bool()
-            ids, emb = input_ids[i][keep], embeds[i][keep]
-            lab = labels[i][keep] if labels is not None else None
-            pos = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten()
-            if len(pos) > 1:
-                raise ValueError(f"sample {i} has {len(pos)} image placeholders; one is allowed")
-            if len(pos) == 1 and bool(has_image[i]):
-                p = int(pos[0])
-                emb = torch.cat([emb[:p], visual[v], emb[p + 1:]])
-                if lab is not None:
-                    lab = _labels_around_image(lab, p, visual.shape[1])
-                v += 1
-            elif len(pos) == 1:
-                raise ValueError(f"sample {i} has an image placeholder but no image")
-            seqs.append(emb[: self.max_length])
-            labs.append(lab[: self.max_length] if lab is not None else None)
-        longest = max(s.shape[0] for s in seqs)
-        b, d = len(seqs), embeds.shape[-1]
-        out = embeds.new_zeros(b, longest, d)
-        mask = attention_mask.new_zeros(b, longest)
-        out_labels = (torch.full((b, longest), IGNORE_INDEX, dtype=torch.long,
-                                 device=embeds.device) if labels is not None else None)
-        for i, s in enumerate(seqs):
-            n = s.shape[0]
-            sl = slice(longest - n, longest) if left_pad else slice(0, n)
-            out[i, sl] = s
-            mask[i, sl] = 1
-            if out_labels is not None:
-                out_labels[i, sl] = labs[i]
-        return out, mask, out_labels
+                visual: torch.Tensor | None, has_image: torch.Tensor, left_pad: bool,
+                sample_ids: list[str] | None = None, visual_of: torch.Tensor | None = None):
+        """Replace each sample's IMAGE_TOKEN_INDEX by its visual tokens; re-pad the batch
+        (models.splice)."""
+        return splice(input_ids, embeds, attention_mask, labels, visual, has_image, left_pad,
+                      self.max_length, sample_ids, visual_of)
 
     def _visual(self, pixels: dict[str, torch.Tensor], has_image: torch.Tensor,
                 text: TextContext) -> torch.Tensor | None:
@@ -132,12 +104,35 @@ class MultimodalLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     def _lm_inputs(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
-                   left_pad: bool, routing: torch.Tensor | None = None):
-        """(embeddings, mask, labels) of the batch with the visual tokens spliced in."""
+                   left_pad: bool, routing: torch.Tensor | None = None,
+                   image_of: list[int] | None = None):
+        """(embeddings, mask, labels) of the batch with the visual tokens spliced in. With
+        `image_of`, rows share images: `pixels` and `has_image` hold one row per image and
+        row i takes image image_of[i], encoded once with the prompt of the first row that
+        takes it (likelihood scoring: a question's allowed answers share its image and
+        prompt)."""
         text = self.text_context(input_ids, attention_mask, labels, sample_ids, routing)
-        visual = self._visual(pixels, has_image, text)
+        if image_of is None:
+            visual = self._visual(pixels, has_image, text)
+            return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
+                                has_image, left_pad, sample_ids)
+        first: dict[int, int] = {}
+        for i, k in enumerate(image_of):
+            first.setdefault(k, i)
+        if sorted(first) != list(range(has_image.shape[0])):
+            raise ValueError(f"image_of {image_of} must name each of the batch's "
+                             f"{has_image.shape[0]} images, from 0")
+        rows = [first[k] for k in range(len(first))]
+        at = torch.tensor(rows, device=input_ids.device)
+        shared = TextContext(text.embeddings[at], text.mask[at],
+                             [text.sample_ids[i] for i in rows] if text.sample_ids else None,
+                             text.routing[at] if text.routing is not None else None)
+        visual = self._visual(pixels, has_image, shared)
+        of = torch.tensor(image_of, device=input_ids.device)
+        per_row = has_image.to(input_ids.device)[of]
+        nth = (has_image.long().cumsum(0) - 1).to(input_ids.device)[of]
         return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
-                            has_image, left_pad)
+                            per_row, left_pad, sample_ids, visual_of=nth)
 
     def forward(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids=None,
                 reduction: str = "mean"):
@@ -183,22 +178,25 @@ class MultimodalLM(nn.Module):
         return total
 
     def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
-                       routing=None) -> tuple[torch.Tensor, torch.Tensor]:
+                       routing=None, image_of: list[int] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits [B, T-1, V] and their targets [B, T-1] (IGNORE_INDEX off the
         answer)."""
         embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
                                                has_image, sample_ids, left_pad=False,
-                                               routing=routing)
+                                               routing=routing, image_of=image_of)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
         return logits, labels[:, 1:]
 
     @torch.no_grad()
     def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
-                        sample_ids=None, total: bool = False, routing=None) -> torch.Tensor:
+                        sample_ids=None, total: bool = False, routing=None,
+                        image_of: list[int] | None = None) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare
-        models sample by sample); with total, the sum: the answer's negative log-likelihood."""
+        models sample by sample); with total, the sum: the answer's negative log-likelihood.
+        `image_of`: rows sharing images (_lm_inputs)."""
         logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
-                                             has_image, sample_ids, routing)
+                                             has_image, sample_ids, routing, image_of)
         losses = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2).float(), target.clamp_min(0), reduction="none")
         counted = (target != IGNORE_INDEX).to(losses.dtype)

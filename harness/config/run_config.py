@@ -216,7 +216,10 @@ class ParallelConfig:
     (beside every stage's checkpoint_every steps), so a preempted job loses at most that;
     frozen_weights: `compute` holds a stage's frozen Linear and Conv weights in the run's
     compute dtype while it trains under bf16/fp16 autocast (the same numbers, half the
-    memory: harness.training.frozen), `as_loaded` keeps them as they were loaded."""
+    memory: harness.training.frozen), `as_loaded` keeps them as they were loaded;
+    deterministic: deterministic kernels (bit-for-bit repeatable, slower on a GPU, where torch
+    also fills new tensors with NaN); unset: on for a CPU run, off on CUDA
+    (harness.training.kernels)."""
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
     micro_batch: int | None = ranged(None, ge=1)
     activation_checkpointing: bool = False
@@ -224,6 +227,7 @@ class ParallelConfig:
     prefetch_steps: int = ranged(2, ge=1, le=64)
     checkpoint_minutes: float | None = ranged(None, gt=0)
     frozen_weights: Literal["compute", "as_loaded"] = "compute"
+    deterministic: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,11 @@ class Collator:
                         for_generation=True)
 
     def __call__(self, samples: list[Conversation]) -> dict:
+        return {**self.text(samples), **self.images(samples)}
+
+    def text(self, samples: list[Conversation]) -> dict:
+        """The tokenized, padded conversations: input_ids, attention_mask, sample_ids and (for
+        training batches) labels."""
         encoded = [self.template.encode(s.turns, self.tokenizer, self.for_generation)
                    for s in samples]
         longest = max(len(e.input_ids) for e in encoded)
@@ -101,6 +106,14 @@ class Collator:
             input_ids[i, :n] = torch.tensor(e.input_ids)
             labels[i, :n] = torch.tensor(e.labels)
             mask[i, :n] = 1
+        batch = {"input_ids": input_ids, "attention_mask": mask,
+                 "sample_ids": [s.id for s in samples]}
+        if not self.for_generation:
+            batch["labels"] = labels
+        return batch
+
+    def images(self, samples: list[Conversation]) -> dict:
+        """Each expert's view of the samples' images (`pixels`), and `has_image`."""
         has_image = torch.tensor([s.image is not None for s in samples])
         pixels = {}
         opened = [self._open(s.image) for s in samples]   # each image decoded once
@@ -113,11 +126,7 @@ class Collator:
             blank = torch.zeros(3, *transform.size)
             pixels[name] = torch.stack([transform.normalize(im) if im is not None else blank
                                         for im in resized[key]])
-        batch = {"input_ids": input_ids, "attention_mask": mask, "pixels": pixels,
-                 "has_image": has_image, "sample_ids": [s.id for s in samples]}
-        if not self.for_generation:
-            batch["labels"] = labels
-        return batch
+        return {"pixels": pixels, "has_image": has_image}
 
     def _open(self, image) -> Image.Image | None:
         if image is None:

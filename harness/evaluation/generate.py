@@ -9,6 +9,7 @@ prediction."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
+from harness.evaluation.batches import ChunkBatches, prepared
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.routing import RoutingLog, route
 from harness.evaluation.scoring import SCORERS
@@ -76,20 +78,28 @@ def _routed(model: MultimodalLM, tokenizer, collate: Collator, records: list[Con
     return route(model, tokenizer, collate, records, device, stop_id, log)
 
 
+def _prompt_batch(collate: Collator, chunk: list[Conversation]) -> dict:
+    """A generation batch: each question's prompt, without its answer."""
+    return collate([Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra)
+                    for r in chunk])
+
+
 def generate(model: MultimodalLM, tokenizer, collate: Collator,
              questions: dict[str, list[Conversation]], batch_size: int, max_new_tokens: int,
              stop_id: int, device: torch.device, progress: bool = True,
-             routing_log: RoutingLog | None = None) -> list[Prediction]:
+             routing_log: RoutingLog | None = None, workers: int = 0) -> list[Prediction]:
+    """`workers` processes prepare the batches ahead (harness.evaluation.batches)."""
     model.eval()
     out: list[Prediction] = []
     for name, records in questions.items():
         budget = BENCHMARKS.get(name).max_new_tokens or max_new_tokens
-        for start in tqdm(range(0, len(records), batch_size), desc=f"eval {name}",
-                          leave=False, disable=not progress):
-            chunk = records[start:start + batch_size]
-            prompts = [Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra)
-                       for r in chunk]
-            batch = to_device(collate(prompts), device)
+        chunks = [records[start:start + batch_size]
+                  for start in range(0, len(records), batch_size)]
+        ready = prepared(ChunkBatches(chunks, functools.partial(_prompt_batch, collate)),
+                         workers, pin_memory=device.type == "cuda")
+        for chunk, batch in tqdm(zip(chunks, ready), total=len(chunks), desc=f"eval {name}",
+                                 leave=False, disable=not progress):
+            batch = to_device(batch, device)
             experts, decisions = _routed(model, tokenizer, collate, chunk, device, stop_id,
                                          routing_log)
             tokens = model.generate(batch["input_ids"], batch["attention_mask"],
@@ -101,11 +111,55 @@ def generate(model: MultimodalLM, tokenizer, collate: Collator,
     return out
 
 
+def _choice_batch(collate: Collator, chunk: list[tuple[int, Conversation, str]]) -> dict:
+    """A likelihood batch: one row per (question, allowed answer), and each question's image
+    once (`image_of`: a row's image row), so an image is encoded once per question however
+    many answers it allows."""
+    first: dict[int, Conversation] = {}   # question -> its record, in order of rows
+    for i, rec, _ in chunk:
+        first.setdefault(i, rec)
+    row = {i: k for k, i in enumerate(first)}
+    batch = collate.text([Conversation(r.id, r.image, [(r.turns[0][0], c)], r.extra)
+                          for _, r, c in chunk])
+    return {**batch, **collate.images(list(first.values())),
+            "image_of": [row[i] for i, _, _ in chunk]}
+
+
+def choice_likelihoods(model: MultimodalLM, collate: Collator, records: list[Conversation],
+                       batch_size: int, device: torch.device, routed: list | None = None,
+                       workers: int = 0, progress: bool = False, desc: str = ""
+                       ) -> list[list[float]]:
+    """Each question's total log-likelihood of each of its `choices` as the reply to its
+    prompt, batch_size (question, choice) rows at a time; `routed`: each question's experts
+    from a routing pass (an LLM-routed model)."""
+    pairs = [(i, rec, c) for i, rec in enumerate(records) for c in rec.extra["choices"]]
+    chunks = [pairs[start:start + batch_size] for start in range(0, len(pairs), batch_size)]
+    ready = prepared(ChunkBatches(chunks, functools.partial(_choice_batch, collate)),
+                     workers, pin_memory=device.type == "cuda")
+    scores: list[float] = []
+    for chunk, batch in tqdm(zip(chunks, ready), total=len(chunks), desc=desc, leave=False,
+                             disable=not progress):
+        batch = to_device(batch, device)
+        experts = (torch.stack([routed[i] for i, _, _ in chunk]) if routed is not None
+                   else None)
+        nll = model.per_sample_loss(batch["input_ids"], batch["attention_mask"],
+                                    batch["labels"], batch["pixels"], batch["has_image"],
+                                    batch["sample_ids"], total=True, routing=experts,
+                                    image_of=batch["image_of"])
+        scores += (-nll).tolist()
+    out, at = [], 0
+    for rec in records:
+        n = len(rec.extra["choices"])
+        out.append(scores[at:at + n])
+        at += n
+    return out
+
+
 def choose_by_likelihood(model: MultimodalLM, collate: Collator,
                          questions: dict[str, list[Conversation]], batch_size: int,
                          device: torch.device, progress: bool = True, tokenizer=None,
-                         stop_id: int | None = None, routing_log: RoutingLog | None = None
-                         ) -> list[Prediction]:
+                         stop_id: int | None = None, routing_log: RoutingLog | None = None,
+                         workers: int = 0) -> list[Prediction]:
     """Each question's answer is the allowed answer (its `choices`) with the highest total
     log-likelihood as the reply to its prompt; `collate` must build training batches (labels
     on the reply) in the evaluation template. An LLM-routed model routes each question once
@@ -125,25 +179,11 @@ def choose_by_likelihood(model: MultimodalLM, collate: Collator,
                                     device, stop_id, routing_log)
             decisions += said
             choices_of += list(experts) if experts is not None else [None] * len(said)
-        pairs = [(i, rec, c) for i, rec in enumerate(records) for c in rec.extra["choices"]]
-        scores: list[float] = []
-        for start in tqdm(range(0, len(pairs), batch_size), desc=f"likelihood {name}",
-                          leave=False, disable=not progress):
-            chunk = pairs[start:start + batch_size]
-            convs = [Conversation(r.id, r.image, [(r.turns[0][0], c)], r.extra)
-                     for _, r, c in chunk]
-            batch = to_device(collate(convs), device)
-            routed = (torch.stack([choices_of[i] for i, _, _ in chunk])
-                      if model.routes_by_llm else None)
-            nll = model.per_sample_loss(batch["input_ids"], batch["attention_mask"],
-                                        batch["labels"], batch["pixels"], batch["has_image"],
-                                        batch["sample_ids"], total=True, routing=routed)
-            scores += (-nll).tolist()
-        at = 0
-        for rec, decision in zip(records, decisions):
+        likelihoods = choice_likelihoods(model, collate, records, batch_size, device,
+                                         choices_of if model.routes_by_llm else None,
+                                         workers, progress, f"likelihood {name}")
+        for rec, mine, decision in zip(records, likelihoods, decisions):
             choices = rec.extra["choices"]
-            mine = scores[at:at + len(choices)]
-            at += len(choices)
             out.append(_prediction(name, rec, choices[mine.index(max(mine))], "likelihood",
                                    decision))
     return out

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -61,6 +60,12 @@ from harness.training.distributed import (
     init_world,
     main_holds,
     shard,
+)
+from harness.training.kernels import (
+    autocast,
+    seed_kernels,
+    use_expandable_segments,
+    wants_determinism,
 )
 from harness.training.loop import total_steps
 from models.experts import ExpertConfig
@@ -205,12 +210,9 @@ def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
 
 
 def make_deterministic(seed: int) -> None:
-    """Bit-for-bit on the CPU. On CUDA some backward kernels (bilinear upsampling, used when a
-    trainable expert's map is resized) have no deterministic version; there it warns instead
-    of refusing to train."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
-    torch.manual_seed(seed)
+    """Seeded, with deterministic kernels (harness.training.kernels): what tests and benchmarks
+    that compare runs bit for bit call."""
+    seed_kernels(seed, deterministic=True)
 
 
 def _world(cfg: RunConfig) -> World:
@@ -298,6 +300,7 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
     With a `rung`, the last stage pauses there: the run is scored on the rung's selection
     split and returned as a PausedRun (state PAUSED) unless it had finished before."""
     hooks = hooks or RunHooks()
+    use_expandable_segments()   # before anything of the run allocates on a GPU
     workdir = Path(workdir).resolve()
     run_dir = RunDir(workdir / "runs" / cfg.key)
     world = _world(cfg)
@@ -378,7 +381,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     main = world.is_main
     for stage in cfg.stages:   # before anything trains: the global batch must split
         split(stage, world.size, cfg.parallel.micro_batch)
-    make_deterministic(cfg.seed)
+    seed_kernels(cfg.seed, wants_determinism(cfg.parallel.deterministic, world.device))
     # rank 0 first writes what the ranks share (generated data, a locally built LLM), the
     # others then read it
     if not main:
@@ -421,13 +424,19 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         collate = Collator(tokenizer, eval_template, transforms, image_root, for_generation=True)
         stop_id = eval_template.stop_id(tokenizer)
         log = RoutingLog()
-        preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
-                         cfg.eval.max_new_tokens, stop_id, world.device, progress and main, log)
-        if by_likelihood:
-            scoring = Collator(tokenizer, eval_template, transforms, image_root)
-            preds += choose_by_likelihood(model, scoring, by_likelihood, cfg.eval.batch_size,
-                                          world.device, progress and main, tokenizer, stop_id,
-                                          log)
+        workers = cfg.parallel.loader_workers
+        # in the run's precision, as it trained: the vision side in fp32 cost an evaluation
+        # at 1024 px hours instead of minutes
+        with autocast(world.device, cfg.precision):
+            preds = generate(model, tokenizer, collate, by_generation, cfg.eval.batch_size,
+                             cfg.eval.max_new_tokens, stop_id, world.device, progress and main,
+                             log, workers)
+            if by_likelihood:
+                scoring = Collator(tokenizer, eval_template, transforms, image_root)
+                preds += choose_by_likelihood(model, scoring, by_likelihood,
+                                              cfg.eval.batch_size, world.device,
+                                              progress and main, tokenizer, stop_id, log,
+                                              workers)
         routing_logs.append(log)
         gathered = gather_to_main(world, preds)
         if not main:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from harness.training.kernels import job_environment
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,7 +26,7 @@ def launch(argv: list[str], nproc: int, grace_s: float = 5.0) -> int:
     threads = max(1, (os.cpu_count() or 1) // nproc)
     procs = []
     for rank in range(nproc):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nproc),
+        env = {**job_environment(dict(os.environ)), "RANK": str(rank), "WORLD_SIZE": str(nproc),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(nproc),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}

@@ -31,6 +31,7 @@ from harness.data.batching import to_device
 from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum, broadcast
 from harness.training.frozen import frozen_bytes, held_in
+from harness.training.kernels import COMPUTE_DTYPES, autocast
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.sharded_load import load_local_shards, meta_copy
 from harness.training.strategies import choose, upcast_trainable
@@ -137,17 +138,11 @@ class StageResult:
     weights: dict = field(default_factory=dict, repr=False)   # rank 0: trained, whole, CPU
 
 
-COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def _autocast(world: World, precision: str):
     """Training's autocast. Its cache of weight casts is off: with checkpointed layers each
     weight is cast once per forward anyway (backward's recomputation casts again), and the
     cache would keep a compute-dtype copy of every trainable weight until the forward ends."""
-    if precision == "no":
-        return torch.autocast(world.device.type, enabled=False)
-    return torch.autocast(world.device.type, dtype=COMPUTE_DTYPES[precision],
-                          cache_enabled=False)
+    return autocast(world.device, precision, cache_enabled=False)
 
 
 @contextlib.contextmanager
@@ -256,12 +251,36 @@ def stage_optimizer(groups: list[dict], stage: StageConfig, world: World, strate
                              fused=fused or None)
 
 
-def _checkpoint_due(world: World, last: float, minutes: float | None) -> bool:
-    """Whether the time-based checkpoint is due: rank 0's clock decides for every rank, as
-    saving is collective."""
-    if minutes is None:
-        return False
-    return bool(broadcast(world, time.monotonic() - last >= 60 * minutes))
+# the time-based checkpoint may come this share of checkpoint_minutes late: rank 0 asks the
+# clock only as often as that allows, so the ranks need not meet in a collective every step
+CLOCK_SLACK = 0.05
+
+
+class _CheckpointClock:
+    """Whether the time-based checkpoint is due. Rank 0's clock decides for every rank, as
+    saving is collective; that decision is a broadcast, so it is taken only every few steps:
+    rank 0 says with each decision how many steps pass before the next one (its step time
+    into CLOCK_SLACK of the interval; every step when steps are that slow)."""
+
+    def __init__(self, minutes: float | None):
+        self.minutes = minutes
+        self.last = time.monotonic()
+        self.next_step = 0
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+    def due(self, world: World, step: int, step_time: float) -> bool:
+        if self.minutes is None or step < self.next_step:
+            return False
+        interval = 60 * self.minutes
+        decision = None
+        if world.is_main:
+            decision = (time.monotonic() - self.last >= interval,
+                        max(1, int(CLOCK_SLACK * interval / max(step_time, 1e-9))))
+        due, ahead = broadcast(world, decision)
+        self.next_step = step + ahead
+        return due
 
 
 def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir, seed, world,
@@ -302,7 +321,7 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
     loader = step_batches(StepBatches(dataset, collate, order, world.rank, micro, accumulation),
                           start, end, parallel.loader_workers, parallel.prefetch_steps,
                           pin_memory=world.device.type == "cuda")
-    last_save = time.monotonic()
+    clock = _CheckpointClock(parallel.checkpoint_minutes)
     for step, prepared in zip(range(start, end), loader):
         t0 = time.perf_counter()
         # counted on the host batches: on a GPU the count's per-sample reads would each sync
@@ -328,12 +347,12 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
         reason = ("final" if finished else "rung" if rung
                   else "steps" if (step + 1) % stage.checkpoint_every == 0
                   else "stop" if done_here == stop_after
-                  else "minutes" if _checkpoint_due(world, last_save, parallel.checkpoint_minutes)
+                  else "minutes" if clock.due(world, step, times[-1])
                   else None)
         if reason:
             checkpoint.save(stage_dir.path, world, wrapped, optimizer, scheduler, step + 1,
                             names)
-            last_save = time.monotonic()
+            clock.saved()
             if world.is_main:
                 stage_dir.log(event="checkpoint", step=step + 1, reason=reason)
         if rung:
