@@ -139,8 +139,9 @@ class SlurmExecutor(Executor):
 
     def describe(self):
         p = self.profile
-        return (f"slurm partition {p.partition}, {p.time_min} min, {p.gpus_per_node} GPUs, "
-                f"{p.ranks_per_node} tasks x {p.cpus_per_task} CPUs, at most "
+        nodes = f"{p.nodes} nodes x " if p.nodes > 1 else ""
+        return (f"slurm partition {p.partition}, {p.time_min} min, {nodes}{p.gpus_per_node} "
+                f"GPUs, {p.ranks_per_node} tasks x {p.cpus_per_task} CPUs, at most "
                 f"{p.array_parallelism} at a time")
 
     def submit(self, jobs):
