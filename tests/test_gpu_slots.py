@@ -90,3 +90,12 @@ def test_gpu_split_defaults_and_refusals(monkeypatch):
         gpu_slots(2, 2, [0, 1, 2], uses_gpu=True)
     with pytest.raises(HarnessError, match="shows no GPU"):
         gpu_slots(1, 1, [], uses_gpu=True)
+
+
+def test_plan_says_what_local_jobs_would_get(tiny_spec, tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    assert main(["plan", str(tiny_spec()), "--workdir", str(tmp_path / "w")]) == 0
+    assert ("local executor: this machine shows GPU 4,5; `ablate run --max-parallel P "
+            "--gpus-per-job G` runs P jobs at once, job slot k on GPUs k*G..k*G+G-1 of these "
+            "(default G = 1: at most 2 at once)") in capsys.readouterr().out

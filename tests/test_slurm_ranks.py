@@ -131,3 +131,14 @@ def test_a_two_task_job_is_one_world_despite_a_stale_master(slurm_cluster, tmp_p
     srun = next(line for line in job.paths.submission_file.read_text().splitlines()
                 if line.startswith("srun"))
     assert "--cpus-per-task=1 --kill-on-bad-exit=1" in srun
+
+
+def test_a_local_jobs_tasks_meet_on_this_machine():
+    from harness.scheduler.ranks import job_ranks
+    task = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_NTASKS": "2",
+            "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1",
+            "SUBMITIT_LOCAL_JOB_ID": "31337"}
+    ranks = job_ranks(task)
+    assert (ranks.rank, ranks.world_size, ranks.local_rank, ranks.master_addr) == (
+        1, 2, 1, "127.0.0.1")
+    assert job_ranks({}) is None   # not a submitit job: nothing exported

@@ -14,6 +14,7 @@ from harness.config.profiles import GpuThroughput, SlurmProfile, load_profile
 from harness.planning.estimate import TEXT_TOKENS, architecture_cost, stage_flops, stage_memory
 from harness.runs.pipeline import stage_dir_name, stage_keys
 from harness.runs.rundir import RunDir
+from harness.scheduler.gpu_slots import GpuSlotError, visible_gpus
 from harness.scheduler.states import view_spec
 from harness.spec import ExperimentSpec
 
@@ -108,7 +109,22 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
     elif todo:
         footer.append("Slurm: no profile (give the spec a `slurm:` profile or --profile) "
                       "to see the array it would submit")
+    if todo:
+        footer.append(local_line())
     return pd.DataFrame(rows).set_index("#"), footer
+
+
+def local_line() -> str:
+    """What `ablate run --executor local` would hand its jobs on this machine."""
+    try:
+        gpus = visible_gpus()
+    except GpuSlotError as exc:
+        return f"local executor: {exc}"
+    if not gpus:
+        return "local executor: this machine shows no GPU; local jobs run on the CPU"
+    return (f"local executor: this machine shows GPU {','.join(map(str, gpus))}; `ablate run "
+            f"--max-parallel P --gpus-per-job G` runs P jobs at once, job slot k on GPUs "
+            f"k*G..k*G+G-1 of these (default G = 1: at most {len(gpus)} at once)")
 
 
 def slurm_lines(profile: SlurmProfile, path: Path, tasks: int, longest_gpu_hours: float
