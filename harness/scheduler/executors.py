@@ -96,7 +96,8 @@ class LocalExecutor(Executor):
                                                 * self.slots.ranks_per_job))
 
     def describe(self):
-        return f"local, at most {self.options.max_parallel} at a time, {self.slots.describe()}"
+        gpus = f", {self.slots.describe()}" if self.slots.per_job else ""
+        return f"local, at most {self.options.max_parallel} at a time{gpus}"
 
     def place(self, devices):
         uses_gpu = bool(devices & {"cuda", "auto"})
