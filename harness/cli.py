@@ -112,7 +112,8 @@ def cmd_run(args) -> int:
     from harness.spec import load_spec
     spec = load_spec(args.spec)  # every run validated before anything is submitted
     submission = prepare(spec, Path(args.workdir), args.executor, args.max_parallel,
-                         args.profile or spec.slurm_profile, args.tracking_uri)
+                         args.profile or spec.slurm_profile, args.tracking_uri,
+                         gpus_per_job=args.gpus_per_job)
     print(f"{spec.name}: {len(spec.runs)} runs; submitting {len(submission.submitted)} "
           f"({submission.executor.describe()}), {len(submission.done)} already done, "
           f"{len(submission.in_flight)} already in flight"
@@ -211,7 +212,8 @@ def cmd_search(args) -> int:
     from harness.search import GreedySearch, load_search_spec
     spec = load_search_spec(args.spec)   # validated before anything is submitted
     search = GreedySearch(spec, Path(args.workdir), args.executor, args.max_parallel,
-                          args.profile or spec.slurm_profile, args.tracking_uri)
+                          args.profile or spec.slurm_profile, args.tracking_uri,
+                          gpus_per_job=args.gpus_per_job)
     print(f"{spec.name}: greedy expert addition from {' + '.join(spec.start)} over "
           f"{', '.join(spec.pool)}; objective: "
           + ", ".join(f"{b} (/{n.max:g})" for b, n in spec.objective.items())
@@ -340,11 +342,16 @@ def add_workdir(p: argparse.ArgumentParser) -> None:
                    help=f"runs, records and caches live here (default: ./{DEFAULT_WORKDIR})")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}")
+        return value
+    return parse
+
+
+_positive, _non_negative = _at_least(1), _at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "process, for debugging")
         p.add_argument("--max-parallel", type=_positive, default=1,
                        help="local executor: jobs at once (default 1)")
+        p.add_argument("--gpus-per-job", type=_non_negative, default=None,
+                       help="local executor: GPUs (and ranks) per job, each job its own "
+                            "(default: 1 where a run's device is cuda or auto and this "
+                            "machine has a GPU, else 0)")
         p.add_argument("--profile", help="slurm executor: resources profile, e.g. "
                                          "slurm/local.yaml")
         p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "

@@ -1,6 +1,7 @@
 """The slurm executor against a real one-node Slurm cluster (slurm/cluster.sh): a grid as one
 job array, a job that hits its time limit, is requeued and resumes from its checkpoint to
-the same result as an uninterrupted run, and a profile naming a missing partition."""
+the same result as an uninterrupted run (with loader workers, which must leave the requeue to
+their rank), and a profile naming a missing partition."""
 import json
 import subprocess
 import time
@@ -79,8 +80,12 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
     # job before Python has installed submitit's handler. A slow machine needs more attempts
     # (each pays the start-up again), so the requeue budget is generous: this checks
     # resuming, not speed.
+    # Rank 0's loader workers get Slurm's signal too: they must leave the requeue to rank 0
+    # (each would otherwise run submitit's handler, write the requeue pickle and requeue).
     spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=1500,
                           sft_batch=16)
+    with open(spec_path.parent / "base.yaml", "a") as f:
+        f.write("parallel: {loader_workers: 2}\n")
     key = load_spec(spec_path).runs[0].key
     short = _profile(tmp_path, "short", time_min=2, signal_delay_s=30, max_requeues=20,
                      tasks_per_node=2)

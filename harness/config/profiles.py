@@ -78,6 +78,7 @@ class SlurmProfile:
     # processes per node, each one rank of the run (None: one per GPU, or one without GPUs);
     # cpus_per_task is per task (data workers + 1), mem_gb per node
     tasks_per_node: int | None = ranged(None, ge=1)
+    nodes: int = ranged(1, ge=1)    # per run: its ranks are nodes x tasks per node
     mem_gb: int = ranged(32, ge=1)
     array_parallelism: int = ranged(16, ge=1)  # at most this many tasks of one array at once
     signal_delay_s: int = ranged(120, ge=0)    # USR2 this long before the limit: requeue
@@ -103,12 +104,25 @@ class SlurmProfile:
     def ranks_per_node(self) -> int:
         return self.tasks_per_node or max(1, self.gpus_per_node)
 
+    @property
+    def world_size(self) -> int:
+        """The ranks of one run: every task of the job, over all its nodes."""
+        return self.nodes * self.ranks_per_node
+
+    def srun_args(self) -> list[str]:
+        # From Slurm 22.05 srun no longer takes --cpus-per-task from sbatch's allocation, so
+        # each task would get one core for itself and its loader workers. A task that exits
+        # non-zero ends the step at once instead of leaving the others in a collective until
+        # NCCL's timeout.
+        return [f"--cpus-per-task={self.cpus_per_task}", "--kill-on-bad-exit=1"]
+
     def executor_parameters(self) -> dict:
         params = {"slurm_partition": self.partition, "slurm_time": self.time_min,
                   "slurm_cpus_per_task": self.cpus_per_task, "slurm_mem": f"{self.mem_gb}GB",
                   "slurm_array_parallelism": self.array_parallelism,
                   "slurm_signal_delay_s": self.signal_delay_s,
-                  "slurm_setup": list(self.setup),
+                  "slurm_setup": list(self.setup), "slurm_nodes": self.nodes,
+                  "slurm_srun_args": self.srun_args(),
                   "slurm_additional_parameters": dict(self.extra)}
         if self.gpus_per_node:
             params["slurm_gpus_per_node"] = self.gpus_per_node

@@ -14,6 +14,7 @@ from harness.config.profiles import GpuThroughput, SlurmProfile, load_profile
 from harness.planning.estimate import TEXT_TOKENS, architecture_cost, stage_flops, stage_memory
 from harness.runs.pipeline import stage_dir_name, stage_keys
 from harness.runs.rundir import RunDir
+from harness.scheduler.gpu_slots import GpuSlotError, visible_gpus
 from harness.scheduler.states import view_spec
 from harness.spec import ExperimentSpec
 
@@ -37,7 +38,7 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
     views = view_spec(spec, workdir)
     planned: set[str] = set()
     total, unknown, stages_to_train, stage_uses, rows = 0.0, False, 0, 0, []
-    ranks = slurm.ranks_per_node if slurm else 1
+    ranks = slurm.world_size if slurm else 1
     too_big: list[str] = []
     for i, (run, view) in enumerate(zip(spec.runs, views)):
         cfg = run.config
@@ -98,8 +99,8 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
         raise PlanDoesNotFit(
             f"{len(too_big)} stage(s) do not fit on {gpu.memory_gb:g}-GB GPUs (90% usable):\n  "
             + "\n  ".join(too_big[:10]) + ("\n  ..." if len(too_big) > 10 else "")
-            + "\nfix: more GPUs (the profile's gpus_per_node / tasks_per_node), a smaller "
-              "parallel.micro_batch (accumulation keeps the global batch), or "
+            + "\nfix: more GPUs (the profile's gpus_per_node, tasks_per_node or nodes), a "
+              "smaller parallel.micro_batch (accumulation keeps the global batch), or "
               "parallel.activation_checkpointing: true", table=pd.DataFrame(rows).set_index("#"),
             footer=footer)
     todo = len(spec.runs) - done
@@ -108,7 +109,22 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
     elif todo:
         footer.append("Slurm: no profile (give the spec a `slurm:` profile or --profile) "
                       "to see the array it would submit")
+    if todo:
+        footer.append(local_line())
     return pd.DataFrame(rows).set_index("#"), footer
+
+
+def local_line() -> str:
+    """What `ablate run --executor local` would hand its jobs on this machine."""
+    try:
+        gpus = visible_gpus()
+    except GpuSlotError as exc:
+        return f"local executor: {exc}"
+    if not gpus:
+        return "local executor: this machine shows no GPU; local jobs run on the CPU"
+    return (f"local executor: this machine shows GPU {','.join(map(str, gpus))}; `ablate run "
+            f"--max-parallel P --gpus-per-job G` runs P jobs at once, job slot k on GPUs "
+            f"k*G..k*G+G-1 of these (default G = 1: at most {len(gpus)} at once)")
 
 
 def slurm_lines(profile: SlurmProfile, path: Path, tasks: int, longest_gpu_hours: float
@@ -117,12 +133,13 @@ def slurm_lines(profile: SlurmProfile, path: Path, tasks: int, longest_gpu_hours
     how often the longest task will hit the time limit and be requeued (it resumes from its
     last checkpoint each time)."""
     p = profile
-    gpus = max(p.gpus_per_node, 1)
+    gpus = max(p.gpus_per_node, 1) * p.nodes
     wall_h = longest_gpu_hours / gpus
     limit_h = p.time_min / 60
     requeues = max(0, int(wall_h // limit_h)) if limit_h else 0
     lines = [f"Slurm ({path}): 1 array of {tasks} tasks, sbatch --array=0-{tasks - 1}"
-             f"%{p.array_parallelism} --partition={p.partition} --gpus-per-node="
+             f"%{p.array_parallelism} --partition={p.partition} --nodes={p.nodes} "
+             f"--gpus-per-node="
              f"{p.gpus_per_node} --ntasks-per-node={p.ranks_per_node} "
              f"--cpus-per-task={p.cpus_per_task} --mem={p.mem_gb}GB "
              f"--time={p.time_min}"

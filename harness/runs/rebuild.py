@@ -41,9 +41,11 @@ class TrainedRun:
 
 def resolve_device(name: str) -> torch.device:
     """auto: the GPU if there is one. Under accelerate/torchrun (one process per GPU), auto
-    and cuda mean this process's own GPU, cuda:LOCAL_RANK."""
+    and cuda mean this process's own GPU (harness.training.distributed.local_gpu)."""
     if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+        from harness.training.distributed import local_gpu
+        return torch.device("cuda", local_gpu(int(os.environ.get("LOCAL_RANK", "0")),
+                                              torch.cuda.device_count()))
     if name == "auto":
         return torch.device("cpu")
     try:

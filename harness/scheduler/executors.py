@@ -25,6 +25,7 @@ from core.errors import HarnessError
 from core.registry import Registry
 from harness.config.profiles import SlurmProfile, load_profile
 from harness.runs.rundir import RunDir
+from harness.scheduler.gpu_slots import GpuSlots, gpu_slots, visible_gpus
 from harness.scheduler.job import RunJob
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30   # local jobs have no time limit worth the name
@@ -35,6 +36,7 @@ class ExecutorOptions:
     workdir: Path
     max_parallel: int = 1
     profile: str | None = None     # slurm/*.yaml
+    gpus_per_job: int | None = None   # local: None gives each job one GPU where runs use one
 
 
 def record_job(run_dir: RunDir, **fields) -> None:
@@ -55,6 +57,10 @@ class Executor(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def place(self, devices: set[str]) -> None:
+        """Fit the executor to the runs about to be submitted (their `device`s); raises
+        before anything is submitted when they cannot run as asked."""
 
     @abstractmethod
     def submit(self, jobs: list[tuple[RunDir, RunJob]]) -> None: ...
@@ -80,18 +86,31 @@ class InlineExecutor(Executor):
 class LocalExecutor(Executor):
     name = "local"
 
+    def __init__(self, options: ExecutorOptions):
+        super().__init__(options)
+        self.slots = GpuSlots.cpu_only(options.max_parallel)
+
     def threads(self):
-        return max(1, (os.cpu_count() or 1) // self.options.max_parallel)
+        # per rank: every job may run one rank per GPU of its slot
+        return max(1, (os.cpu_count() or 1) // (self.options.max_parallel
+                                                * self.slots.ranks_per_job))
 
     def describe(self):
-        return f"local, at most {self.options.max_parallel} at a time"
+        gpus = f", {self.slots.describe()}" if self.slots.per_job else ""
+        return f"local, at most {self.options.max_parallel} at a time{gpus}"
+
+    def place(self, devices):
+        uses_gpu = bool(devices & {"cuda", "auto"})
+        self.slots = gpu_slots(self.options.max_parallel, self.options.gpus_per_job,
+                               visible_gpus() if uses_gpu or self.options.gpus_per_job
+                               else [], uses_gpu)
 
     def submit(self, jobs):
         folder = self.options.workdir / "jobs" / f"local-{time.strftime('%Y%m%d-%H%M%S')}-" \
                                                  f"{os.getpid()}"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "queue.pkl", "wb") as f:
-            pickle.dump({"max_parallel": self.options.max_parallel,
+            pickle.dump({"slots": self.slots,
                          "jobs": [(str(d.path), j) for d, j in jobs]}, f)
         log = open(folder / "dispatcher.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "harness.scheduler.local_queue",
@@ -121,8 +140,9 @@ class SlurmExecutor(Executor):
 
     def describe(self):
         p = self.profile
-        return (f"slurm partition {p.partition}, {p.time_min} min, {p.gpus_per_node} GPUs, "
-                f"{p.ranks_per_node} tasks x {p.cpus_per_task} CPUs, at most "
+        nodes = f"{p.nodes} nodes x " if p.nodes > 1 else ""
+        return (f"slurm partition {p.partition}, {p.time_min} min, {nodes}{p.gpus_per_node} "
+                f"GPUs, {p.ranks_per_node} tasks x {p.cpus_per_task} CPUs, at most "
                 f"{p.array_parallelism} at a time")
 
     def submit(self, jobs):

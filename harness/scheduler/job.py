@@ -15,6 +15,7 @@ import submitit
 
 from harness.config.run_config import RunConfig
 from harness.config.selection import Rung
+from harness.scheduler.ranks import job_ranks
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,16 @@ def current_job_id() -> str:
 
 
 def export_ranks() -> None:
-    """A submitit job of several tasks (one per GPU) is one run of as many ranks: each task
-    exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from Slurm's variables. GPUs stay
-    visible to every task (cuda:LOCAL_RANK is this task's), as submitit would otherwise set
-    CUDA_VISIBLE_DEVICES per task and leave cuda:1.. out of range. Only rank 0 requeues a
-    preempted job (submitit's rule), and its `checkpoint` runs no collective."""
-    try:
-        env = submitit.JobEnvironment()
-    except RuntimeError:   # not inside a submitit job
-        return
-    if env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    """A submitit job of several tasks (one per GPU, on one node or several) is one run of as
+    many ranks: each task exports torchrun's variables from its launcher's
+    (harness.scheduler.ranks), replacing any the job inherited from the submitting shell.
+    GPUs stay as the launcher left them (every GPU of the node, or the task's own where the
+    cluster binds them; harness.training.distributed picks LOCAL_RANK modulo the GPUs it
+    sees). Only rank 0 requeues a preempted job (submitit's rule), and its `checkpoint` runs
+    no collective."""
+    ranks = job_ranks(os.environ)
+    if ranks is not None:
+        os.environ.update(ranks.variables())
 
 
 class RunJob(submitit.helpers.Checkpointable):

@@ -45,13 +45,16 @@ def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, 
 
 def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,
             profile: str | None = None, tracking_uri: str | None = None,
-            record: bool = True, rung: Rung | None = None) -> Submission:
+            record: bool = True, rung: Rung | None = None,
+            gpus_per_job: int | None = None) -> Submission:
     """The submission of `spec`'s runs that are not done. `record`: write the spec's manifest
     beside the records (analysis.manifest) once every check has passed; a search's round
     batches, which are not specs of their own, pass False. `rung`: every job pauses its run's
-    last stage there (successive halving); the caller leaves out runs already scored at it."""
+    last stage there (successive halving); the caller leaves out runs already scored at it.
+    `gpus_per_job`: the local executor's GPUs per job (None: one where runs use a GPU)."""
     workdir = Path(workdir).resolve()
-    executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile))
+    executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile,
+                                                             gpus_per_job))
     uri = tracking_uri or default_uri(workdir)
     if tracking_uri:
         check_reachable(uri)
@@ -61,6 +64,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
             problem = device_problem(run.config.device)
             if problem:
                 raise ConfigError(f"run {run.name}: {problem}", file=spec.file, field="device")
+    executor.place({run.config.device for run in spec.runs})
     if record:
         record_spec(spec, workdir)
     views = view_spec(spec, workdir)

@@ -50,10 +50,12 @@ class SearchFailed(HarnessError):
 class GreedySearch:
     def __init__(self, spec: SearchSpec, workdir: Path, executor: str = "local",
                  max_parallel: int = 1, profile: str | None = None,
-                 tracking_uri: str | None = None, stream=None, follow_jobs: bool = True):
+                 tracking_uri: str | None = None, stream=None, follow_jobs: bool = True,
+                 gpus_per_job: int | None = None):
         self.spec, self.workdir = spec, Path(workdir).resolve()
         self.executor, self.max_parallel = executor, max_parallel
         self.profile, self.tracking_uri = profile, tracking_uri
+        self.gpus_per_job = gpus_per_job
         self.stream = stream or sys.stdout
         self.follow_jobs = follow_jobs
         self.dir = self.workdir / "searches" / spec.name
@@ -75,7 +77,8 @@ class GreedySearch:
         self._remember(runs)
         batch = self._batch(runs)
         submission = prepare(batch, self.workdir, self.executor, self.max_parallel,
-                             self.profile, self.tracking_uri, record=False, rung=rung)
+                             self.profile, self.tracking_uri, record=False, rung=rung,
+                             gpus_per_job=self.gpus_per_job)
         self.say(f"{what}: {len(runs) + scored} runs: submitting {len(submission.submitted)} "
                  f"({submission.executor.describe()}), "
                  f"{len(submission.done) + scored} already done, "

@@ -51,18 +51,30 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_gpu(local_rank: int, visible: int) -> int:
+    """The GPU index of the rank with this LOCAL_RANK: a node whose tasks each see every GPU
+    gives rank r GPU r; a cluster that binds one GPU per task (--gpu-bind, gres per task)
+    leaves each task its own GPU as cuda:0, where LOCAL_RANK itself would be out of range."""
+    if visible < 1:
+        raise RuntimeError(f"rank with LOCAL_RANK={local_rank} was told to use a GPU and sees "
+                           "none (CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r})")
+    return local_rank % visible
+
+
 def init_world(device: str) -> World:
     """This process's place in the run: from the launcher's environment when WORLD_SIZE > 1
     (the process group is created once per process), else a single rank. `device` is the
-    run config's (cpu | cuda | auto): ranks on GPUs use cuda:LOCAL_RANK and NCCL, on CPUs gloo."""
+    run config's (cpu | cuda | auto): ranks on GPUs use NCCL and the GPU local_gpu picks, on CPUs
+    gloo."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if env_world_size() <= 1:
         return World.single(torch.device("cuda" if use_cuda else "cpu"))
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        torch.cuda.set_device(local)
-        where = torch.device("cuda", local)
+        where = torch.device("cuda", local_gpu(local, torch.cuda.device_count()))
+        torch.cuda.set_device(where)
     else:
         where = torch.device("cpu")
     if not dist.is_initialized():
