@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch.utils.data import DataLoader, Dataset
 
+from core.job_signals import ignore_job_signals
+
 
 class ChunkBatches(Dataset):
     """Item k: `build(chunks[k])`. `build` must be picklable (a module-level function or a
@@ -33,7 +35,7 @@ def prepared(batches: ChunkBatches, workers: int, pin_memory: bool) -> Iterator:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return iter(DataLoader(batches, batch_size=None, shuffle=False,
                            num_workers=min(workers, len(batches)), pin_memory=pin_memory,
-                           collate_fn=_as_is))
+                           collate_fn=_as_is, worker_init_fn=ignore_job_signals))
 
 
 def _as_is(item):

@@ -9,11 +9,12 @@ job's requeue and termination signals, which are their rank's to handle."""
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from core.job_signals import ignore_job_signals
 
 Order = Callable[[int], list[int]]
 
@@ -127,18 +128,6 @@ def step_batches(batches: StepBatches, start: int, total: int, workers: int,
                         prefetch_factor=prefetch, pin_memory=pin_memory,
                         collate_fn=_identity, worker_init_fn=ignore_job_signals)
     return iter(loader)
-
-
-# Slurm signals every process of a job step, workers included, and a forked worker inherits
-# submitit's handlers: on rank 0 each worker would checkpoint and requeue the job itself
-# (USR2), and a worker that died of SIGTERM while rank 0 writes its checkpoint would raise
-# in rank 0's loader. Workers leave both to their rank and end with it.
-JOB_SIGNALS = ("SIGUSR2", "SIGTERM", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
-
-
-def ignore_job_signals(_worker_id: int) -> None:
-    for name in set(JOB_SIGNALS):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _identity(item):
