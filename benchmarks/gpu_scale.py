@@ -53,8 +53,14 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.config.run_config import FusionSpec, ModelConfig, ParallelConfig, RunConfig, StageConfig
 from core.identity import to_plain
+from harness.config.run_config import (
+    FusionSpec,
+    ModelConfig,
+    ParallelConfig,
+    RunConfig,
+    StageConfig,
+)
 from harness.config.yamlio import load_yaml
 from harness.data.batching import Collator, ImageTransform
 from harness.data.llava import Conversation
@@ -371,7 +377,7 @@ def measure_x5_vision(scale: Scale, steps: int, warmup: int, device: torch.devic
             @torch.no_grad()
             def forward(expert=expert, pixels=pixels):
                 expert(pixels)
-            flops = forward_flops(lambda: expert(pixels))
+            flops = forward_flops(forward)
             seconds = _timed(forward, steps, warmup, device)
             out[cfg.key] = {"input": list(expert.input_size), "step_s": seconds,
                             "images_s": scale.micro_stage2 / seconds,

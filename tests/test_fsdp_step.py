@@ -7,23 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 
-from harness.modelbuild import build_model
-from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.runs.pipeline import resolve_data
 from harness.spec.run_file import load_run_config
-from harness.training import param_groups
-from harness.training.distributed import init_world
 from harness.training.launch import free_port
 from harness.training.loop import _autocast, stage_module, stage_strategy
 from harness.training.strategies import decoder_layers
 from models.llm import load_llm
 from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from tests.gloo_rank import sft_on_rank
 from tests.tiny import tiny_run_yaml
 
 
@@ -40,16 +37,8 @@ def _micro_batch(model, seed: int, size: int = 2, text: int = 12) -> dict:
 
 
 def _rank(rank: int, size: int, port: int, folder: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
     tmp = Path(folder)
-    world = init_world("cpu")
-    cfg = load_run_config(tmp / "run.yaml")
-    stage = cfg.stages[-1]                              # sft: projector, LLM and CLIP train
-    make_deterministic(cfg.seed)
-    model, _ = build_model(cfg.model, cfg.seed, tmp / "llm", resolve_data(cfg, tmp).corpus)
-    param_groups(model, stage)
+    world, cfg, stage, model = sft_on_rank(rank, size, port, tmp)
     strategy = stage_strategy("fsdp", world, model, stage, cfg.precision)
     gathered_dtypes = set()
     with contextlib.ExitStack() as scope:

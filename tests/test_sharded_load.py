@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 from pathlib import Path
 from unittest import mock
 
@@ -20,14 +19,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import harness.training.loop as loop
-from harness.modelbuild import build_model
-from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.runs.pipeline import resolve_data
 from harness.spec.run_file import load_run_config
-from harness.training import param_groups
-from harness.training.distributed import init_world
 from harness.training.launch import free_port
 from harness.training.loop import stage_module, stage_strategy
 from models.llm import load_llm
+from tests.gloo_rank import sft_on_rank
 from tests.tiny import tiny_run_yaml
 
 # an LLM big enough that a second whole copy of it shows beside everything else
@@ -68,16 +65,8 @@ def _storage(t) -> int | None:
 
 
 def _rank(rank: int, size: int, port: int, folder: str, deep_copy: bool) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
     tmp = Path(folder)
-    world = init_world("cpu")
-    cfg = load_run_config(tmp / "run.yaml")
-    stage = cfg.stages[-1]                              # sft: projector, LLM and CLIP train
-    make_deterministic(cfg.seed)
-    model, _ = build_model(cfg.model, cfg.seed, tmp / "llm", resolve_data(cfg, tmp).corpus)
-    param_groups(model, stage)
+    world, cfg, stage, model = sft_on_rank(rank, size, port, tmp)
     caller = {n: t.detach().clone() for n, t in model.state_dict().items()}
     caller_buffers = {n: b.clone() for n, b in model.named_buffers()}   # non-persistent too
     strategy = stage_strategy("fsdp", world, model, stage)

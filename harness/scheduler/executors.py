@@ -60,7 +60,9 @@ class Executor(ABC):
 
     def place(self, devices: set[str]) -> None:
         """Fit the executor to the runs about to be submitted (their `device`s); raises
-        before anything is submitted when they cannot run as asked."""
+        before anything is submitted when they cannot run as asked. Most executors have
+        nothing to fit."""
+        return None
 
     @abstractmethod
     def submit(self, jobs: list[tuple[RunDir, RunJob]]) -> None: ...

@@ -1,0 +1,30 @@
+"""One of two gloo ranks (started by torch.multiprocessing.spawn) with the sft stage of the
+run config in its folder prepared: the tests of what an FSDP stage holds on each rank start
+here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from harness.modelbuild import build_model
+from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.spec.run_file import load_run_config
+from harness.training import param_groups
+from harness.training.distributed import World, init_world
+
+
+def sft_on_rank(rank: int, size: int, port: int, folder: Path):
+    """(world, run config, the sft stage, the model with the stage's parameters trainable)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world: World = init_world("cpu")
+    cfg = load_run_config(folder / "run.yaml")
+    stage = cfg.stages[-1]                              # sft: projector, LLM and CLIP train
+    make_deterministic(cfg.seed)
+    model, _ = build_model(cfg.model, cfg.seed, folder / "llm",
+                           resolve_data(cfg, folder).corpus)
+    param_groups(model, stage)
+    return world, cfg, stage, model
