@@ -40,7 +40,6 @@ mlflow, optuna or submitit), so it runs on a bare GPU node.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
@@ -67,15 +66,19 @@ from harness.data.llava import Conversation
 from harness.modelbuild import assemble
 from harness.planning.estimate import TEXT_TOKENS, stage_memory
 from harness.spec.run_file import parse_run_config
-from harness.training import param_groups
 from harness.training.distributed import World
 from harness.training.loader import StepBatches, step_batches, step_order
-from harness.training.loop import optimizer_step, stage_module, stage_optimizer, stage_strategy
+from harness.training.step_probe import (
+    LLMInputLength,
+    TrainingStep,
+    placeholder_batch,
+    random_llama,
+)
 from models.experts import EXPERTS, ExpertConfig, build_expert
 from models.experts.base import StandIn
 from models.fusion.concat import SequenceAppendOptions
-from models.llm import LLMConfig, LoadedLLM, train_tokenizer
-from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES
+from models.llm import LLMConfig, train_tokenizer
+from models.templates import TEMPLATES
 
 EAGLE_BASE = Path(__file__).resolve().parent.parent / "experiments" / "bases" / "eagle.yaml"
 
@@ -131,26 +134,6 @@ class Scale:
                    text_tokens=16, micro_stage2=2, micro_stage1=4, image_side=(160, 120))
 
 
-def _llama(cfg: LLMConfig, layers: int, device: torch.device) -> LoadedLLM:
-    """A random-init Llama of `cfg`'s shape, built in bf16 directly on `device` (a 7B model
-    never exists in fp32 or on the host)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tokenizer = train_tokenizer(["a picture of a cat on a mat"] * 4, 300)
-    config = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                         intermediate_size=cfg.intermediate_size, num_hidden_layers=layers,
-                         num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                         max_position_embeddings=cfg.max_positions, tie_word_embeddings=False,
-                         pad_token_id=tokenizer.pad_token_id)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with device:
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(default)
-    return LoadedLLM(model, tokenizer, "random-init")
-
-
 def _non_embedding(module: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in module.named_parameters()
                if "embed_tokens" not in n and "lm_head" not in n)
@@ -202,71 +185,6 @@ def _timed(fn, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def _batch(model, micro: int, text: int, vocab: int, device: torch.device) -> dict:
-    """A step's tensors: the <image> placeholder, then `text` tokens whose second half is the
-    answer (the placeholder is what the visual tokens replace: without it they are dropped)."""
-    ids = torch.randint(10, vocab, (micro, text), device=device)
-    ids[:, 0] = IMAGE_TOKEN_INDEX
-    labels = ids.clone()
-    labels[:, : text // 2] = IGNORE_INDEX
-    pixels = {name: torch.randn(micro, 3, *e.input_size, device=device)
-              for name, e in model.experts.items()}
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-            "pixels": pixels, "has_image": torch.ones(micro, dtype=torch.bool, device=device)}
-
-
-class _LLMInput:
-    """The sequence length the LLM is called with, on every call (a pre-hook)."""
-    def __init__(self, llm: torch.nn.Module):
-        self.lengths: list[int] = []
-        self.handle = llm.register_forward_pre_hook(self._record, with_kwargs=True)
-
-    def _record(self, module, args, kwargs):
-        embeds = kwargs.get("inputs_embeds")
-        self.lengths.append(embeds.shape[1] if embeds is not None else args[0].shape[1])
-
-    def check(self, expected: int) -> None:
-        self.handle.remove()
-        wrong = sorted({n for n in self.lengths if n != expected})
-        if not self.lengths or wrong:
-            raise AssertionError(f"the LLM saw sequences of {wrong or 'no'} tokens, expected "
-                                 f"{expected} (visual + text): visual tokens were dropped")
-
-
-class TrainingStep:
-    """One optimizer step of a stage exactly as harness.training.loop runs it on one rank:
-    the stage's trainable groups, stage_module's preparation, the stage's optimizer,
-    optimizer_step under bf16 autocast. Close it (a context) to give the stage back."""
-
-    def __init__(self, model, stage: StageConfig, parallel: ParallelConfig, device, batch):
-        self.world = World.single(device)
-        self.scope = contextlib.ExitStack()
-        param_groups(model, stage)
-        strategy = stage_strategy(parallel.strategy, self.world, model, stage, "bf16")
-        trained, self.wrapped, _ = stage_module(model, strategy, self.world, "bf16", parallel,
-                                                self.scope)
-        self.model, self.strategy = trained, strategy
-        self.groups = param_groups(trained, stage)
-        self.optimizer = stage_optimizer(self.groups, stage, self.world, strategy)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
-        self.batch, self.grad_clip = batch, stage.grad_clip
-        self.tokens = float(model.answer_tokens(batch["input_ids"], batch["attention_mask"],
-                                                batch["labels"], batch["has_image"]))
-        if not self.tokens:
-            raise AssertionError("the batch has no answer token within the model's max_length")
-        self.wrapped.train()
-
-    def __call__(self) -> None:
-        optimizer_step(self.wrapped, self.strategy, [self.batch], self.tokens, self.world,
-                       "bf16", self.scaler, self.optimizer, self.groups, self.grad_clip)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.scope.close()
-
-
 def _parallel() -> ParallelConfig:
     return ParallelConfig(strategy="auto", activation_checkpointing=True)
 
@@ -275,7 +193,7 @@ def measure_stage(scale: Scale, stage: int, layers: int, steps: int, warmup: int
                   device: torch.device, peak: float | None) -> dict:
     """Stage 2 trains projector + LLM (fp32 masters, bf16 compute, checkpointed decoder
     layers); stage 1 the projector, through the frozen (still checkpointed) LLM."""
-    llm = _llama(scale.llm, layers, device)
+    llm = random_llama(scale.llm, layers, device)
     # LLaVA-1.5's context (2048): the default 512 would cut 576 visual + 128 text tokens
     model_cfg = ModelConfig(experts=[scale.clip], llm=replace(scale.llm, layers=layers),
                             fusion=FusionSpec("sequence_append", SequenceAppendOptions()),
@@ -284,7 +202,7 @@ def measure_stage(scale: Scale, stage: int, layers: int, steps: int, warmup: int
         model = assemble(model_cfg, seed=0, llm=llm)
     model.to(device)
     micro = scale.micro_stage2 if stage == 2 else scale.micro_stage1
-    batch = _batch(model, micro, scale.text_tokens, scale.llm.vocab_size, device)
+    batch = placeholder_batch(model, micro, scale.text_tokens, scale.llm.vocab_size, device)
     train = ["projector", "llm"] if stage == 2 else ["projector"]
     spec = StageConfig(name=f"stage{stage}", data="sft", train=train, lr=2e-5, steps=1,
                        batch_size=micro)
@@ -292,8 +210,8 @@ def measure_stage(scale: Scale, stage: int, layers: int, steps: int, warmup: int
     seq = visual + scale.text_tokens - 1           # the placeholder becomes the visual tokens
     clip = next(iter(model.experts.values()))
     vision_flops = forward_flops(lambda: clip(batch["pixels"][next(iter(model.experts))][:1]))
-    with TrainingStep(model, spec, _parallel(), device, batch) as step:
-        seen = _LLMInput(step.model.llm)
+    with TrainingStep(model, spec, _parallel(), World.single(device), batch) as step:
+        seen = LLMInputLength(step.model.llm)
         seconds = _timed(step, steps, warmup, device)
         seen.check(seq)
     n_llm, d = _non_embedding(model.llm), scale.llm.hidden_size
@@ -345,13 +263,14 @@ def measure_eagle_memory(scale: Scale, steps: int, device: torch.device) -> dict
     stage = next(s for s in cfg.stages if s.name == "sft")
     estimate = stage_memory(cfg, stage, ranks=1)
     _free(device)
-    llm = _llama(scale.llm, scale.eagle_layers, device)
+    llm = random_llama(scale.llm, scale.eagle_layers, device)
     with device:
         model = assemble(cfg.model, seed=0, llm=llm)
     model.to(device)
-    batch = _batch(model, scale.eagle_micro, TEXT_TOKENS, scale.llm.vocab_size, device)
-    with TrainingStep(model, stage, cfg.parallel, device, batch) as step:
-        seen = _LLMInput(step.model.llm)
+    batch = placeholder_batch(model, scale.eagle_micro, TEXT_TOKENS, scale.llm.vocab_size,
+                              device)
+    with TrainingStep(model, stage, cfg.parallel, World.single(device), batch) as step:
+        seen = LLMInputLength(step.model.llm)
         seconds = _timed(step, steps, 0, device)
         seen.check(model.fusion.output_tokens + TEXT_TOKENS - 1)
         measured = _peak_gb(device)

@@ -17,23 +17,11 @@ from harness.runs.pipeline import resolve_data
 from harness.spec.run_file import load_run_config
 from harness.training.launch import free_port
 from harness.training.loop import _autocast, stage_module, stage_strategy
+from harness.training.step_probe import placeholder_batch
 from harness.training.strategies import decoder_layers
 from models.llm import load_llm
-from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from tests.gloo_rank import sft_on_rank
 from tests.tiny import tiny_run_yaml
-
-
-def _micro_batch(model, seed: int, size: int = 2, text: int = 12) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(10, 200, (size, text), generator=g)
-    ids[:, 0] = IMAGE_TOKEN_INDEX
-    labels = ids.clone()
-    labels[:, : text // 2] = IGNORE_INDEX
-    pixels = {n: torch.randn(size, 3, *e.input_size, generator=g)
-              for n, e in model.experts.items()}
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-            "pixels": pixels, "has_image": torch.ones(size, dtype=torch.bool)}
 
 
 def _rank(rank: int, size: int, port: int, folder: str) -> None:
@@ -51,7 +39,9 @@ def _rank(rank: int, size: int, port: int, folder: str) -> None:
         unsharded_between = []
         for k in range(2):                               # two micro-batches, one step
             with strategy.sync_gradients(wrapped, k == 1), _autocast(world, "bf16"):
-                loss, count = wrapped(**_micro_batch(trained, 10 * rank + k), reduction="sum")
+                batch = placeholder_batch(trained, 2, 12, 200, world.device,
+                                          torch.Generator().manual_seed(10 * rank + k))
+                loss, count = wrapped(**batch, reduction="sum")
             (loss / count.clamp_min(1)).backward()
             if k == 0:
                 # a gradient held whole on the rank (a DTensor's full shape in local memory)

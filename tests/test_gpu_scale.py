@@ -46,6 +46,13 @@ def test_gpu_scale_runs_scaled_down_and_plan_uses_the_mfu_it_measured(tmp_path, 
         assert r["model_tflops_per_step"] > 0
         assert math.isclose(r["mfu"], r["achieved_tflops"] / 1.0)   # against the given peak
     assert report["stage2"]["sequence"] == report["stage1"]["sequence"]
+    # the visual tokens reach the LLM: its input was checked on every step to be the visual
+    # tokens plus the text (the <image> placeholder becomes them)
+    for stage in ("stage2", "stage1"):
+        r = report[stage]
+        assert r["llm_input_checked"] and r["sequence"] == r["visual_tokens"] + 16 - 1
+    eagle = report["eagle_memory"]
+    assert eagle["estimate_gb"]["total"] > 0 and eagle["step_s"] > 0
     assert set(report["x5_vision"]) == {"clip", "convnext", "eva02", "pix2struct", "sam"}
     assert all("error" not in r and r["images_s"] > 0 for r in report["x5_vision"].values())
     assert set(report["loader"]) == {"0", "2"}
