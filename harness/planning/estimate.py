@@ -168,10 +168,28 @@ class MemoryEstimate:
     grads: float
     optimizer: float
     activations: float
+    gathered: float = 0.0     # FSDP: the unsharded parameters in flight
 
     @property
     def total(self) -> float:
-        return self.params + self.grads + self.optimizer + self.activations
+        return self.params + self.grads + self.optimizer + self.activations + self.gathered
+
+
+def fsdp_gathered_bytes(cfg: RunConfig, hf, total_params: int, llm_trains: bool) -> float:
+    """What FSDP holds unsharded on each rank besides its shards, in the compute dtype it
+    gathers (harness.training.strategies): the root unit (everything outside the decoder
+    layers: the vision side, the projector, embeddings and output layer) for the whole step,
+    and two decoder layers at a time (the one computing and the one prefetched) when the LLM
+    trains and layers are resharded after forward; every layer stays gathered when it is
+    frozen (ZeRO-2)."""
+    per_value = 4 if cfg.precision == "no" else 2
+    layers = hf.num_hidden_layers
+    h, i = hf.hidden_size, hf.intermediate_size
+    kv = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+    head = h // hf.num_attention_heads
+    layer = 2 * h * h + 2 * h * kv * head + 3 * h * i + 2 * h   # attention, MLP, two norms
+    root = total_params - layers * layer
+    return per_value * (root + (2 if llm_trains else layers) * layer)
 
 
 def lora_params(hf, lora) -> int:
@@ -231,6 +249,8 @@ def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | N
             else layers * per_layer)
     logits = 2 * 4 * tokens * hf.vocab_size   # fp32 logits and their gradient
     vision = micro * vision_activation_bytes(cfg, stage)
+    gathered = (fsdp_gathered_bytes(cfg, hf, total_params, "llm" in trained)
+                if shard > 1 else 0.0)
     return MemoryEstimate(strategy, (4 * trainable + frozen_bytes) / shard / gb,
                           4 * trainable / shard / gb, 8 * trainable / shard / gb,
-                          (kept + logits + vision) / gb)
+                          (kept + logits + vision) / gb, gathered / gb)

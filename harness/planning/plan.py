@@ -70,7 +70,7 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
                                        f"({m.strategy} on {ranks}: parameters {m.params:.0f}, "
                                        f"gradients {m.grads:.0f}, optimizer "
                                        f"{m.optimizer:.0f}, activations "
-                                       f"{m.activations:.0f})")
+                                       f"{m.activations:.0f}, gathered {m.gathered:.0f})")
         total += flops
         cost = architecture_cost(cfg)
         row = {"#": i, **run.labels, "run": run.key, "state": view.state,
