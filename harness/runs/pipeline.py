@@ -63,6 +63,7 @@ from harness.training.distributed import (
     shard,
 )
 from harness.training.loop import total_steps
+from harness.training.memory import release, without_frames
 from models.experts import ExpertConfig
 from models.fusion.context_routing import routing_corpus
 from models.fusion.routing import load_routing_labels
@@ -202,6 +203,20 @@ def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
             stage_dir.write_json("result.json", summary)
             stage_dir.set_status("DONE", run=cfg.key)
         return False, broadcast(world, summary if world.is_main else None)
+
+
+def until_paused(call, device: torch.device):
+    """`call()`'s value, or the StagePaused it raised (a rung reached), without the frames of
+    the training that raised it; either way with the stage's memory released
+    (harness.training.memory). The rung is scored after this returns, not inside the
+    handler, where the traceback would keep the stage's sharded copy, optimizer state and
+    loader workers alive through the evaluation."""
+    try:
+        value = call()
+    except StagePaused as reached:
+        value = without_frames(reached)
+    release(device)
+    return value
 
 
 def make_deterministic(seed: int) -> None:
@@ -560,11 +575,11 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             pause_at = (rung.step_of(total_steps(stage, len(datasets[stage.data])))
                         if rung is not None and key == last_stage else None)
             train = functools.partial(train_joint, stage, stage_dir, pause_at)
-        try:
-            reused, summary = _stage(world, run_dir, stage_dir, cfg, stage, expert,
-                                     upstream.get(expert), train)
-        except StagePaused as paused:
-            return score_rung(stage, paused)
+        outcome = until_paused(lambda: _stage(world, run_dir, stage_dir, cfg, stage, expert,
+                                              upstream.get(expert), train), world.device)
+        if isinstance(outcome, StagePaused):
+            return score_rung(stage, outcome)
+        reused, summary = outcome
         trained_names |= load_stage_weights(unwrapped, stage_dir.path)
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),
