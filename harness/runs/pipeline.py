@@ -55,6 +55,7 @@ from harness.runs.rundir import (
 from harness.training import StageInterrupted, StagePaused, StageResult, split, train_stage
 from harness.training.distributed import (
     World,
+    abort,
     barrier,
     broadcast,
     gather_to_main,
@@ -346,13 +347,19 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
                 hooks.stopped(cfg, run_dir, "INTERRUPTED", reason)
             raise
         except BaseException as exc:
+            # A failing rank aborts its process groups, so peers waiting for it in a
+            # collective fail now rather than after NCCL's timeout (harness.training.
+            # distributed.abort); rank 0 records why first.
             if not main:   # rank 0 owns the status: leave it this rank's traceback
                 atomic_write_text(run_dir.path / f"rank-{world.rank}.error",
                                   traceback.format_exc())
+                abort(world)
+                await_main_record(run_dir)
                 raise
             reason = failure_reason(run_dir, exc)
             run_dir.set_status("FAILED", reason=reason, name=cfg.name)
             hooks.stopped(cfg, run_dir, "FAILED", reason)
+            abort(world)
             raise
         if isinstance(result, PausedRun):
             if main:
@@ -368,6 +375,18 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             run_dir.set_status("DONE", name=cfg.name)
             hooks.finished(cfg, run_dir)
         return result
+
+
+def await_main_record(run_dir: RunDir, wait_s: float = 60.0) -> None:
+    """A failing rank other than 0, its traceback written and its groups aborted, waits (at
+    most `wait_s`) for rank 0 to record the run's end: under Slurm's --kill-on-bad-exit this
+    rank's exit kills rank 0, which would otherwise leave the run RUNNING (then LOST)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if run_dir.read_json("status.json").get("state") != "RUNNING":
+                return
+        time.sleep(0.2)
 
 
 def failure_reason(run_dir: RunDir, exc: BaseException, wait_s: float = 3.0) -> str:
@@ -575,8 +594,9 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             pause_at = (rung.step_of(total_steps(stage, len(datasets[stage.data])))
                         if rung is not None and key == last_stage else None)
             train = functools.partial(train_joint, stage, stage_dir, pause_at)
-        outcome = until_paused(lambda: _stage(world, run_dir, stage_dir, cfg, stage, expert,
-                                              upstream.get(expert), train), world.device)
+        outcome = until_paused(functools.partial(_stage, world, run_dir, stage_dir, cfg, stage,
+                                                 expert, upstream.get(expert), train),
+                               world.device)
         if isinstance(outcome, StagePaused):
             return score_rung(stage, outcome)
         reused, summary = outcome
