@@ -142,12 +142,16 @@ def test_a_killed_two_rank_stage_resumes_in_one_rank(tmp_path):
     assert _max_gap(_weights(tmp_path / "a"), _weights(work)) < 1e-5
 
 
+# Rank 1 (RANK, or SLURM_PROCID before the job exports RANK) raises in its first stage, and
+# its process then stays alive, as a NCCL rank's does whose peers see no closed socket: its
+# peers learn of the failure only from the rank aborting its groups.
 SITE = """\
-import os
-if os.environ.get("RANK") == "1":
+import os, threading, time
+if os.environ.get("RANK", os.environ.get("SLURM_PROCID")) == "1":
     import harness.training.loop as loop
     real = loop.train_stage
     def failing(*args, **kwargs):
+        threading.Thread(target=time.sleep, args=(600,)).start()
         raise RuntimeError("rank 1 broke on purpose")
     loop.train_stage = failing
     import harness.runs.pipeline as pipeline
@@ -155,22 +159,31 @@ if os.environ.get("RANK") == "1":
 """
 
 
-def test_a_failing_rank_fails_the_job_within_seconds(tmp_path):
+def _failing_rank_1(tmp_path: Path) -> str:
+    """A PYTHONPATH whose sitecustomize makes rank 1 fail (SITE)."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)
+    return f"{site}:{ROOT}"
+
+
+def _failed_by_rank_1(run: Path) -> None:
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "FAILED", status
+    assert "rank-1" in status["reason"] and "rank 1 broke on purpose" in status["reason"]
+    assert "Traceback" in (run / "rank-1.error").read_text()
+
+
+def test_a_failing_rank_fails_the_job_within_seconds(tmp_path):
     path = _config(tmp_path / "cfg", "fail", "{strategy: ddp}")
     started = time.monotonic()
     done = _ablate("train", str(path), "--workdir", str(tmp_path / "w"), "--nproc", "2",
-                   "--no-progress", env={"PYTHONPATH": f"{site}:{ROOT}"})
+                   "--no-progress", env={"PYTHONPATH": _failing_rank_1(tmp_path)})
     elapsed = time.monotonic() - started
     assert done.returncode != 0
     assert elapsed < 120, elapsed   # startup and the align stage included; nothing hangs
     (run,) = (tmp_path / "w" / "runs").iterdir()
-    status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "FAILED"
-    assert "rank-1" in status["reason"] and "rank 1 broke on purpose" in status["reason"]
-    assert "Traceback" in (run / "rank-1.error").read_text()
+    _failed_by_rank_1(run)
 
 
 def test_a_global_batch_the_ranks_do_not_split_is_refused(tmp_path, capsys):
@@ -184,15 +197,21 @@ def test_a_global_batch_the_ranks_do_not_split_is_refused(tmp_path, capsys):
     assert "allowed parallel.micro_batch: 1, 2" in capsys.readouterr().err
 
 
-@pytest.mark.slurm
-def test_a_two_task_slurm_job_is_one_run(slurm_cluster, tmp_path, capsys):
+def _two_task_job(slurm_cluster, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """(a spec of one DDP run named `name`, a profile of 2 tasks on the test cluster)."""
     profile = tmp_path / "two.yaml"
     profile.write_text(Path(slurm_cluster).read_text().replace("gpus_per_node: 0",
                                                                "gpus_per_node: 0\n"
                                                                "tasks_per_node: 2"))
     base = _config(tmp_path / "spec", "base", "{strategy: ddp}")
     spec = tmp_path / "spec" / "two.yaml"
-    spec.write_text(f"name: two_tasks\nbase: {base.name}\n")
+    spec.write_text(f"name: {name}\nbase: {base.name}\n")
+    return spec, profile
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_is_one_run(slurm_cluster, tmp_path, capsys):
+    spec, profile = _two_task_job(slurm_cluster, tmp_path, "two_tasks")
     assert main(["run", str(spec), "--workdir", str(tmp_path / "w"), "--executor", "slurm",
                  "--profile", str(profile)]) == 0
     (run,) = (tmp_path / "w" / "runs").iterdir()
@@ -201,3 +220,27 @@ def test_a_two_task_slurm_job_is_one_run(slurm_cluster, tmp_path, capsys):
     log = json.loads((next((tmp_path / "w" / "stages").glob("sft-*")) /
                       "metrics.jsonl").read_text().splitlines()[0])
     assert (log["strategy"], log["ranks"]) == ("ddp", 2)
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_whose_rank_1_fails_ends_failed(slurm_cluster, tmp_path,
+                                                            monkeypatch):
+    """Rank 1 of a 2-task job raises and its process lingers (SITE): rank 0 records FAILED
+    with rank 1's cause within two minutes of submission, not after the collective timeout."""
+    spec, profile = _two_task_job(slurm_cluster, tmp_path, "two_tasks_failing")
+    monkeypatch.setenv("PYTHONPATH", _failing_rank_1(tmp_path))
+    work = tmp_path / "w"
+    started = time.monotonic()
+    assert main(["run", str(spec), "--workdir", str(work), "--executor", "slurm",
+                 "--profile", str(profile), "--no-follow"]) == 0
+    (run,) = (work / "runs").iterdir()
+    job_id = json.loads((run / "job.json").read_text())["job_id"]
+    try:
+        state = None
+        while time.monotonic() - started < 120 and state in (None, "RUNNING"):
+            time.sleep(1)
+            if (run / "status.json").exists():
+                state = json.loads((run / "status.json").read_text())["state"]
+        _failed_by_rank_1(run)
+    finally:
+        subprocess.run(["scancel", job_id], check=False)

@@ -54,6 +54,7 @@ from harness.runs.rundir import (
 from harness.training import StageInterrupted, StagePaused, StageResult, split, train_stage
 from harness.training.distributed import (
     World,
+    abort,
     barrier,
     broadcast,
     gather_to_main,
@@ -68,6 +69,7 @@ from harness.training.kernels import (
     wants_determinism,
 )
 from harness.training.loop import total_steps
+from harness.training.memory import release, without_frames
 from models.experts import ExpertConfig
 from models.fusion.context_routing import routing_corpus
 from models.fusion.routing import load_routing_labels
@@ -209,6 +211,20 @@ def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
         return False, broadcast(world, summary if world.is_main else None)
 
 
+def until_paused(call, device: torch.device):
+    """`call()`'s value, or the StagePaused it raised (a rung reached), without the frames of
+    the training that raised it; either way with the stage's memory released
+    (harness.training.memory). The rung is scored after this returns, not inside the
+    handler, where the traceback would keep the stage's sharded copy, optimizer state and
+    loader workers alive through the evaluation."""
+    try:
+        value = call()
+    except StagePaused as reached:
+        value = without_frames(reached)
+    release(device)
+    return value
+
+
 def make_deterministic(seed: int) -> None:
     """Seeded, with deterministic kernels (harness.training.kernels): what tests and benchmarks
     that compare runs bit for bit call."""
@@ -334,13 +350,19 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
                 hooks.stopped(cfg, run_dir, "INTERRUPTED", reason)
             raise
         except BaseException as exc:
+            # A failing rank aborts its process groups, so peers waiting for it in a
+            # collective fail now rather than after NCCL's timeout (harness.training.
+            # distributed.abort); rank 0 records why first.
             if not main:   # rank 0 owns the status: leave it this rank's traceback
                 atomic_write_text(run_dir.path / f"rank-{world.rank}.error",
                                   traceback.format_exc())
+                abort(world)
+                await_main_record(run_dir)
                 raise
             reason = failure_reason(run_dir, exc)
             run_dir.set_status("FAILED", reason=reason, name=cfg.name)
             hooks.stopped(cfg, run_dir, "FAILED", reason)
+            abort(world)
             raise
         if isinstance(result, PausedRun):
             if main:
@@ -356,6 +378,18 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             run_dir.set_status("DONE", name=cfg.name)
             hooks.finished(cfg, run_dir)
         return result
+
+
+def await_main_record(run_dir: RunDir, wait_s: float = 60.0) -> None:
+    """A failing rank other than 0, its traceback written and its groups aborted, waits (at
+    most `wait_s`) for rank 0 to record the run's end: under Slurm's --kill-on-bad-exit this
+    rank's exit kills rank 0, which would otherwise leave the run RUNNING (then LOST)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if run_dir.read_json("status.json").get("state") != "RUNNING":
+                return
+        time.sleep(0.2)
 
 
 def failure_reason(run_dir: RunDir, exc: BaseException, wait_s: float = 3.0) -> str:
@@ -569,11 +603,12 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             pause_at = (rung.step_of(total_steps(stage, len(datasets[stage.data])))
                         if rung is not None and key == last_stage else None)
             train = functools.partial(train_joint, stage, stage_dir, pause_at)
-        try:
-            reused, summary = _stage(world, run_dir, stage_dir, cfg, stage, expert,
-                                     upstream.get(expert), train)
-        except StagePaused as paused:
-            return score_rung(stage, paused)
+        outcome = until_paused(functools.partial(_stage, world, run_dir, stage_dir, cfg, stage,
+                                                 expert, upstream.get(expert), train),
+                               world.device)
+        if isinstance(outcome, StagePaused):
+            return score_rung(stage, outcome)
+        reused, summary = outcome
         trained_names |= load_stage_weights(unwrapped, stage_dir.path)
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),

@@ -1,6 +1,7 @@
 """Training: the loop (loop), the step -> batch order and the worker processes that prepare
 batches (loader), how a stage is spread over ranks (strategies), resumable sharded
-checkpoints (checkpoint) and the ranks themselves (distributed)."""
+checkpoints (checkpoint), the memory a finished stage gives back (memory) and the ranks
+themselves (distributed)."""
 from harness.training.loader import batch_indices
 from harness.training.loop import (
     BatchSplitError,

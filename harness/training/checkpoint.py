@@ -26,16 +26,26 @@ from harness.training.distributed import World, barrier
 
 
 def rng_state() -> dict:
+    """This rank's random state: the CPU's and its own GPU's. Only its own: a state per device
+    of the node would be indexed by device on resume, which fails on a node with fewer."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, written_by: int = 0) -> None:
+    """`state` (rng_state's, saved by rank `written_by`) into this rank: the GPU part into
+    this rank's device, whichever device that now is."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or not torch.cuda.is_available():
+        return
+    if isinstance(saved, (list, tuple)):
+        # a checkpoint from before: every device's state as its writer saw them; the writer
+        # drew from its own device, cuda:<rank> on the one node runs had then
+        saved = saved[written_by] if written_by < len(saved) else saved[0]
+    torch.cuda.set_rng_state(saved, torch.cuda.current_device())
 
 
 def _trainable(state: dict, names: set[str]) -> dict:
@@ -89,8 +99,9 @@ def load(where: Path, world: World, model: nn.Module, optimizer, scheduler,
                    optim_state_dict=state["optim"], options=StateDictOptions(strict=False))
     meta = torch.load(where / "meta.pt", weights_only=True)
     scheduler.load_state_dict(meta["scheduler"])
-    own = where / f"rng-{world.rank}.pt"
-    set_rng_state(torch.load(own if own.exists() else where / "rng-0.pt", weights_only=True))
+    # a rank the writing world lacked (resumed on more ranks) starts from rank 0's state
+    writer = world.rank if (where / f"rng-{world.rank}.pt").exists() else 0
+    set_rng_state(torch.load(where / f"rng-{writer}.pt", weights_only=True), writer)
     return int(meta["step"])
 
 

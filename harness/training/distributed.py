@@ -7,9 +7,16 @@ one code path serves every size.
 
 The process group is set up from torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR, MASTER_PORT), which `ablate train --nproc N` and a multi-task submitit job
-(harness.scheduler.job) export."""
+(harness.scheduler.job) export.
+
+Two groups join the ranks: the training's (NCCL on GPUs, gloo on CPUs) for the tensors of a
+step, and a gloo group for waits, on the CPU with a long timeout, for everything that only
+coordinates (barriers, rank 0's decisions, gathering answers): the ranks wait there while
+rank 0 downloads, builds or writes, however long that takes. A rank that fails aborts both
+(`abort`), so its peers fail at once and rank 0 records why."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -20,11 +27,23 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-# A rank that dies leaves the others in a collective: gloo notices a closed peer at once, but
-# NCCL waits up to the timeout. Short enough that a failed job ends, long enough for a
-# checkpoint of a 7B model to be written while the others wait at the barrier.
-DEFAULT_TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("ABLATE_DIST_TIMEOUT_MIN",
-                                                                "15")))
+# The training's group (NCCL on GPUs) carries only the training's tensors. A rank that dies
+# leaves the others in its collectives: gloo notices a closed peer at once, NCCL waits up to
+# this timeout, so it is short enough that a hung job ends.
+TIMEOUT_MIN = ("ABLATE_DIST_TIMEOUT_MIN", 15.0)
+# Rank 0's file work (a cold download of the model, 28 GB of stage weights, a checkpoint
+# renamed into place) is waited out by the others in a barrier or broadcast of their own: a
+# gloo group on the CPU with this long timeout, so no NCCL collective ever sits through it
+# (past its timeout NCCL's watchdog kills the job). A peer that dies closes its sockets, so
+# gloo still notices that at once.
+WAIT_TIMEOUT_MIN = ("ABLATE_DIST_WAIT_MIN", 360.0)
+
+_waits: dist.ProcessGroup | None = None   # the gloo group for waits, once the ranks have joined
+
+
+def _timeout(setting: tuple[str, float]) -> datetime.timedelta:
+    name, default = setting
+    return datetime.timedelta(minutes=float(os.environ.get(name, default)))
 
 
 @dataclass(frozen=True)
@@ -78,9 +97,44 @@ def init_world(device: str) -> World:
     else:
         where = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=size,
-                                timeout=DEFAULT_TIMEOUT)
+        _join("nccl" if use_cuda else "gloo", rank, size)
     return World(rank, size, local, where)
+
+
+def _join(backend: str, rank: int, size: int) -> None:
+    """The process group and the gloo group for waits. The groups live as long as the
+    process (one process may run several runs, `ablate train a.yaml b.yaml`) and are
+    destroyed when it exits, so NCCL's communicators are shut down, not left to the
+    destructor; a failing rank aborts them earlier (`abort`)."""
+    global _waits
+    dist.init_process_group(backend, rank=rank, world_size=size, timeout=_timeout(TIMEOUT_MIN))
+    _waits = dist.new_group(backend="gloo", timeout=_timeout(WAIT_TIMEOUT_MIN))
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    global _waits
+    _waits = None
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def abort(world: World) -> None:
+    """Collective-free teardown for a rank that is failing: its communicators are aborted, so
+    a peer waiting for it in a collective gets an error now (its sockets close) instead of
+    waiting out the timeout, and this process can exit without hanging in NCCL's shutdown.
+    Nothing collective works on this rank afterwards."""
+    global _waits
+    if not world.distributed or not dist.is_initialized():
+        return
+    _waits = None
+    dist.distributed_c10d._abort_process_group()
+
+
+def _wait_group() -> dist.ProcessGroup | None:
+    """Where the ranks wait for each other: the gloo group for waits (None: the default
+    group, for a process group someone else set up)."""
+    return _waits
 
 
 def broadcast(world: World, value=None):
@@ -88,7 +142,7 @@ def broadcast(world: World, value=None):
     if not world.distributed:
         return value
     box = [value if world.is_main else None]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_wait_group())
     return box[0]
 
 
@@ -103,13 +157,14 @@ def gather_to_main(world: World, value) -> list | None:
     if not world.distributed:
         return [value]
     out = [None] * world.size if world.is_main else None
-    dist.gather_object(value, out, dst=0)
+    dist.gather_object(value, out, dst=0, group=_wait_group())
     return out
 
 
 def barrier(world: World) -> None:
+    """Every rank here: the others wait for rank 0 (its file work) in the group for waits."""
     if world.distributed:
-        dist.barrier()
+        dist.barrier(group=_wait_group())
 
 
 def shard(items: list, world: World) -> list:

@@ -33,6 +33,7 @@ from harness.training.distributed import World, all_reduce_sum, broadcast
 from harness.training.frozen import frozen_bytes, held_in
 from harness.training.kernels import COMPUTE_DTYPES, autocast
 from harness.training.loader import StepBatches, step_batches, step_order
+from harness.training.memory import release
 from harness.training.sharded_load import load_local_shards, meta_copy
 from harness.training.strategies import choose, upcast_trainable
 from models.llm import set_activation_checkpointing
@@ -207,12 +208,18 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
     micro, accumulation = split(stage, world.size, parallel.micro_batch)
     strategy = stage_strategy(parallel.strategy, world, model, stage, precision)
     param_groups(model, stage)                       # which parameters train
-    with contextlib.ExitStack() as scope:
-        model, wrapped, frozen = stage_module(model, strategy, world, precision, parallel,
-                                              scope)
-        return _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
-                      seed, world, precision, micro, accumulation, parallel, stop_after,
-                      progress, pause_at)
+    try:
+        with contextlib.ExitStack() as scope:
+            model, wrapped, frozen = stage_module(model, strategy, world, precision,
+                                                  parallel, scope)
+            return _train(model, wrapped, frozen, strategy, stage, dataset, collate,
+                          stage_dir, seed, world, precision, micro, accumulation, parallel,
+                          stop_after, progress, pause_at)
+    finally:
+        # the sharded copy sits in reference cycles: freed here, not when the collector
+        # next happens to run, so its shards leave the GPU before evaluation or next stage
+        model = wrapped = None
+        release(world.device)
 
 
 def stage_module(model: MultimodalLM, strategy, world: World, precision: str,
