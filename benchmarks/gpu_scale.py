@@ -40,7 +40,6 @@ mlflow, optuna or submitit), so it runs on a bare GPU node.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import tempfile
@@ -68,6 +67,7 @@ from harness.planning.estimate import TEXT_TOKENS, stage_memory
 from harness.spec.run_file import parse_run_config
 from harness.training.distributed import World
 from harness.training.loader import StepBatches, step_batches, step_order
+from harness.training.memory import release
 from harness.training.step_probe import (
     LLMInputLength,
     TrainingStep,
@@ -163,10 +163,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _free(device: torch.device) -> None:
-    """What the last measurement held (FSDP-style reference cycles included) given back."""
-    gc.collect()
+    """What the last measurement held given back, and the peak counted from here."""
+    release(device)
     if device.type == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 

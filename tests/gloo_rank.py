@@ -3,16 +3,20 @@ run config in its folder prepared: the tests of what an FSDP stage holds on each
 here."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
+import torch.multiprocessing as mp
 
 from harness.modelbuild import build_model
 from harness.runs.pipeline import make_deterministic, resolve_data
 from harness.spec.run_file import load_run_config
 from harness.training import param_groups
 from harness.training.distributed import World, init_world
+from harness.training.launch import free_port
+from models.llm import load_llm
 
 
 def sft_on_rank(rank: int, size: int, port: int, folder: Path):
@@ -28,3 +32,14 @@ def sft_on_rank(rank: int, size: int, port: int, folder: Path):
                            resolve_data(cfg, folder).corpus)
     param_groups(model, stage)
     return world, cfg, stage, model
+
+
+def on_two_ranks(folder: Path, run_yaml: str, target, *args) -> dict:
+    """Write the run config, build its LLM once (before the ranks, which share its folder),
+    run `target(rank, 2, port, str(folder), *args)` on two spawned gloo ranks and return the
+    result.json rank 0 wrote."""
+    (folder / "run.yaml").write_text(run_yaml)
+    cfg = load_run_config(folder / "run.yaml")
+    load_llm(cfg.model.llm, folder / "llm", resolve_data(cfg, folder).corpus)
+    mp.spawn(target, args=(2, free_port(), str(folder), *args), nprocs=2)
+    return json.loads((folder / "result.json").read_text())

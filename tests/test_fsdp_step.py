@@ -10,17 +10,12 @@ import json
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 
-from harness.runs.pipeline import resolve_data
-from harness.spec.run_file import load_run_config
-from harness.training.launch import free_port
 from harness.training.loop import _autocast, stage_module, stage_strategy
 from harness.training.step_probe import placeholder_batch
 from harness.training.strategies import decoder_layers
-from models.llm import load_llm
-from tests.gloo_rank import sft_on_rank
+from tests.gloo_rank import on_two_ranks, sft_on_rank
 from tests.tiny import tiny_run_yaml
 
 
@@ -57,12 +52,8 @@ def _rank(rank: int, size: int, port: int, folder: str) -> None:
 
 
 def test_fsdp_accumulates_sharded_gradients_and_gathers_bf16_weights(tmp_path):
-    (tmp_path / "run.yaml").write_text(tiny_run_yaml("fsdp_step", sft_steps=2)
-                                       + "precision: bf16\n")
-    cfg = load_run_config(tmp_path / "run.yaml")
-    load_llm(cfg.model.llm, tmp_path / "llm", resolve_data(cfg, tmp_path).corpus)
-    mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
-    got = json.loads((tmp_path / "result.json").read_text())
+    got = on_two_ranks(tmp_path, tiny_run_yaml("fsdp_step", sft_steps=2) + "precision: bf16\n",
+                       _rank)
     assert got["trainable"] > 0
     assert got["unsharded_between"] == [], got
     assert got["gathered_dtypes"] == ["torch.bfloat16"], got

@@ -12,19 +12,14 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-import torch.multiprocessing as mp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import harness.training.loop as loop
-from harness.runs.pipeline import resolve_data
-from harness.spec.run_file import load_run_config
-from harness.training.launch import free_port
 from harness.training.loop import stage_module, stage_strategy
-from models.llm import load_llm
-from tests.gloo_rank import sft_on_rank
+from tests.gloo_rank import on_two_ranks, sft_on_rank
 from tests.tiny import tiny_run_yaml
 
 # an LLM big enough that a second whole copy of it shows beside everything else
@@ -107,11 +102,7 @@ def _prepare(tmp: Path, deep_copy: bool = False) -> dict:
         "{id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,\n"
         "        vocab_size: 300}", LLM)
     assert LLM in yaml
-    (tmp / "run.yaml").write_text(yaml + "precision: bf16\n")
-    cfg = load_run_config(tmp / "run.yaml")
-    load_llm(cfg.model.llm, tmp / "llm", resolve_data(cfg, tmp).corpus)  # once, before ranks
-    mp.spawn(_rank, args=(2, free_port(), str(tmp), deep_copy), nprocs=2)
-    return json.loads((tmp / "result.json").read_text())
+    return on_two_ranks(tmp, yaml + "precision: bf16\n", _rank, deep_copy)
 
 
 def test_fsdp_builds_its_copy_shard_by_shard_with_the_callers_weights(tmp_path):

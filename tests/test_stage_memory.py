@@ -11,7 +11,6 @@ import weakref
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
 import harness.training.loop as loop
 from harness.data.batching import Collator, expert_transforms
@@ -22,9 +21,8 @@ from harness.runs.rundir import RunDir
 from harness.spec.run_file import load_run_config
 from harness.training import StagePaused, train_stage
 from harness.training.distributed import init_world
-from harness.training.launch import free_port
-from models.llm import load_llm
 from models.templates import TEMPLATES
+from tests.gloo_rank import on_two_ranks
 from tests.tiny import tiny_run_yaml
 
 
@@ -68,12 +66,8 @@ def _rank(rank: int, size: int, port: int, folder: str) -> None:
 
 
 def test_a_stage_frees_its_sharded_copy_when_it_ends(tmp_path):
-    (tmp_path / "run.yaml").write_text(tiny_run_yaml("memory", sft_steps=2)
-                                       + "parallel: {strategy: fsdp}\n")
-    cfg = load_run_config(tmp_path / "run.yaml")
-    load_llm(cfg.model.llm, tmp_path / "llm", resolve_data(cfg, tmp_path).corpus)
-    mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
-    got = json.loads((tmp_path / "result.json").read_text())
+    got = on_two_ranks(tmp_path, tiny_run_yaml("memory", sft_steps=2)
+                       + "parallel: {strategy: fsdp}\n", _rank)
     assert got["paused"], got
     assert not got["finished_alive"], "the finished stage's FSDP copy outlives train_stage"
     assert not got["paused_alive"], "the paused stage's FSDP copy outlives its pause"
