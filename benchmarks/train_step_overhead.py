@@ -28,7 +28,7 @@ import torch
 import torch.multiprocessing as mp
 
 from harness.config.run_config import ParallelConfig
-from harness.data.batching import Collator, ImageTransform
+from harness.data.batching import Collator, ImageTransform, to_device
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
 from harness.runs.pipeline import make_deterministic, resolve_data
@@ -59,7 +59,7 @@ def bare_steps(model, stage, dataset, collate, seed, n, world: World, strategy: 
     steps = []
     for step in range(n):
         mine = shard(batch_indices(step, stage.batch_size, len(dataset), seed), world)
-        batch = collate([dataset[i] for i in mine])
+        batch = to_device(collate([dataset[i] for i in mine]), world.device)
         t = time.perf_counter()   # as the harness's step_time: from a prepared batch
         # the summed form: it keeps every trainable vision part in the graph, which FSDP
         # needs on a rank whose share has no image

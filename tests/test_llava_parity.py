@@ -160,8 +160,12 @@ def torch_tensor(mean):
 
 def test_a_batch_resizes_each_image_once_per_size(monkeypatch, tmp_path):
     """Experts that see the same input size (Eagle's 1024-px four) share one resize; each
-    still normalizes its own way."""
-    from harness.data.batching import Collator
+    still normalizes its own way, where the batch lands: the collated pixels are 8-bit, and
+    on the device they are torchvision's to_tensor + normalize exactly; a sample without an
+    image gets zeros."""
+    import torch
+
+    from harness.data.batching import Collator, to_device
     from harness.data.llava import Conversation
     Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "a.png")
     transforms = {"clip": ImageTransform((16, 16), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)),
@@ -174,11 +178,16 @@ def test_a_batch_resizes_each_image_once_per_size(monkeypatch, tmp_path):
                                                                                **k))
     tok = train_tokenizer(["hello there"] * 3, 300, "llama")
     collate = Collator(tok, TEMPLATES.get("vicuna_v1"), transforms, tmp_path)
-    batch = collate([Conversation("x", "a.png", [("<image>\nhi", "yo")])])
+    collated = collate([Conversation("x", "a.png", [("<image>\nhi", "yo")]),
+                        Conversation("y", None, [("hi", "yo")])])
     assert sorted(calls) == [(8, 8), (16, 16)]
+    assert all(p.dtype == torch.uint8 for p in collated["pixels"].values())
+    batch = to_device(collated, torch.device("cpu"))
+    assert "pixel_norm" not in batch
     for name, t in transforms.items():
         want = t(Image.open(tmp_path / "a.png").convert("RGB"))
         assert torch_equal(batch["pixels"][name][0], want)
+        assert not batch["pixels"][name][1].any()
 
 
 def torch_equal(a, b) -> bool:
