@@ -52,7 +52,8 @@ def test_plan_of_a_full_spec_prints_its_array_and_gpu_hours(tmp_path, capsys):
     gpu_hours, gb_per_gpu = map(float, row.split()[-2:])   # ... GPU-h, GB/GPU
     assert 60 < gpu_hours / 8 * 8 < 200 and 6 < gpu_hours / 8 < 20
     assert 10 < gb_per_gpu < 72   # sharded over the node's 8 GPUs, within 90% of 80 GB
-    assert "sbatch --array=0-7%8 --partition=gpu --gpus-per-node=8 --ntasks-per-node=8" in out
+    assert ("sbatch --array=0-7%8 --partition=gpu --nodes=1 --gpus-per-node=8 "
+            "--ntasks-per-node=8") in out
 
 
 @pytest.mark.long
