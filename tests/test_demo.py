@@ -12,7 +12,7 @@ from harness.runs.rundir import RunDir
 CONFIG = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
 
 
-@pytest.mark.slow
+@pytest.mark.long   # an acceptance run (80 s); the pipeline's path is in the default tests
 def test_two_experts_learns_the_easy_skills(tmp_path, capsys):
     assert main(["train", str(CONFIG), "--workdir", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out

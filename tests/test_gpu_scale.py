@@ -76,3 +76,12 @@ def test_gpu_scale_runs_scaled_down_and_plan_uses_the_mfu_it_measured(tmp_path, 
         assert main(["plan", str(DC), *work, "--profile", str(profile)]) == 2
         err = capsys.readouterr().err
         assert str(profile) in err and "gpu.measured" in err and says in err, err
+
+
+def test_the_shipped_h200_profile_prices_plans_with_its_measured_mfu(tmp_path, capsys):
+    """slurm/paper-8xh200.yaml names the report gpu_scale wrote on an H200: the plan takes its
+    peak and stage-2 MFU (an upper bound measured on one GPU)."""
+    hours, text = _gpu_hours(capsys, "--workdir", str(tmp_path),
+                             "--profile", str(ROOT / "slurm" / "paper-8xh200.yaml"))
+    assert "on NVIDIA H200 at 989.4 TFLOPs peak" in text and "(measured by" in text
+    assert hours > 0

@@ -43,6 +43,7 @@ def mlflow_server(tmp_path):
     log.close()
 
 
+@pytest.mark.long   # 60 s with the server's start
 def test_concurrent_jobs_against_a_shared_server(mlflow_server, tiny_spec, tmp_path, capsys):
     body = """\
 name: NAME

@@ -143,6 +143,7 @@ def _sft_step(work):
     return max(steps, default=0)
 
 
+@pytest.mark.long   # 60 s; an interrupted run resuming exactly is in test_pipeline
 def test_sigkilled_job_resumes_to_the_uninterrupted_result(tiny_spec, tmp_path, capsys):
     body = "name: NAME\nbase: base.yaml\n"
     spec_path = tiny_spec("killed", body, sft_steps=150, sft_batch=8)

@@ -312,7 +312,7 @@ def kill_search_when(cmd: list[str], workdir: Path, log: Path, ready, timeout_s:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.long   # 80 s; the halving acceptance search is killed and resumed too
 def test_killed_search_resumes_without_retraining_finished_candidates(tmp_path):
     path = write_search(tmp_path, sft_steps=30)
     workdir = tmp_path / "work"
