@@ -244,3 +244,44 @@ def test_a_two_task_slurm_job_whose_rank_1_fails_ends_failed(slurm_cluster, tmp_
         _failed_by_rank_1(run)
     finally:
         subprocess.run(["scancel", job_id], check=False)
+
+
+SIGKILLED_SITE = """\
+import os, signal
+if os.environ.get("RANK", os.environ.get("SLURM_PROCID")) == "1":
+    import harness.training.loop as loop
+    import harness.runs.pipeline as pipeline
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)   # no handler, no traceback: gone mid-run
+    loop.train_stage = pipeline.train_stage = killed
+"""
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_whose_rank_1_is_killed_ends_failed(slurm_cluster, tmp_path,
+                                                                 monkeypatch):
+    """Rank 1 of a 2-task job is SIGKILLed while rank 0 waits for it in a collective: rank 0
+    records FAILED with what it saw within two minutes, before srun's --kill-on-bad-exit
+    ends the step (it signals rank 0 with SIGTERM first, which submitit lets pass)."""
+    spec, profile = _two_task_job(slurm_cluster, tmp_path, "two_tasks_killed")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SIGKILLED_SITE)
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{ROOT}")
+    work = tmp_path / "w"
+    started = time.monotonic()
+    assert main(["run", str(spec), "--workdir", str(work), "--executor", "slurm",
+                 "--profile", str(profile), "--no-follow"]) == 0
+    (run,) = (work / "runs").iterdir()
+    job_id = json.loads((run / "job.json").read_text())["job_id"]
+    try:
+        state = None
+        while time.monotonic() - started < 120 and state in (None, "RUNNING"):
+            time.sleep(1)
+            if (run / "status.json").exists():
+                state = json.loads((run / "status.json").read_text())["state"]
+        status = json.loads((run / "status.json").read_text())
+        assert status["state"] == "FAILED", status
+        assert status["reason"], status
+    finally:
+        subprocess.run(["scancel", job_id], check=False)

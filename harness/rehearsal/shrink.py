@@ -109,7 +109,10 @@ def shrink(cfg: RunConfig, scale: GridScale, geometry: dict[str, ExpertGeometry]
     ev = dataclasses.replace(cfg.eval, sources=sources,
                              batch_size=min(cfg.eval.batch_size, sizes.eval_batch_size),
                              max_new_tokens=min(cfg.eval.max_new_tokens, sizes.max_new_tokens))
+    # a spec that accumulates micro-batches still does, over the rehearsal's few samples
+    parallel = (dataclasses.replace(cfg.parallel, micro_batch=1)
+                if cfg.parallel.micro_batch is not None else cfg.parallel)
     small = dataclasses.replace(cfg, model=model, data=data, stages=stages, eval=ev,
-                                device="cpu")
+                                device="cpu", parallel=parallel)
     # validated as any run config is: the stand-ins built on meta, the files checked
     return parse_run_config(Located(small.to_dict(), {}, str(where / "rehearsal.yaml")))

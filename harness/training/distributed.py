@@ -128,7 +128,10 @@ def abort(world: World) -> None:
     if not world.distributed or not dist.is_initialized():
         return
     _waits = None
-    dist.distributed_c10d._abort_process_group()
+    try:   # torch's own (private) abort; a rank failing must not fail again here instead
+        dist.distributed_c10d._abort_process_group()
+    except Exception:
+        pass
 
 
 def _wait_group() -> dist.ProcessGroup | None:
