@@ -226,6 +226,7 @@ def test_on_the_known_answer_testbed_the_router_beats_chance_and_random_routing(
     assert frame.loc[routed[0], "routing GFLOPs/q"] > 0
 
 
+@pytest.mark.long   # 30-40 s; the 1-vs-2-rank FSDP equivalence runs by default in test_distributed
 def test_a_route_stage_on_two_fsdp_ranks_trains_what_one_process_trains(tmp_path):
     """FSDP2 shards the LLM's decoder layers and, with the root, the routing LoRA that hooks
     into them; the router trains as in one process (fp32, within 1e-5), and the two-pass

@@ -110,6 +110,7 @@ def test_bad_lora_sections_are_config_errors(tmp_path, old, new, field):
     assert err.value.field == field, str(err.value)
 
 
+@pytest.mark.long   # 25-37 s; the 1-vs-2-rank FSDP equivalence runs by default in test_distributed
 def test_a_lora_stage_on_two_fsdp_ranks_trains_what_one_process_trains(tmp_path):
     """FSDP2 shards the LLM with its adapters; the merged weights and the adapters equal one
     process's (fp32, within 1e-5), and so do the answers. Without LoRA dropout: its masks are

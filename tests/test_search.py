@@ -356,6 +356,7 @@ HALVING = """\
 """
 
 
+@pytest.mark.long   # 22-36 s; the halving acceptance search takes the same path
 def test_halving_stops_the_trailing_candidate_at_its_rung_and_reruns_for_free(tmp_path, capsys):
     """Two candidates, one rung at 40% of the last stage keeping one: the candidate behind on
     the selection split stays paused at step 4 of 10, the leader finishes exactly as the same
