@@ -159,12 +159,12 @@ if os.environ.get("RANK", os.environ.get("SLURM_PROCID")) == "1":
 """
 
 
-def _failing_rank_1(tmp_path: Path) -> str:
-    """A PYTHONPATH whose sitecustomize makes rank 1 fail (SITE)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITE)
-    return f"{site}:{ROOT}"
+def _failing_rank_1(tmp_path: Path, site: str = SITE) -> str:
+    """A PYTHONPATH whose sitecustomize makes rank 1 fail (SITE, or another `site`)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(site)
+    return f"{folder}:{ROOT}"
 
 
 def _failed_by_rank_1(run: Path) -> None:
@@ -222,13 +222,12 @@ def test_a_two_task_slurm_job_is_one_run(slurm_cluster, tmp_path, capsys):
     assert (log["strategy"], log["ranks"]) == ("ddp", 2)
 
 
-@pytest.mark.slurm
-def test_a_two_task_slurm_job_whose_rank_1_fails_ends_failed(slurm_cluster, tmp_path,
-                                                            monkeypatch):
-    """Rank 1 of a 2-task job raises and its process lingers (SITE): rank 0 records FAILED
-    with rank 1's cause within two minutes of submission, not after the collective timeout."""
-    spec, profile = _two_task_job(slurm_cluster, tmp_path, "two_tasks_failing")
-    monkeypatch.setenv("PYTHONPATH", _failing_rank_1(tmp_path))
+def _two_task_job_ending(slurm_cluster, tmp_path: Path, monkeypatch, name: str,
+                         site: str) -> Path:
+    """Submit a 2-task Slurm job whose rank 1 fails as `site` makes it, wait until its run is
+    no longer RUNNING (at most two minutes from submission), cancel the job; its run dir."""
+    spec, profile = _two_task_job(slurm_cluster, tmp_path, name)
+    monkeypatch.setenv("PYTHONPATH", _failing_rank_1(tmp_path, site))
     work = tmp_path / "w"
     started = time.monotonic()
     assert main(["run", str(spec), "--workdir", str(work), "--executor", "slurm",
@@ -241,9 +240,18 @@ def test_a_two_task_slurm_job_whose_rank_1_fails_ends_failed(slurm_cluster, tmp_
             time.sleep(1)
             if (run / "status.json").exists():
                 state = json.loads((run / "status.json").read_text())["state"]
-        _failed_by_rank_1(run)
     finally:
         subprocess.run(["scancel", job_id], check=False)
+    return run
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_whose_rank_1_fails_ends_failed(slurm_cluster, tmp_path,
+                                                            monkeypatch):
+    """Rank 1 of a 2-task job raises and its process lingers (SITE): rank 0 records FAILED
+    with rank 1's cause within two minutes of submission, not after the collective timeout."""
+    _failed_by_rank_1(_two_task_job_ending(slurm_cluster, tmp_path, monkeypatch,
+                                           "two_tasks_failing", SITE))
 
 
 SIGKILLED_SITE = """\
@@ -263,25 +271,8 @@ def test_a_two_task_slurm_job_whose_rank_1_is_killed_ends_failed(slurm_cluster, 
     """Rank 1 of a 2-task job is SIGKILLed while rank 0 waits for it in a collective: rank 0
     records FAILED with what it saw within two minutes, before srun's --kill-on-bad-exit
     ends the step (it signals rank 0 with SIGTERM first, which submitit lets pass)."""
-    spec, profile = _two_task_job(slurm_cluster, tmp_path, "two_tasks_killed")
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SIGKILLED_SITE)
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{ROOT}")
-    work = tmp_path / "w"
-    started = time.monotonic()
-    assert main(["run", str(spec), "--workdir", str(work), "--executor", "slurm",
-                 "--profile", str(profile), "--no-follow"]) == 0
-    (run,) = (work / "runs").iterdir()
-    job_id = json.loads((run / "job.json").read_text())["job_id"]
-    try:
-        state = None
-        while time.monotonic() - started < 120 and state in (None, "RUNNING"):
-            time.sleep(1)
-            if (run / "status.json").exists():
-                state = json.loads((run / "status.json").read_text())["state"]
-        status = json.loads((run / "status.json").read_text())
-        assert status["state"] == "FAILED", status
-        assert status["reason"], status
-    finally:
-        subprocess.run(["scancel", job_id], check=False)
+    run = _two_task_job_ending(slurm_cluster, tmp_path, monkeypatch, "two_tasks_killed",
+                               SIGKILLED_SITE)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "FAILED", status
+    assert status["reason"], status
