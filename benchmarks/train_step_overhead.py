@@ -31,11 +31,12 @@ from harness.config.run_config import ParallelConfig
 from harness.data.batching import Collator, ImageTransform, to_device
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
-from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.runs.pipeline import resolve_data
 from harness.runs.rundir import RunDir
 from harness.spec.run_file import load_run_config
 from harness.training import batch_indices, param_groups, train_stage
 from harness.training.distributed import World, barrier, init_world, shard
+from harness.training.kernels import seed_kernels
 from harness.training.launch import free_port
 from harness.training.loop import stage_strategy
 from models.llm import load_llm
@@ -95,7 +96,7 @@ def harness_steps(model, stage, dataset, collate, seed, n, workdir: Path, world:
 def measure(world: World, args, tmp: Path) -> dict:
     cfg = load_run_config(args.config)
     stage = cfg.stages[-1]
-    make_deterministic(cfg.seed)
+    seed_kernels(cfg.seed)
     data = resolve_data(cfg, tmp)
     model, llm = build_model(cfg.model, cfg.seed, tmp / "llm", data.corpus)
     transforms = {n: ImageTransform.for_expert(e) for n, e in model.experts.items()}

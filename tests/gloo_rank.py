@@ -11,10 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 from harness.modelbuild import build_model
-from harness.runs.pipeline import make_deterministic, resolve_data
+from harness.runs.pipeline import resolve_data
 from harness.spec.run_file import load_run_config
 from harness.training import param_groups
 from harness.training.distributed import World, init_world
+from harness.training.kernels import seed_kernels
 from harness.training.launch import free_port
 from models.llm import load_llm
 
@@ -27,7 +28,7 @@ def sft_on_rank(rank: int, size: int, port: int, folder: Path):
     world: World = init_world("cpu")
     cfg = load_run_config(folder / "run.yaml")
     stage = cfg.stages[-1]                              # sft: projector, LLM and CLIP train
-    make_deterministic(cfg.seed)
+    seed_kernels(cfg.seed)
     model, _ = build_model(cfg.model, cfg.seed, folder / "llm",
                            resolve_data(cfg, folder).corpus)
     param_groups(model, stage)

@@ -11,8 +11,9 @@ from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import Conversation, load_llava_json
 from harness.evaluation.generate import choice_likelihoods, generate
 from harness.modelbuild import build_model
-from harness.runs.pipeline import evaluation_template, make_deterministic, resolve_data
+from harness.runs.pipeline import evaluation_template, resolve_data
 from harness.spec.run_file import load_run_config
+from harness.training.kernels import seed_kernels
 from models.fusion.base import TextContext
 from tests.tiny import tiny_run_yaml
 
@@ -25,7 +26,7 @@ def _setup(tmp_path, fusion: str):
     path = tmp_path / "run.yaml"
     path.write_text(tiny_run_yaml(fusion=fusion))
     cfg = load_run_config(path)
-    make_deterministic(cfg.seed)
+    seed_kernels(cfg.seed)
     data = resolve_data(cfg, tmp_path)
     model, llm = build_model(cfg.model, cfg.seed, tmp_path / "llm", data.corpus)
     model.eval()

@@ -16,11 +16,12 @@ import harness.training.loop as loop
 from harness.data.batching import Collator, expert_transforms
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
-from harness.runs.pipeline import make_deterministic, resolve_data, until_paused
+from harness.runs.pipeline import resolve_data, until_paused
 from harness.runs.rundir import RunDir
 from harness.spec.run_file import load_run_config
 from harness.training import StagePaused, train_stage
 from harness.training.distributed import init_world
+from harness.training.kernels import seed_kernels
 from models.templates import TEMPLATES
 from tests.gloo_rank import on_two_ranks
 from tests.tiny import tiny_run_yaml
@@ -35,7 +36,7 @@ def _rank(rank: int, size: int, port: int, folder: str) -> None:
     world = init_world("cpu")
     cfg = load_run_config(tmp / "run.yaml")
     stage = cfg.stages[-1]
-    make_deterministic(cfg.seed)
+    seed_kernels(cfg.seed)
     data = resolve_data(cfg, tmp)
     model, llm = build_model(cfg.model, cfg.seed, tmp / "llm", data.corpus)
     records = load_llava_json(*data.sft)

@@ -225,12 +225,6 @@ def until_paused(call, device: torch.device):
     return value
 
 
-def make_deterministic(seed: int) -> None:
-    """Seeded, with deterministic kernels (harness.training.kernels): what tests and benchmarks
-    that compare runs bit for bit call."""
-    seed_kernels(seed, deterministic=True)
-
-
 def _world(cfg: RunConfig) -> World:
     problem = device_problem(cfg.device)
     if problem:
