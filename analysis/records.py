@@ -134,8 +134,9 @@ def _read_json(path: Path) -> Any:
 
 
 def _questions(per_question: dict | None, predictions: list[dict]) -> list[tuple]:
-    """(benchmark, question id, score): per_question.json holds the scores in the order the
-    predictions were written, so the ids come from predictions.jsonl."""
+    """(benchmark, question id, score): per_question.json holds {question: score} per
+    benchmark; a run scored before it did holds a list in the order the predictions were
+    written, whose ids then come from predictions.jsonl."""
     if not per_question:
         return []
     ids: dict[str, list[str]] = {}
@@ -143,6 +144,9 @@ def _questions(per_question: dict | None, predictions: list[dict]) -> list[tuple
         ids.setdefault(p["benchmark"], []).append(str(p["id"]))
     out = []
     for bench, scores in per_question.items():
+        if isinstance(scores, dict):
+            out.extend((bench, str(q), float(s)) for q, s in scores.items())
+            continue
         names = ids.get(bench)
         if names is None or len(names) != len(scores):
             continue   # ids unknown: no pairing possible for this benchmark

@@ -1,7 +1,8 @@
 """Every real benchmark: its official file layout loads into the LLaVA-1.5 prompts, and its
 scorer gives the score worked out by hand on a small fixture with the awkward cases (articles
 and punctuation, numbers within 5%, near-miss strings, answers that say neither yes nor no,
-option letters in many forms, MMBench rotations). Bad files fail naming file and record."""
+option letters in many forms, MMBench's CircularEval copies). Bad files fail naming file and
+record. tests/test_official_protocols.py holds each scorer to the official code itself."""
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from harness.evaluation.generate import Prediction, score
 from harness.evaluation.prompts import OPTION_LETTER, SHORT_ANSWER
 from harness.evaluation.questions import BenchmarkFileError
 from harness.evaluation.scoring import SCORERS
-from harness.evaluation.scoring.closed_form import option_letter, pope_label
+from harness.evaluation.scoring.closed_form import pope_label
 from harness.evaluation.scoring.text_metrics import anls_one, relaxed_match
 
 
@@ -30,15 +31,18 @@ def scored(name, questions, answers):
              for q, a in zip(questions, answers)]
     metrics, per = score(preds, {name: [q.id for q in questions]})
     assert SCORERS.get(bench.scorer)  # the registered scorer did the work
-    return metrics[name], per[name]
+    return metrics[name], list(per[name].values())
 
 
-def test_gqa_prompt_and_normalized_match(tmp_path):
+def test_gqa_prompt_and_exact_match(tmp_path):
     qs = load("gqa", tmp_path)
     assert qs[0].turns[0][0] == f"<image>\nWhat color is the car?\n{SHORT_ANSWER}"
     assert qs[0].image.endswith("images/n1.jpg")
     m, per = scored("gqa", qs, ["Red.", "yes"])
     assert per == [1.0, 0.0] and m["accuracy"] == 0.5
+    # LLaVA-1.5 + GQA's eval.py: no article or number-word normalization
+    _, per = scored("gqa", qs, ["The red", "No."])
+    assert per == [0.0, 1.0]
 
 
 def test_textvqa_accuracy_with_articles_and_punctuation(tmp_path):
@@ -52,9 +56,12 @@ def test_textvqa_accuracy_with_articles_and_punctuation(tmp_path):
 
 def test_docvqa_anls_near_misses(tmp_path):
     qs = load("docvqa", tmp_path)
-    # "jonh smith" vs "john smith": 2 edits / 10 -> 0.8; "1989" vs "1998": 2/4 = 0.5 -> 0
+    # "jonh smith" vs "john smith": 2 edits over the longer raw string ("  Jonh   Smith", 14
+    # characters; the DocVQA script divides by the raw lengths) -> 1 - 2/14; "1989" vs "1998":
+    # 2/4 = 0.5, which the script keeps (it zeroes only below the threshold)
     m, per = scored("docvqa", qs, ["  Jonh   Smith", "1989"])
-    assert per == pytest.approx([0.8, 0.0]) and m["anls"] == pytest.approx(0.4)
+    assert per == pytest.approx([1 - 2 / 14, 0.5]) and m["anls"] == pytest.approx((1 - 1 / 7
+                                                                                   + 0.5) / 2)
     assert anls_one("J. SMITH", ["John Smith", "J. Smith"]) == 1.0
     assert anls_one("", ["abc"]) == 0.0
 
@@ -73,7 +80,8 @@ def test_chartqa_relaxed_accuracy(tmp_path):
 
 def test_ocrbench_substring_and_formula_spacing(tmp_path):
     qs = load("ocrbench", tmp_path)
-    assert qs[0].turns[0][0] == "<image>\nwhat is written in the image?"  # asked as is
+    # OCRBench/scripts/LLaVA1_5.py:69 adds LLaVA's short-answer line
+    assert qs[0].turns[0][0] == f"<image>\nwhat is written in the image?\n{SHORT_ANSWER}"
     m, per = scored("ocrbench", qs, ["The word is hotel.", "x^{2}+1"])
     assert per == [1.0, 1.0] and m["points"] == 2
     m, per = scored("ocrbench", qs, ["HOTE", "x^2+1"])
@@ -105,7 +113,7 @@ def test_pope_three_splits_with_unanswerable_outputs(tmp_path):
 def test_mme_perception_and_cognition_scores(tmp_path):
     qs = load("mme", tmp_path)
     assert [q.id for q in qs][:2] == ["existence/e1/1", "existence/e1/2"]
-    assert qs[0].turns[0][0].endswith(f"Please answer yes or no.\n{SHORT_ANSWER}")
+    assert qs[0].turns[0][0] == f"<image>\nIs there a dog in this image?\n{SHORT_ANSWER}"
     answers = ["Yes", "No", "yes.", "Yes",      # existence: 3/4 right, 1 of 2 images both
                "No", "no",                      # artwork: 1/2, no image both
                "Yes, it is 3", "I think no"]    # code: "yes," -> yes; "i th" -> other
@@ -122,31 +130,36 @@ def test_scienceqa_img_test_split_with_images_only(tmp_path):
     assert [q.id for q in qs] == ["5", "6"]
     assert qs[1].turns[0][0] == ("<image>\nContext: Select the best answer.\nWhich word is a "
                                  f"noun?\nA. run\nB. table\n{OPTION_LETTER}")
-    m, per = scored("scienceqa_img", qs, ["The answer is B.", "table"])
+    m, per = scored("scienceqa_img", qs, ["The answer is B.", "B. table"])
     assert per == [1.0, 1.0]
-    m, per = scored("scienceqa_img", qs, ["A", "I am not sure"])
+    # eval_science_qa.py reads no option text, and "B." (shorter than "B. x") fails
+    m, per = scored("scienceqa_img", qs, ["whale", "B."])
+    assert per == [0.0, 0.0] and m["unparsed"] == 1.0
+    m, per = scored("scienceqa_img", qs, ["A", "C"])   # C is past question 6's two options
     assert per == [0.0, 0.0] and m["unparsed"] == 0.5
 
 
-@pytest.mark.parametrize("answer,letter", [
-    ("B", "B"), ("B.", "B"), ("(C) a bird", "C"), ("D) fish", "D"), ("C: a bird", "C"),
-    ("The answer is A.", "A"), ("a dog", "B"), ("A dog.", "B"), ("E", None),
-    ("I cannot decide", None), ("", None),
-])
-def test_option_letter_extraction(answer, letter):
-    assert option_letter(answer, list("ABCD"), ["a cat", "a dog", "a bird", "a fish"]) == letter
-
-
-def test_mmbench_rotations_and_circular_accuracy(tmp_path):
+def test_mmbench_official_layout_asks_each_row_once_and_scores_questions(tmp_path):
+    """The dev TSV holds each CircularEval copy as a row (index + k*1e6): 3 questions of 4, 2
+    and 3 options are 9 rows, asked once each, and the headline counts questions: a model that
+    fails only the 4-option question scores 2/3 (rotating every row again asked 4*4 + 2*2 +
+    3*3 = 29 prompts and weighted questions by their option count)."""
     qs = load("mmbench_dev", tmp_path)
-    assert [q.id for q in qs] == ["100@0", "100@1", "100@2", "100@3", "101@0", "101@1"]
-    assert [q.extra["answers"][0] for q in qs] == ["B", "A", "D", "C", "A", "B"]
+    assert [q.id for q in qs] == ["100", "1000100", "2000100", "3000100", "101", "1000101",
+                                  "102", "1000102", "2000102"]
+    assert [q.extra["meta"]["group"] for q in qs] == ["100"] * 4 + ["101"] * 2 + ["102"] * 3
+    assert [q.extra["answers"][0] for q in qs] == ["B", "A", "D", "C", "A", "B", "C", "B", "A"]
     assert qs[5].turns[0][0] == ("<image>\nThe sky is clear.\nWhich color?\nA. blue\nB. red\n"
                                  + OPTION_LETTER)
-    assert qs[4].image == qs[0].image  # row 101's image refers to row 100's
-    m, per = scored("mmbench_dev", qs, ["B", "A", "D", "A", "A", "B. red"])
-    assert m["accuracy"] == 0.5 and m["single_pass_accuracy"] == pytest.approx(5 / 6)
-    assert per == [0, 0, 0, 0, 1, 1]
+    assert qs[6].turns[0][0].count("\n") == 5      # 102 stops at its empty column D
+    assert qs[1].image == qs[0].image == qs[6].image  # copies name the row holding the image
+    right = [q.extra["answers"][0] for q in qs]
+    m, per = scored("mmbench_dev", qs, ["B", "A", "D", "A"] + right[4:])
+    assert m["accuracy"] == pytest.approx(2 / 3) and per == [0.0, 1.0, 1.0]
+    assert m["single_pass_accuracy"] == 1.0 and m["judge_needed"] == 0.0
+    # an unread answer ("maybe") in an otherwise right question goes to VLMEvalKit's judge
+    m, per = scored("mmbench_dev", qs, right[:4] + ["maybe"] + right[5:])
+    assert per == [1.0, 0.0, 1.0] and m["judge_needed"] == pytest.approx(1 / 3)
 
 
 def test_seed_bench_image_questions_only(tmp_path):
@@ -154,6 +167,8 @@ def test_seed_bench_image_questions_only(tmp_path):
     assert [q.id for q in qs] == ["s1"] and qs[0].extra["choices"] == list("ABCD")
     m, _ = scored("seed_bench_img", qs, ["C"])
     assert m["accuracy"] == 1.0
+    m, _ = scored("seed_bench_img", qs, ["C."])   # LLaVA's script: the text is the letter
+    assert m["accuracy"] == 0.0
 
 
 def test_scoring_refuses_unanswered_questions(tmp_path):

@@ -63,7 +63,7 @@ class Benchmark:
 
 
 # scorers of questions with a closed set of allowed answers
-CLOSED_SCORERS = ("pope", "mme", "choice", "circular_choice")
+CLOSED_SCORERS = ("pope", "mme", "scienceqa_choice", "seed_choice", "circular_choice")
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 for _skill in SKILLS.values():
@@ -72,15 +72,17 @@ for _skill in SKILLS.values():
                                                       _skill.family))
 
 for _b in [
-    Benchmark("gqa", "vqa_accuracy", "GQA testdev-balanced", format="gqa"),
-    Benchmark("textvqa", "vqa_accuracy", "TextVQA val (10 answers, VQA accuracy)",
-              format="textvqa"),
+    Benchmark("gqa", "gqa_exact_match", "GQA testdev-balanced", format="gqa"),
+    Benchmark("textvqa", "vqa_accuracy", "TextVQA val (10 answers, VQA accuracy), the question "
+              "alone", format="textvqa"),
+    Benchmark("textvqa_ocr", "vqa_accuracy", "TextVQA val with the reference OCR tokens in the "
+              "prompt (LLaVA-1.5's 58.2)", format="textvqa_ocr"),
     Benchmark("pope", "pope", "POPE random/popular/adversarial", "mean_f1", format="pope"),
     Benchmark("mme", "mme", "MME perception and cognition", "perception_points", format="mme"),
-    Benchmark("scienceqa_img", "choice", "ScienceQA-IMG test", format="scienceqa"),
+    Benchmark("scienceqa_img", "scienceqa_choice", "ScienceQA-IMG test", format="scienceqa"),
     Benchmark("mmbench_dev", "circular_choice", "MMBench dev, CircularEval",
               format="mmbench"),
-    Benchmark("seed_bench_img", "choice", "SEED-Bench image", format="seed_bench"),
+    Benchmark("seed_bench_img", "seed_choice", "SEED-Bench image", format="seed_bench"),
     Benchmark("chartqa", "relaxed_accuracy", "ChartQA test (relaxed accuracy)",
               "relaxed_accuracy", format="chartqa"),
     Benchmark("docvqa", "anls", "DocVQA val (ANLS)", "anls", format="docvqa", max_new_tokens=32),

@@ -44,6 +44,10 @@ def textvqa(root: Path) -> tuple[Path, Path]:
     for img in ("t1", "t2"):
         png(root / "train_images" / f"{img}.jpg")
     (root / "TextVQA_0.5.1_val.json").write_text(json.dumps(data))
+    ocr = {"dataset_name": "textvqa", "data": [
+        {"image_id": "t1", "ocr_tokens": ["NIKE", "just", "do"], "ocr_info": []},
+        {"image_id": "t2", "ocr_tokens": [], "ocr_info": []}]}
+    (root / "TextVQA_Rosetta_OCR_v0.2_val.json").write_text(json.dumps(ocr))
     return root / "TextVQA_0.5.1_val.json", root / "train_images"
 
 
@@ -135,12 +139,26 @@ def scienceqa(root: Path) -> tuple[Path, Path]:
 
 
 def mmbench(root: Path) -> tuple[Path, Path | None]:
+    """The official dev TSV's layout: question i and its CircularEval copies i + k*1e6, the
+    options of copy k shifted k places and its answer letter moved with them, each copy's
+    image the index of the row that holds it. Three questions of 4, 2 and 3 options (9 rows);
+    101 has a hint, 102 stops its options at an empty column C."""
     header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category",
               "image", "source", "l2-category", "comment", "split"]
-    rows = [["100", "What is shown?", "nan", "a cat", "a dog", "a bird", "a fish", "B",
-             "object_localization", png_base64(), "src", "l2", "nan", "dev"],
-            ["101", "Which color?", "The sky is clear.", "red", "blue", "nan", "nan", "A",
-             "attribute", "100", "src", "l2", "nan", "dev"]]
+    questions = [(100, "What is shown?", "nan", ["a cat", "a dog", "a bird", "a fish"], 1,
+                  "object_localization", png_base64()),
+                 (101, "Which color?", "The sky is clear.", ["red", "blue"], 0, "attribute",
+                  png_base64((20, 20, 220))),
+                 (102, "How many?", "nan", ["one", "two", "three"], 2, "count", "100")]
+    rows = []
+    for index, question, hint, options, right, category, image in questions:
+        for k in range(len(options)):
+            shifted = options[k:] + options[:k]
+            cells = (shifted + ["nan"] * 4)[:4]
+            rows.append([str(index + k * 1_000_000), question, hint, *cells,
+                         "ABCD"[(right - k) % len(options)], category,
+                         image if k == 0 or image.isdigit() else str(index), "src", "l2",
+                         "nan", "dev"])
     path = root / "mmbench_dev_20230712.tsv"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
@@ -163,6 +181,6 @@ def seed(root: Path) -> tuple[Path, Path]:
 
 # benchmark id -> writer(root) -> (questions path, images folder or None), the two values of
 # its eval.sources entry
-WRITERS = {"gqa": gqa, "textvqa": textvqa, "docvqa": docvqa, "chartqa": chartqa,
-           "ocrbench": ocrbench, "pope": pope, "mme": mme, "scienceqa_img": scienceqa,
-           "mmbench_dev": mmbench, "seed_bench_img": seed}
+WRITERS = {"gqa": gqa, "textvqa": textvqa, "textvqa_ocr": textvqa, "docvqa": docvqa,
+           "chartqa": chartqa, "ocrbench": ocrbench, "pope": pope, "mme": mme,
+           "scienceqa_img": scienceqa, "mmbench_dev": mmbench, "seed_bench_img": seed}

@@ -194,8 +194,10 @@ def expected_ids(questions: dict[str, list[Conversation]]) -> dict[str, list[str
 
 
 def score(predictions: list[Prediction], expected: dict[str, list[str]]
-          ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """{benchmark: {metric: value}} and the per-question scores (in the expected order).
+          ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """{benchmark: {metric: value}} and {benchmark: {question: score}}: a question is what
+    the benchmark's headline averages over, one prediction for most, the group of rows of
+    one question for MMBench's CircularEval (the scorer says so by keying its scores).
     Refuses to score a benchmark unless every expected question has exactly one answer."""
     metrics, per_question = {}, {}
     for name, ids in expected.items():
@@ -222,5 +224,6 @@ def score(predictions: list[Prediction], expected: dict[str, list[str]]
         bench = BENCHMARKS.get(name)
         m, per = SCORERS.get(bench.scorer)([p.prediction for p in preds],
                                            [p.answers for p in preds], [p.meta for p in preds])
-        metrics[name], per_question[name] = m, per
+        metrics[name] = m
+        per_question[name] = per if isinstance(per, dict) else dict(zip(ids, per))
     return metrics, per_question

@@ -12,6 +12,12 @@ def short_answer(question: str) -> str:
     return f"{question.strip()}\n{SHORT_ANSWER}"
 
 
+def with_ocr_tokens(question: str, tokens: list[str]) -> str:
+    """TextVQA as LLaVA-1.5's llava_textvqa_val_v051_ocr.jsonl asks it (its eval_textvqa.py
+    reads this three-line layout back): the question, then the image's OCR tokens."""
+    return f"{question.strip()}\nReference OCR token: {', '.join(tokens)}"
+
+
 def multiple_choice(question: str, options: list[str], hint: str | None = None) -> str:
     """LLaVA's layout: the hint (context) first when there is one, then the question, one
     'A. option' line per option, then the letter instruction."""

@@ -1,8 +1,9 @@
 """Multiple-choice benchmarks in their official files: ScienceQA-IMG (problems.json, test split,
 questions with an image), MMBench dev (the TSV with base64 images) and SEED-Bench image
 (SEED-Bench.json, data_type image). Prompts follow LLaVA-1.5: context first, lettered options,
-then the letter instruction. MMBench is asked in every rotation of its options (the benchmark's
-CircularEval, LLaVA's --all-rounds); a question counts only when every rotation is right."""
+then the letter instruction. MMBench's official file already holds every CircularEval copy of
+a question (its options shifted) as a row of its own: each row is asked once, and a question
+counts only when all of its rows are answered right."""
 from __future__ import annotations
 
 import base64
@@ -72,10 +73,31 @@ def _decode_image(text: str, target: Path, path: Path, where: str) -> str:
 
 
 MMBENCH_COLUMNS = ("index", "question", "answer", "image", "category")
+# The official TSV holds each CircularEval copy of question i as its own row, index i + k*1e6,
+# its options shifted; VLMEvalKit and lmms-eval group rows by index % 1e6 (open-compass/MMBench
+# issues #8 and #31), so every row is asked once and a question is its group.
+CIRCULAR_COPY = 1_000_000
+
+
+def missing(value: str | None) -> bool:
+    """An empty cell as LLaVA's model_vqa_mmbench.py `is_none` reads it (pandas turns an empty
+    cell into NaN): None, '', 'nan' or 'none' in any case."""
+    return value is None or value.strip().lower() in ("", "nan", "none")
+
+
+def mmbench_options(row: dict) -> list[str]:
+    """Columns A, B, ... up to the first empty one, as LLaVA's `get_options` stops there."""
+    options = []
+    for letter in LETTERS:
+        if missing(row.get(letter)):
+            break
+        options.append(row[letter])
+    return options
 
 
 @LOADERS.register("mmbench", "MMBench mmbench_dev_*.tsv: index, question, hint, A-D, answer, "
-                             "category, image (base64); asked in every rotation of the options")
+                             "category, image (base64, or the index of the row holding it); "
+                             "the CircularEval copies are rows index + k*1e6")
 def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Question]:
     if not questions.is_file():
         raise BenchmarkFileError(f"{questions}: MMBench TSV not found")
@@ -91,7 +113,9 @@ def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Ques
     out = []
     for n, row in enumerate(rows, 2):  # line 1 is the header
         where = f"line {n} (index {row['index']})"
-        options = [row[k] for k in LETTERS if k in row and row[k] and row[k].lower() != "nan"]
+        if not row["index"].strip().isdigit():
+            raise bad_record(questions, where, "`index` is not a whole number")
+        options = mmbench_options(row)
         if len(options) < 2:
             raise bad_record(questions, where, "fewer than two options in columns A, B, ...")
         if row["answer"] not in LETTERS[:len(options)]:
@@ -102,17 +126,12 @@ def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Ques
             owner = row["image"]                                # the row that holds it
         image = _decode_image(by_index[owner]["image"], folder / f"{owner}.img", questions,
                               where)
-        hint = row.get("hint") or ""
-        hint = None if hint.lower() == "nan" else hint
-        right = LETTERS.index(row["answer"])
-        for r in range(len(options)):
-            rotated = options[r:] + options[:r]
-            answer = LETTERS[(right - r) % len(options)]
-            out.append(Question(f"{row['index']}@{r}", image,
-                                multiple_choice(row["question"], rotated, hint), [answer],
-                                list(LETTERS[:len(options)]),
-                                {"group": row["index"], "options": rotated,
-                                 "category": row["category"]}))
+        hint = None if missing(row.get("hint")) else row["hint"]
+        index = int(row["index"])
+        out.append(Question(str(index), image, multiple_choice(row["question"], options, hint),
+                            [row["answer"]], list(LETTERS[:len(options)]),
+                            {"group": str(index % CIRCULAR_COPY), "copy": index // CIRCULAR_COPY,
+                             "options": options, "category": row["category"]}))
     return out
 
 

@@ -1,7 +1,9 @@
 """MME (Fu et al., 2023) in its release folder MME_Benchmark_release_version/: one folder per
 subtask; each image has a .txt of two lines "question<TAB>Yes|No". Four subtasks keep them in
-images/ and questions_answers_YN/, the others side by side. Prompt: LLaVA-1.5's short-answer
-suffix after the question (which already asks for yes or no)."""
+images/ and questions_answers_YN/, the others side by side. Prompt as LLaVA-1.5's llava_mme.jsonl
+has it: the question without MME's " Please answer yes or no.", then LLaVA's short-answer
+suffix (its convert_answer_to_mme.py undoes exactly that to find the reference; lmms-eval's
+mme/utils.py makes the same replacement)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +17,15 @@ PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity",
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation",
              "code_reasoning")
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
+
+
+MME_INSTRUCTION = "Please answer yes or no."
+
+
+def mme_question(question: str) -> str:
+    """The question without MME's closing instruction (some files put two spaces before it)."""
+    text = question.rstrip()
+    return text[:-len(MME_INSTRUCTION)].rstrip() if text.endswith(MME_INSTRUCTION) else text
 
 
 def _pairs(folder: Path) -> tuple[Path, Path]:
@@ -53,6 +64,7 @@ def load_mme(questions: Path, images: Path | None, cache: Path) -> list[Question
                     raise bad_record(txt, f"line {n}", "expected 'question<TAB>Yes' or "
                                                        f"'question<TAB>No', got {line!r}")
                 out.append(Question(f"{task}/{txt.stem}/{n}", str(image.resolve()),
-                                    short_answer(question), [answer.strip()], ["Yes", "No"],
+                                    short_answer(mme_question(question)), [answer.strip()],
+                                    ["Yes", "No"],
                                     {"category": task, "image": f"{task}/{txt.stem}"}))
     return out

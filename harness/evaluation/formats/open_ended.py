@@ -1,12 +1,13 @@
 """Open-answer benchmarks in their official files: GQA testdev-balanced, TextVQA val, DocVQA
-val, ChartQA test and OCRBench. Prompts: LLaVA-1.5's short-answer suffix (GQA, TextVQA; the
-same suffix LLaVA-NeXT uses for ChartQA and DocVQA); OCRBench asks its question as is."""
+val, ChartQA test and OCRBench. Prompts: LLaVA-1.5's short-answer suffix after the question
+(GQA, TextVQA; OCRBench's own script for LLaVA-1.5, OCRBench/scripts/LLaVA1_5.py:69, adds the
+same; LLaVA-NeXT uses it for ChartQA and DocVQA)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.evaluation.formats.registry import LOADERS
-from harness.evaluation.prompts import short_answer
+from harness.evaluation.prompts import short_answer, with_ocr_tokens
 from harness.evaluation.questions import (
     BenchmarkFileError,
     Question,
@@ -50,20 +51,56 @@ def _data_list(path: Path, benchmark: str) -> list:
     return data["data"]
 
 
-@LOADERS.register("textvqa", "TextVQA_0.5.1_val.json: {data: [{question_id, question, image_id, "
-                             "answers[10]}]}; train_images/<image_id>.jpg")
-def load_textvqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def _textvqa(questions: Path, images: Path | None, ocr: dict[str, list[str]] | None
+             ) -> list[Question]:
     images = _images(images, questions, "TextVQA")
     out = []
     for i, rec in enumerate(_data_list(questions, "TextVQA")):
         where = f"data[{i}]"
         require(rec, {"question_id": (int, str), "question": str, "image_id": str,
                       "answers": list}, questions, where, "TextVQA")
+        prompt = rec["question"]
+        if ocr is not None:
+            tokens = rec.get("ocr_tokens", ocr.get(rec["image_id"]))
+            if tokens is None:
+                raise bad_record(questions, where, f"no OCR tokens for image {rec['image_id']} "
+                                                   f"(neither `ocr_tokens` nor {ROSETTA_OCR})")
+            prompt = with_ocr_tokens(prompt, [str(t) for t in tokens])
         out.append(Question(str(rec["question_id"]),
                             image_at(images, f"{rec['image_id']}.jpg", questions, where),
-                            short_answer(rec["question"]), [str(a) for a in rec["answers"]],
+                            short_answer(prompt), [str(a) for a in rec["answers"]],
                             meta={"image": rec["image_id"]}))
     return out
+
+
+@LOADERS.register("textvqa", "TextVQA_0.5.1_val.json: {data: [{question_id, question, image_id, "
+                             "answers[10]}]}; train_images/<image_id>.jpg; the question alone")
+def load_textvqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+    return _textvqa(questions, images, None)
+
+
+ROSETTA_OCR = "TextVQA_Rosetta_OCR_v0.2_val.json"
+
+
+def rosetta_tokens(questions: Path) -> dict[str, list[str]]:
+    """image id -> OCR tokens from the Rosetta OCR file beside the questions ({} when absent:
+    records may carry their own `ocr_tokens`)."""
+    path = questions.parent / ROSETTA_OCR
+    if not path.is_file():
+        return {}
+    out = {}
+    for i, rec in enumerate(_data_list(path, "TextVQA Rosetta OCR")):
+        require(rec, {"image_id": str, "ocr_tokens": list}, path, f"data[{i}]",
+                "TextVQA Rosetta OCR")
+        out[rec["image_id"]] = rec["ocr_tokens"]
+    return out
+
+
+@LOADERS.register("textvqa_ocr", "TextVQA as textvqa, each question followed by its image's "
+                                 "OCR tokens (a record's `ocr_tokens`, else "
+                                 f"{ROSETTA_OCR} beside the questions), as LLaVA-1.5 asks it")
+def load_textvqa_ocr(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+    return _textvqa(questions, images, rosetta_tokens(questions))
 
 
 @LOADERS.register("docvqa", "DocVQA val_v1.0.json: {data: [{questionId, question, image, "
@@ -117,6 +154,6 @@ def load_ocrbench(questions: Path, images: Path | None, cache: Path) -> list[Que
             raise bad_record(questions, where, "empty `answers`")
         out.append(Question(str(rec.get("id", i)),
                             image_at(images, rec["image_path"], questions, where),
-                            rec["question"], [str(a) for a in answers],
+                            short_answer(rec["question"]), [str(a) for a in answers],
                             meta={"type": rec["type"], "dataset": rec["dataset_name"]}))
     return out

@@ -49,9 +49,10 @@ def pope(predictions, references, meta=None):
 
 
 def mme_label(answer: str) -> str:
-    """MME's calculation.py: 'yes'/'no' after lower-casing and dropping periods, else whichever
-    of them appears in the first four characters, else 'other' (always wrong)."""
-    text = answer.lower().strip().replace(".", "")
+    """MME's eval_tool/calculation.py (`parse_pred_ans`, on the lower-cased answer): 'yes' or
+    'no' when it is that, else whichever of them appears in its first four characters, else
+    'other' (always wrong)."""
+    text = answer.lower()
     if text in ("yes", "no"):
         return text
     head = text[:4]
@@ -83,57 +84,102 @@ def mme(predictions, references, meta=None):
     return metrics, right
 
 
-_LEADING = re.compile(r"^\(?([A-J])\)?(?:[.:)]|\s|$)")
-_STATED = re.compile(r"answer is:?\s*\(?([A-J])\)?\b", re.I)
+SCIENCEQA_OPTIONS = "ABCDE"   # eval_science_qa.py's --options default
+_SCIENCEQA_STATED = re.compile(r"The answer is ([A-Z]).")
 
 
-def option_letter(answer: str, letters: list[str], options: list[str] | None = None
-                  ) -> str | None:
-    """The chosen letter: the bare letter, a leading 'B.', '(B)' or 'B)', 'The answer is B',
-    or the full text of exactly one option; None when none of these is found."""
-    text = answer.strip()
-    if options:  # first: "A dog." is option B's text, not the letter A
-        norm = " ".join(text.lower().rstrip(".").split())
-        hits = [letters[i] for i, o in enumerate(options)
-                if " ".join(str(o).lower().rstrip(".").split()) == norm]
-        if len(hits) == 1:
-            return hits[0]
-    for pattern in (_LEADING, _STATED):
-        m = pattern.search(text)
-        if m and m.group(1) in letters:
-            return m.group(1)
-    return None
+def scienceqa_letter(answer: str) -> str | None:
+    """LLaVA-1.5's llava/eval/eval_science_qa.py: the answer is an option letter, or starts
+    with 'X. ', or says 'The answer is X.' exactly once; else it failed (None)."""
+    if answer in SCIENCEQA_OPTIONS:
+        return answer
+    if len(answer) >= 3 and answer[0] in SCIENCEQA_OPTIONS and answer[1:3] == ". ":
+        return answer[0]
+    stated = _SCIENCEQA_STATED.findall(answer)
+    return stated[0] if len(stated) == 1 else None
 
 
-def _letters(meta: dict) -> list[str]:
-    options = meta.get("options")
-    return list(LETTERS[:len(options)]) if options else list(LETTERS)
+def _choice_metrics(letters: list[str | None], references) -> tuple[dict, list[float]]:
+    per = [float(letter is not None and letter == r[0]) for letter, r in zip(letters, references)]
+    return {"accuracy": sum(per) / len(per),
+            "unparsed": sum(letter is None for letter in letters) / len(per)}, per
 
 
-def _letters_right(predictions, references, meta) -> list[float]:
+@SCORERS.register("scienceqa_choice", "ScienceQA: the option letter as LLaVA-1.5's "
+                                      "eval_science_qa.py reads it; anything else is wrong")
+def scienceqa_choice(predictions, references, meta=None):
+    """A letter past the question's options counts as failed, as get_pred_idx returns -1."""
     meta = meta or [{}] * len(predictions)
-    return [float(option_letter(p, _letters(m), m.get("options")) == r[0])
-            for p, r, m in zip(predictions, references, meta)]
+    letters = []
+    for p, m in zip(predictions, meta):
+        letter = scienceqa_letter(p)
+        allowed = SCIENCEQA_OPTIONS[:len(m["options"])] if m.get("options") else SCIENCEQA_OPTIONS
+        letters.append(letter if letter is not None and letter in allowed else None)
+    return _choice_metrics(letters, references)
 
 
-@SCORERS.register("choice", "multiple choice: the option letter extracted from the answer")
-def choice(predictions, references, meta=None):
-    meta = meta or [{}] * len(predictions)
-    per = _letters_right(predictions, references, meta)
-    unparsed = sum(option_letter(p, _letters(m), m.get("options")) is None
-                   for p, m in zip(predictions, meta))
-    return {"accuracy": sum(per) / len(per), "unparsed": unparsed / len(per)}, per
+@SCORERS.register("seed_choice", "SEED-Bench: the answer is exactly the option letter "
+                                 "(LLaVA-1.5's scripts/convert_seed_for_submission.py)")
+def seed_choice(predictions, references, meta=None):
+    return _choice_metrics([p if p in "ABCD" and len(p) == 1 else None for p in predictions],
+                           references)
 
 
-@SCORERS.register("circular_choice", "multiple choice asked in every option rotation "
-                                     "(MMBench CircularEval): right only if every rotation is")
+# VLMEvalKit's exact-matching step (vlmeval/utils/matching_util.py at e8e78f0, can_infer),
+# which its MMBench evaluation runs on every answer before any judge.
+_REFUSALS = ("Sorry, I can't help with images of people yet.", "I can't process this file.",
+             "I'm sorry, but without the image provided", "Cannot determine the answer")
+_SEPARATORS = ".()[],:;!*#{}"
+_STATED_LETTER = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+
+
+def mmbench_option(answer: str, options: dict[str, str]) -> str | None:
+    """The letter VLMEvalKit reads from `answer` ('Z' for a refusal, which is wrong), or None
+    where it would hand the answer to its LLM judge. First a letter: once .()[],:;!*#{} are
+    spaces, exactly one option letter stands as a word, among the last four words; or 'Z'
+    stands alone; or "(correct) answer is X". Else the text: the answer (at most twice as long
+    as all options together) contains exactly one option's text, ignoring case."""
+    if "Failed to obtain answer via API" not in answer:
+        if any(refusal in answer for refusal in _REFUSALS):
+            return "Z"
+        spaced = answer
+        for c in _SEPARATORS:
+            spaced = spaced.replace(c, " ")
+        words = spaced.split()
+        named = [letter for letter in options if letter in words]
+        if len(named) == 1 and words.index(named[0]) > len(words) - 5:
+            return named[0]
+        if not named and "Z" in words:
+            return "Z"
+        stated = _STATED_LETTER.search(answer)
+        if stated and stated.group(1).upper() in options:
+            return stated.group(1).upper()
+    lowered = answer.lower()
+    if len(lowered) > 2 * sum(len(str(text)) for text in options.values()):
+        return None
+    hits = [letter for letter, text in options.items() if str(text).lower() in lowered]
+    return hits[0] if len(hits) == 1 else None
+
+
+@SCORERS.register("circular_choice", "MMBench CircularEval: a question is right when every "
+                                     "copy of it is; letters read by VLMEvalKit's exact "
+                                     "matching, an answer its judge would read counts wrong")
 def circular_choice(predictions, references, meta=None):
-    per = _letters_right(predictions, references, meta)
+    """Per question (its group of copies): 1 when every copy's letter is right. As in
+    VLMEvalKit's mcq_circular_eval under exact matching, one wrong copy fails the question, and
+    a question none of whose copies is wrong but some unread goes to the judge there and
+    fails here: `judge_needed` is the share of such questions."""
+    letters = [mmbench_option(p, dict(zip(LETTERS, m["options"])))
+               for p, m in zip(predictions, meta)]
+    right = [letter == r[0] for letter, r in zip(letters, references)]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, m in enumerate(meta):
         groups[m["group"]].append(i)
-    circular = {g: float(all(per[i] for i in idx)) for g, idx in groups.items()}
-    # each rotation carries its question's circular result, so paired comparisons see it
-    per_rotation = [circular[m["group"]] for m in meta]
-    return {"accuracy": sum(circular.values()) / len(circular),
-            "single_pass_accuracy": sum(per) / len(per)}, per_rotation
+    per_question = {g: float(all(right[i] for i in idx)) for g, idx in groups.items()}
+    to_judge = [g for g, idx in groups.items()
+                if any(letters[i] is None for i in idx)
+                and all(right[i] or letters[i] is None for i in idx)]
+    first = [i for i, m in enumerate(meta) if m.get("copy", 0) == 0]
+    return {"accuracy": sum(per_question.values()) / len(per_question),
+            "single_pass_accuracy": sum(right[i] for i in first) / max(len(first), 1),
+            "judge_needed": len(to_judge) / len(groups)}, per_question

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 from core.registry import Registry
 
-Scorer = Callable[..., tuple[dict[str, float], list[float]]]  # (preds, refs, meta=None)
+# (preds, refs, meta=None) -> (metrics, per-question scores): a list aligned with the
+# predictions, or {question: score} when the headline averages over groups of predictions
+Scorer = Callable[..., tuple[dict[str, float], list[float] | dict[str, float]]]
 SCORERS: Registry[Scorer] = Registry("scorer")
 
 

@@ -20,17 +20,20 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def anls_one(prediction: str, answers: list[str], threshold: float = ANLS_THRESHOLD) -> float:
-    """Biten et al. (ICCV 2019): the best over references of 1 - normalized edit distance,
-    0 when that distance reaches the threshold; case and surrounding/duplicate spaces ignored."""
+    """DocVQA's ANLS as its official evaluation (and lmms-eval's `anls`) computes it: the edit
+    distance between the lower-cased, space-collapsed strings, divided by the longer of the
+    two raw strings (upper-cased, as the script measures them); 1 minus the smallest such
+    distance over the references, and 0 when that falls below the threshold (a similarity of
+    exactly 0.5 is kept)."""
     def norm(s: str) -> str:
         return " ".join(s.strip().lower().split())
-    pred, best = norm(prediction), 0.0
+    distances = []
     for answer in answers:
-        ref = norm(answer)
-        longest = max(len(pred), len(ref))
-        distance = levenshtein(pred, ref) / longest if longest else 0.0
-        best = max(best, 1.0 - distance if distance < threshold else 0.0)
-    return best
+        longest = max(len(answer.upper()), len(prediction.upper()))
+        distances.append(levenshtein(norm(answer), norm(prediction)) / longest if longest
+                         else 0.0)
+    similarity = 1.0 - min(distances)
+    return similarity if similarity >= threshold else 0.0
 
 
 @SCORERS.register("anls", "average normalized Levenshtein similarity, threshold 0.5 (DocVQA)")
@@ -41,15 +44,16 @@ def anls(predictions, references, meta=None):
 
 def _number(text: str) -> float | None:
     try:
-        return float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+        return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
     except ValueError:
         return None
 
 
 def relaxed_match(prediction: str, target: str, tolerance: float = RELAXED_TOLERANCE) -> bool:
-    """ChartQA (Masry et al., 2022): a numeric answer within 5% of a non-zero numeric target is
-    right ("12.4%" reads as 0.124); anything else must match exactly, ignoring case."""
-    prediction, target = prediction.strip(), target.strip()
+    """ChartQA's relaxed correctness as pix2struct's reference (`metrics.py`,
+    `relaxed_correctness`) defines it: when both read as numbers ("12.4%" as 0.124, Python's
+    float otherwise) and the target is not zero, within 5% of the target; else the strings
+    equal ignoring case. Nothing is stripped: the answer is as the model's decoding left it."""
     pred, gold = _number(prediction), _number(target)
     if pred is not None and gold:
         return abs(pred - gold) / abs(gold) <= tolerance
