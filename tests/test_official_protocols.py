@@ -245,3 +245,115 @@ def test_mmbench_circular_score_is_vlmevalkits(tmp_path):
         assert dict(zip(("100", "101", "102"), per)) == {str(g): float(h)
                                                           for g, h in want.items()}
         assert m["accuracy"] == pytest.approx(sum(want.values()) / len(want))
+
+
+# --- prompts: LLaVA-1.5's question files, record for record ---------------------------------
+# Each expected string is a record's `text` in LLaVA's evaluation files (the eval.zip layout
+# read at haotian-liu/LLaVA 32cebc3, playground/data/eval/...), or for ScienceQA and MMBench
+# the question its script builds (model_vqa_science.py / model_vqa_mmbench.py:85-99 add
+# the letter instruction after llava_test_CQM-A.json's value or the TSV's row).
+def _prompt(name, questions, images, tmp_path):
+    loaded = BENCHMARKS.get(name).load(questions, images, tmp_path / "cache")
+    return [q.turns[0][0] for q in loaded]
+
+
+def _write_json(path, data):
+    import json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_prompts_are_llavas_question_files(tmp_path):
+    short = "\nAnswer the question using a single word or phrase."
+    letter = "\nAnswer with the option's letter from the given choices directly."
+    png = benchmark_files.png
+
+    # textvqa/llava_textvqa_val_v051_ocr.jsonl, ids 003a8ae2ef43b901 and 97b1112b17015396
+    root = tmp_path / "textvqa"
+    for image in ("003a8ae2ef43b901", "97b1112b17015396"):
+        png(root / "train_images" / f"{image}.jpg")
+    q = _write_json(root / "TextVQA_0.5.1_val.json", {"data": [
+        {"question_id": 1, "question": "what is the brand of this camera?",
+         "image_id": "003a8ae2ef43b901", "answers": ["dakota"] * 10},
+        {"question_id": 2, "question": "whats the lowest number yard line that you can see?",
+         "image_id": "97b1112b17015396", "answers": ["10"] * 10}]})
+    _write_json(root / "TextVQA_Rosetta_OCR_v0.2_val.json", {"data": [
+        {"image_id": "003a8ae2ef43b901",
+         "ocr_tokens": ["DAKOTA", "DIGITAL", "Single-Use", "Camera", "Pire", "digitat"]},
+        {"image_id": "97b1112b17015396", "ocr_tokens": []}]})
+    assert _prompt("textvqa_ocr", q, root / "train_images", tmp_path) == [
+        "<image>\nWhat is the brand of this camera?\nReference OCR token: DAKOTA, DIGITAL, "
+        "Single-Use, Camera, Pire, digitat" + short,
+        "<image>\nWhats the lowest number yard line that you can see?\nReference OCR token: "
+        + short]
+    # lmms-eval's default (ocr: false): the capitalized question alone
+    assert _prompt("textvqa", q, root / "train_images", tmp_path)[0] == (
+        "<image>\nWhat is the brand of this camera?" + short)
+
+    # gqa/llava_gqa_testdev_balanced.jsonl, question 201307251
+    png(tmp_path / "gqa" / "images" / "n161313.jpg")
+    q = _write_json(tmp_path / "gqa" / "testdev_balanced_questions.json", {"201307251": {
+        "imageId": "n161313", "question": "Is it overcast?", "answer": "no"}})
+    assert _prompt("gqa", q, tmp_path / "gqa" / "images", tmp_path) == [
+        "<image>\nIs it overcast?" + short]
+
+    # pope/llava_pope_test.jsonl, question 1 (adversarial)
+    folder, images = benchmark_files.pope(tmp_path / "pope")
+    line = '{"question_id": 1, "image": "COCO_val2014_0.jpg", "text": "Is there a snowboard ' \
+           'in the image?", "label": "yes"}\n'
+    for split in ("random", "popular", "adversarial"):
+        (folder / f"coco_pope_{split}.json").write_text(line)
+    assert set(_prompt("pope", folder, images, tmp_path)) == {
+        "<image>\nIs there a snowboard in the image?" + short}
+
+    # MME/llava_mme.jsonl, code_reasoning/0020.png
+    mme = tmp_path / "MME_Benchmark_release_version" / "code_reasoning"
+    png(mme / "0020.png")
+    (mme / "0020.txt").write_text(
+        "Is a python code shown in the picture? Please answer yes or no.\tYes\n"
+        "Is a c++ code shown in the picture? Please answer yes or no.\tNo\n")
+    assert _prompt("mme", mme.parent, None, tmp_path)[0] == (
+        "<image>\nIs a python code shown in the picture?" + short)
+
+    # scienceqa/llava_test_CQM-A.json, problems 11 and 23
+    sqa = tmp_path / "sqa"
+    for pid in ("11", "23"):
+        png(sqa / "test" / pid / "image.png")
+    context = ("Below is a food web from a tundra ecosystem in Nunavut, a territory in Northern "
+               "Canada.\nA food web models how the matter eaten by organisms moves through an "
+               "ecosystem. The arrows in a food web represent how matter moves between "
+               "organisms in an ecosystem.")
+    q = _write_json(sqa / "problems.json", {
+        "11": {"question": "What is the name of the colony shown?", "hint": "",
+               "choices": ["Maryland", "New Hampshire", "Rhode Island", "Vermont"],
+               "answer": 1, "image": "image.png", "split": "test"},
+        "23": {"question": "Which of these organisms contains matter that was once part of "
+                           "the lichen?", "hint": context, "choices": ["bilberry", "mushroom"],
+               "answer": 1, "image": "image.png", "split": "test"}})
+    assert _prompt("scienceqa_img", q, sqa / "test", tmp_path) == [
+        "<image>\nWhat is the name of the colony shown?\nA. Maryland\nB. New Hampshire\n"
+        "C. Rhode Island\nD. Vermont" + letter,
+        "<image>\nContext: " + context + "\nWhich of these organisms contains matter that was "
+        "once part of the lichen?\nA. bilberry\nB. mushroom" + letter]
+
+    # mmbench answers file: question 293's prompt, plus the instruction mmbench.sh asks for
+    tsv, _ = benchmark_files.mmbench(tmp_path / "mmb")
+    header, first, *_ = tsv.read_text().splitlines()
+    cells = first.split("\t")
+    cells[0:8] = ["293", "Which material is this spatula made of?", "nan", "rubber", "cotton",
+                  "nan", "nan", "A"]
+    tsv.write_text(f"{header}\n" + "\t".join(cells) + "\n")
+    assert _prompt("mmbench_dev", tsv, None, tmp_path) == [
+        "<image>\nWhich material is this spatula made of?\nA. rubber\nB. cotton" + letter]
+
+    # seed_bench/llava-seed-bench.jsonl, question 101669 (as quoted; the file is not public
+    # in a repository)
+    image = tmp_path / "seed" / "img" / "1454426_2591111986"   # SEED's ids have no suffix
+    png(image.with_suffix(".png")).rename(image)
+    q = _write_json(tmp_path / "seed" / "SEED-Bench.json", {"questions": [
+        {"question_id": "101669", "question": "How many towels are in the image?",
+         "choice_a": "One", "choice_b": "Two", "choice_c": "Three", "choice_d": "Four",
+         "answer": "B", "data_id": "1454426_2591111986", "data_type": "image"}]})
+    assert _prompt("seed_bench_img", q, tmp_path / "seed" / "img", tmp_path) == [
+        "<image>\nHow many towels are in the image?\nA. One\nB. Two\nC. Three\nD. Four" + letter]

@@ -9,7 +9,9 @@ LETTERS = "ABCDEFGHIJ"
 
 
 def short_answer(question: str) -> str:
-    return f"{question.strip()}\n{SHORT_ANSWER}"
+    """The question as its file has it (LLaVA's question files keep it unstripped, and a
+    TextVQA prompt whose image has no OCR tokens ends in "token: "), then the instruction."""
+    return f"{question}\n{SHORT_ANSWER}"
 
 
 def with_ocr_tokens(question: str, tokens: list[str]) -> str:
@@ -19,10 +21,11 @@ def with_ocr_tokens(question: str, tokens: list[str]) -> str:
 
 
 def multiple_choice(question: str, options: list[str], hint: str | None = None) -> str:
-    """LLaVA's layout: the hint (context) first when there is one, then the question, one
-    'A. option' line per option, then the letter instruction."""
-    lines = [hint.strip()] if hint and hint.strip() else []
-    lines.append(question.strip())
+    """LLaVA's layout (model_vqa_mmbench.py:85-99; llava_test_CQM-A.json and SEED's file have
+    the same): the hint first when there is one, then the question, one 'A. option' line per
+    option, then the letter instruction; texts as their files have them."""
+    lines = [hint] if hint is not None else []
+    lines.append(question)
     lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
     lines.append(OPTION_LETTER)
     return "\n".join(lines)

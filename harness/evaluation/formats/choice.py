@@ -47,9 +47,8 @@ def load_scienceqa(questions: Path, images: Path | None, cache: Path) -> list[Qu
         if not 0 <= rec["answer"] < len(choices):
             raise bad_record(questions, where, f"answer index {rec['answer']} is outside its "
                                                f"{len(choices)} choices")
-        hint = rec.get("hint") or ""
-        prompt = multiple_choice(rec["question"], choices,
-                                 f"Context: {hint}" if hint.strip() else None)
+        hint = rec.get("hint") or ""   # "Context: " only for a hint, as in CQM-A
+        prompt = multiple_choice(rec["question"], choices, f"Context: {hint}" if hint else None)
         out.append(Question(str(pid), image_at(images, f"{pid}/{rec['image']}", questions, where),
                             prompt, [LETTERS[rec["answer"]]], list(LETTERS[:len(choices)]),
                             {"options": choices, "subject": rec.get("subject", "")}))

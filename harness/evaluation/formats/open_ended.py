@@ -59,7 +59,9 @@ def _textvqa(questions: Path, images: Path | None, ocr: dict[str, list[str]] | N
         where = f"data[{i}]"
         require(rec, {"question_id": (int, str), "question": str, "image_id": str,
                       "answers": list}, questions, where, "TextVQA")
-        prompt = rec["question"]
+        # LLaVA's llava_textvqa_val_v051_ocr.jsonl holds every question as q.capitalize()
+        # (which also lower-cases the rest); lmms-eval's textvqa_doc_to_text does the same
+        prompt = rec["question"].capitalize()
         if ocr is not None:
             tokens = rec.get("ocr_tokens", ocr.get(rec["image_id"]))
             if tokens is None:
