@@ -112,7 +112,7 @@ def test_rehearsing_one_run_scores_every_real_benchmark(tmp_path, capsys):
     (run,) = [d for d in (work / "runs").iterdir()]
     scores = json.loads((run / "scores.json").read_text())
     assert {b: s["metric"] for b, s in scores.items()} == {
-        "gqa": "accuracy", "scienceqa_img": "accuracy", "textvqa": "accuracy",
+        "gqa": "accuracy", "scienceqa_img": "accuracy", "textvqa_ocr": "accuracy",
         "pope": "mean_f1", "mmbench_dev": "accuracy", "mme": "perception_points",
         "ocrbench": "points", "seed_bench_img": "accuracy", "chartqa": "relaxed_accuracy",
         "docvqa": "anls"}
