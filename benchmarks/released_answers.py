@@ -48,7 +48,7 @@ def pope(llava_eval: Path, labels: Path) -> dict:
 
 
 def mmbench(xlsx: Path) -> dict:
-    import pandas as pd   # reading .xlsx needs openpyxl
+    import pandas as pd  # reading .xlsx needs openpyxl
     rows = pd.read_excel(xlsx).to_dict("records")
     preds = []
     for r in rows:
