@@ -21,7 +21,8 @@ from harness.evaluation.prompts import LETTERS
 
 # LLaVA-1.5 (Liu et al., 2023, Table 4), 13B: POPE F1 averaged over the three splits,
 # MMBench dev (scored by the MMBench server with its GPT judge).
-PAPER_13B = {"pope": 85.9, "mmbench_dev": 67.7}
+# ScienceQA-IMG: the test questions with an image.
+PAPER_13B = {"pope": 85.9, "mmbench_dev": 67.7, "scienceqa_img": 71.6}
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -68,6 +69,29 @@ def mmbench(xlsx: Path) -> dict:
             "rows": len(preds), "judge_needed": 100 * m["judge_needed"]}
 
 
+def scienceqa(llava_eval: Path) -> dict:
+    """References from llava_test_CQM-A.json (each question's answer letter, its options as
+    'X. ' lines of the prompt, whether it has an image)."""
+    problems = {p["id"]: p for p in
+                json.loads((llava_eval / "scienceqa/llava_test_CQM-A.json").read_text())}
+    # eval_science_qa.py's --output-file: every test question's answer text ("pred"), in
+    # its correct and incorrect lists
+    output = json.loads((llava_eval / "scienceqa/answers/llava-v1.5-13b_output.jsonl")
+                        .read_text())
+    preds = []
+    for a in output["correct"] + output["incorrect"]:
+        problem = problems[a["question_id"]]
+        if "image" not in problem:
+            continue
+        human, gpt = (turn["value"] for turn in problem["conversations"])
+        options = [line[3:] for line in human.split("\n")
+                   if len(line) > 2 and line[0] in LETTERS and line[1:3] == ". "]
+        preds.append(Prediction(a["question_id"], "scienceqa_img", a["question"], a["pred"],
+                                [gpt], {"options": options}))
+    metrics, _ = score(preds, {"scienceqa_img": [p.id for p in preds]})
+    return {"ours": 100 * metrics["scienceqa_img"]["accuracy"], "questions": len(preds)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llava-eval", type=Path, required=True,
@@ -80,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     if args.pope and (args.llava_eval / "pope/answers/llava-v1.5-13b.jsonl").is_file():
         results["pope"] = pope(args.llava_eval, args.pope)
+    if (args.llava_eval / "scienceqa/answers/llava-v1.5-13b_output.jsonl").is_file():
+        results["scienceqa_img"] = scienceqa(args.llava_eval)
     xlsx = args.mmbench_xlsx or (args.llava_eval / "mmbench/answers_upload/"
                                  "mmbench_dev_20230712/llava-v1.5-13b.xlsx")
     if xlsx.is_file():
