@@ -290,6 +290,9 @@ def _ablation_notes(layout: TableLayout, seeds: bool, n_questions: int) -> list[
     ref = layout.reference
     if ref:
         notes.append(f"Paper: {ref.title} (source: {ref.table.source}).")
+        notes.append(f"Paper's evaluation: {ref.table.toolkit}." if ref.table.toolkit else
+                     "Paper's evaluation: not stated by the source, so its numbers may come "
+                     "from other scoring code than ours.")
         cells = [ref.value(a, p) for a in ref.rows for p, _ in ref.columns]
         if any(c is not None and c.approximate for c in cells):
             notes.append(f"{APPROX}: approximate paper value (read off a figure or a summary, "

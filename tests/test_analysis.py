@@ -280,6 +280,7 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
     columns = list(table.cells.columns)
     assert columns.index("synth-color (paper)") == columns.index("synth-color") + 1
     assert any("A Paper (arXiv 0000.00000), Table 2." in n for n in table.notes)
+    assert any(n.startswith("Paper's evaluation: not stated") for n in table.notes)
     assert any(n.startswith("≈: approximate") for n in table.notes)
 
     # a source line saying "approximate" marks every number
@@ -287,6 +288,13 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
     table = build_report(report_manifest(path, work), work).tables[0]
     assert table.cells.loc["large", "paper Avg"] == "≈510"
     assert "$\\approx$510" in render(table, "latex")
+
+    # a toolkit line says which evaluation produced the paper's numbers
+    (path.parent / "paper.csv").write_text(PAPER.replace("method,", "# toolkit: lmms-eval\n"
+                                                                    "method,"))
+    table = build_report(report_manifest(path, work), work).tables[0]
+    assert "Paper's evaluation: lmms-eval." in table.notes
+    assert table.frame.loc["large", "synth-color (paper)"] == 62.5
 
 
 @pytest.mark.parametrize("old, new, field, message", [
@@ -299,6 +307,8 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
      "reference table not found"),
     ("report:\n", "report:\n  baseline: medium\n", "report.baseline", "no arm 'medium'"),
     ("# source: ", "# from: ", None, "must state its source"),
+    ("method,", "# toolkit: a\n# toolkit: b\nmethod,", None, "states its toolkit once"),
+    ("method,", "# toolkit:\nmethod,", None, "'# toolkit:' is empty"),
 ])
 def test_bad_report_section_is_a_clear_error_before_anything_runs(
         tiny_spec, tmp_path, capsys, old, new, field, message):
@@ -332,6 +342,7 @@ def test_reference_tables_in_experiments_state_their_source():
         table = ReferenceTable.load(f)
         assert table.source and table.rows and table.numeric_columns(), f
     assert ReferenceTable.load(folder / "eagle_ablation_averages.csv").approximate
+    assert "lmms-eval" in ReferenceTable.load(folder / "eagle_final_models.csv").toolkit
     assert not ReferenceTable.load(folder / "mova_table8_num_experts.csv").approximate
 
 
