@@ -16,9 +16,11 @@ from analysis.reference import ReferenceTable
 from analysis.render import FORMATS, render
 from analysis.report import build_report
 from analysis.stats import paired_bootstrap
-from analysis.tables import ablation_tables
+from analysis.tables import ablation_tables, protocol_notes
 from core.errors import ConfigError
 from harness.cli import main, report_manifest
+from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.scores import headlines
 from harness.spec import load_spec
 from harness.spec.manifest import experiment_manifest
 
@@ -54,9 +56,8 @@ def write_run(work, run, state, scores=None, speed=50.0, reason=None):
     metrics = {b: {"accuracy": sum(s) / len(s)} for b, s in scores.items()}
     metrics["synth-pope"].update(f1=0.5, yes_ratio=0.5)
     (d / "metrics.json").write_text(json.dumps(metrics))
-    (d / "scores.json").write_text(json.dumps(
-        {b: {"metric": "accuracy", "value": m["accuracy"], "unit": "fraction"}
-         for b, m in metrics.items()}))
+    # as today's scorers record them (protocol, revision), so a report scores nothing again
+    (d / "scores.json").write_text(json.dumps(headlines(metrics)))
     (d / "per_question.json").write_text(json.dumps(scores))
     with open(d / "predictions.jsonl", "w") as f:
         for b, s in scores.items():
@@ -122,6 +123,14 @@ def test_hand_made_records_give_the_expected_table_cell_for_cell(hand_records):
     assert len(records.questions) == 4 * 5
 
     ablation, deltas = ablation_tables(records, spec.report, "hand")[:2]
+    # how each headline was computed, under the table
+    for bench in ("synth-color", "synth-pope"):
+        assert f"Protocol, {bench}: {BENCHMARKS.get(bench).protocol_name}." in ablation.notes
+    records.protocols["synth-pope"] = {"official": 3, "": 1}   # runs scored by other code
+    assert protocol_notes(records, ["synth-pope"]) == [
+        "Protocol, synth-pope: its runs were scored under 2 protocols, so its numbers are not "
+        "comparable: official (3 runs); not recorded (scored before runs recorded their "
+        "protocol) (1 run)."]
     s = math.sqrt(2) * 100 / 6        # sd of two values 100/6 either side of the mean
     nan = math.nan
     expected = pd.DataFrame({

@@ -2,9 +2,14 @@
 
 The real benchmarks load their official local files (harness.evaluation.formats) from the
 paths a run gives under `eval.sources`; the synthetic ones select their questions from the
-run's generated eval data and stand in for the benchmark families their skills imitate."""
+run's generated eval data and stand in for the benchmark families their skills imitate.
+
+Each benchmark names its `protocol` (how its headline is computed, after which official
+evaluation) and has a `revision` (harness.evaluation.revision: a hash of its scoring code and
+of this record); both go into every run's scores.json beside the number."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +17,8 @@ from core.registry import Registry
 from harness.data.llava import Conversation
 from harness.data.synthetic import SKILLS
 from harness.evaluation.formats import LOADERS
+from harness.evaluation.revision import scoring_revision
+from harness.evaluation.scoring import SCORERS
 from models.templates import IMAGE_PLACEHOLDER
 
 
@@ -23,6 +30,20 @@ class Benchmark:
     main_metric: str = "accuracy"      # the headline: the number the benchmark's papers print
     format: str | None = None          # a LOADERS id; None: synthetic, from the eval data
     max_new_tokens: int | None = None  # None: the run's eval.max_new_tokens
+    # how the headline is computed, in words a reader can check against the official
+    # evaluation ("LLaVA-1.5 eval_gqa: exact match after ..."); empty: the scorer's description
+    protocol: str = ""
+
+    @property
+    def protocol_name(self) -> str:
+        """The protocol as records state it: `protocol`, else the scorer's registry line."""
+        return self.protocol or f"{self.scorer}: {SCORERS.summary(self.scorer)}"
+
+    @property
+    def revision(self) -> str:
+        """A short hash of the code that scores this benchmark and of this record: a change
+        to either changes it, and runs scored under another revision are scored again."""
+        return _revision(self)
 
     @property
     def unit(self) -> str:
@@ -32,12 +53,13 @@ class Benchmark:
 
     def headline(self, metrics: dict[str, float]) -> dict:
         """The record of this benchmark's headline in a run (scores.json): which metric,
-        its value and its unit, so no reader of the records has to know the benchmark."""
+        its value and its unit, so no reader of the records has to know the benchmark, and
+        the protocol and scoring revision that produced it."""
         if self.main_metric not in metrics:
             raise KeyError(f"benchmark '{self.name}': its scorer '{self.scorer}' reported "
                            f"{', '.join(metrics)} but not its headline '{self.main_metric}'")
         return {"metric": self.main_metric, "value": float(metrics[self.main_metric]),
-                "unit": self.unit}
+                "unit": self.unit, "protocol": self.protocol_name, "revision": self.revision}
 
     @property
     def needs_source(self) -> bool:
@@ -60,6 +82,13 @@ class Benchmark:
                                     {"benchmark": self.name, "answers": q.answers,
                                      "choices": q.choices, "meta": q.meta}))
         return out
+
+
+@functools.cache
+def _revision(bench: Benchmark) -> str:
+    """Once per process: the sources do not change under a running harness, and a report
+    asks for every benchmark of every run."""
+    return scoring_revision(bench, SCORERS.get(bench.scorer))
 
 
 # scorers of questions with a closed set of allowed answers

@@ -24,6 +24,8 @@ from harness.tracking.store import open_store, retry
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
              "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl",
              "routing.json")
+# what the headline tag holds of scores.json's record: all but the value (a metric)
+HEADLINE_FIELDS = ("metric", "unit", "protocol", "revision")
 MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED", "PAUSED": "KILLED"}
 
 
@@ -143,7 +145,7 @@ class MlflowMirror(RunHooks):
             else:
                 add(f"cost/{key}", value)
         tags: dict[str, str] = {
-            f"{HEADLINE_TAG}{bench}": json.dumps({"metric": h["metric"], "unit": h["unit"]})
+            f"{HEADLINE_TAG}{bench}": json.dumps({k: h[k] for k in HEADLINE_FIELDS if k in h})
             for bench, h in (read_scores(run_dir.path) or {}).items()}
         for stage in run_dir.read_json("stages.json"):
             label = stage_label(stage)
