@@ -13,7 +13,9 @@ Columns:
     seed                            the run's seed
     <benchmark>/<metric>            as the scorer reports it (fractions in [0, 1]); which of
                                     them is the benchmark's headline, and its unit, is in
-                                    Records.headlines, read from the runs' own records
+                                    Records.headlines, read from the runs' own records, and
+                                    the protocol each run's headline was computed by in
+                                    Records.protocols
     cost/<name>                     visual_tokens, params_total, params_trainable,
                                     fusion_params, flops_per_sample, train_samples_per_s (the
                                     last stage's), peak_memory_mb, wall_time_s,
@@ -39,6 +41,7 @@ QUESTION_COLUMNS = ["key", "benchmark", "question", "score"]
 MLFLOW_STATES = {"FINISHED": "DONE", "RUNNING": "RUNNING", "SCHEDULED": "RUNNING",
                  "FAILED": "FAILED", "KILLED": "INTERRUPTED"}
 _INT = re.compile(r"-?\d+")
+HEADLINE_FIELDS = ("metric", "unit", "protocol")   # what a table needs of a headline record
 _FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?|-?inf|nan")
 
 
@@ -60,7 +63,8 @@ class RawRecord:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
     questions: list[tuple[str, str, float]] = field(default_factory=list)
-    headlines: dict[str, dict[str, str]] = field(default_factory=dict)  # bench -> metric, unit
+    # bench -> metric, unit and, where the run recorded it, protocol
+    headlines: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +73,9 @@ class Records:
     questions: pd.DataFrame     # key, benchmark, question, score
     source: str                 # where they were read, for the report's header
     headlines: dict[str, dict[str, str]] = field(default_factory=dict)  # bench -> metric, unit
+    # bench -> protocol -> how many finished runs state it ("": runs scored before
+    # protocols were recorded)
+    protocols: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def headline(self, benchmark: str) -> tuple[str, str] | None:
         """(column, unit) of the number a table shows for `benchmark`, as the runs recorded
@@ -176,7 +183,7 @@ def run_dir_record(path: Path) -> RawRecord:
     if routing:   # an LLM router's accuracy: routing/<metric>, as MLflow holds it
         rec.metrics["routing"] = {k: v for k, v in routing.items()
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    rec.headlines = {b: {"metric": h["metric"], "unit": h["unit"]}
+    rec.headlines = {b: {k: h[k] for k in HEADLINE_FIELDS if k in h}
                      for b, h in (_read_json(path / "scores.json") or {}).items()}
     cost = _read_json(path / "cost.json") or {}
     speeds = list((cost.get("train_samples_per_s") or {}).values())
@@ -267,10 +274,13 @@ def from_mlflow(runs: list[RunRef], uri: str, experiment: str) -> Records:
 def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Records:
     rows, questions = [], []
     headlines: dict[str, dict[str, str]] = {}
+    protocols: dict[str, dict[str, int]] = {}
     for ref in runs:
         raw = raws.get(ref.key, RawRecord())
         for bench, h in raw.headlines.items():
-            headlines.setdefault(bench, h)
+            headlines.setdefault(bench, {"metric": h["metric"], "unit": h["unit"]})
+            counts = protocols.setdefault(bench, {})
+            counts[h.get("protocol", "")] = counts.get(h.get("protocol", ""), 0) + 1
         row: dict[str, Any] = {"run": ref.name, "key": ref.key, "arm": ref.arm,
                                "state": raw.state, "reason": raw.reason}
         row.update(ref.labels)
@@ -289,7 +299,8 @@ def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Rec
     for col in frame.columns:
         if "/" in col and not col.startswith("param/"):     # metrics and cost
             frame[col] = pd.to_numeric(frame[col])
-    return Records(frame, pd.DataFrame(questions, columns=QUESTION_COLUMNS), source, headlines)
+    return Records(frame, pd.DataFrame(questions, columns=QUESTION_COLUMNS), source, headlines,
+                   protocols)
 
 
 def benchmarks_of(frame: pd.DataFrame) -> list[str]:

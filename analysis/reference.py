@@ -6,6 +6,11 @@ A reference table is a CSV under experiments/reference/ whose first line states 
     K,GQA,ChartQA
     dynamic,64.8,68.3
 
+An optional `# toolkit: ...` comment line before the header says which evaluation produced
+the paper's numbers (LLaVA-1.5's scripts, lmms-eval, an official server), as the source
+states it; reports print it beside the paper's numbers, since a number scored by other code
+is not strictly comparable to ours. Files that do not know leave it out.
+
 A source line that says "approximate" makes every number approximate (read off a figure, or
 from a third-party summary); a single cell can say so with a leading "~". Approximate values
 are always printed with "≈" so nobody mistakes them for the paper's exact figures.
@@ -39,6 +44,7 @@ class ReferenceTable:
     approximate: bool                 # the whole table
     columns: list[str]
     rows: list[dict[str, str]]
+    toolkit: str = ""                 # the evaluation behind the paper's numbers; "": unstated
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceTable:
@@ -53,6 +59,7 @@ class ReferenceTable:
             raise ConfigError("a reference table must state its source on its first line, as "
                               "'# source: paper, table'", file=str(path), line=1)
         source = lines[0].split(":", 1)[1].strip()
+        toolkit = _toolkit(lines, path)
         body = [line for line in lines[1:] if not line.startswith("#")]
         reader = csv.reader(io.StringIO("\n".join(body)))
         header = next(reader, None)
@@ -67,7 +74,7 @@ class ReferenceTable:
                 raise ConfigError(f"row {i + 1} has {len(values)} cells for {len(header)} "
                                   "columns", file=str(path))
             rows.append(dict(zip(header, values)))
-        return cls(str(path), source, "approximate" in source.lower(), header, rows)
+        return cls(str(path), source, "approximate" in source.lower(), header, rows, toolkit)
 
     def cell(self, row: int, column: str) -> Cell | None:
         """A number, or None where the cell is empty or not a number (a label)."""
@@ -90,6 +97,20 @@ class ReferenceTable:
     def find(self, selector: dict[str, str]) -> list[int]:
         return [i for i, row in enumerate(self.rows)
                 if all(row.get(k, "").strip() == str(v).strip() for k, v in selector.items())]
+
+
+def _toolkit(lines: list[str], path: Path) -> str:
+    """The `# toolkit:` line's text, "" without one; two of them, or an empty one, is an
+    error."""
+    found = [(n, line.split(":", 1)[1].strip()) for n, line in enumerate(lines[1:], 2)
+             if line.lower().startswith("# toolkit:")]
+    if len(found) > 1:
+        raise ConfigError("a reference table states its toolkit once; a second '# toolkit:' "
+                          "line", file=str(path), line=found[1][0])
+    if found and not found[0][1]:
+        raise ConfigError("'# toolkit:' is empty: name the evaluation behind the paper's "
+                          "numbers, or leave the line out", file=str(path), line=found[0][0])
+    return found[0][1] if found else ""
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,8 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
     index = _index(frame, layout)
     table = Table("ablation", title, pd.DataFrame(rows, index=index),
                   pd.DataFrame(cells, index=index))
-    table.notes = status_notes(frame) + _ablation_notes(layout, seeds, n_questions)
+    table.notes = (status_notes(frame) + _ablation_notes(layout, seeds, n_questions)
+                   + protocol_notes(records, layout.benchmarks))
     if routed:
         table.notes.append("routing GFLOPs/q: the LLM router's pass before each answer "
                            "(FlopCounterMode, first batch); router exact: its choice equals "
@@ -269,6 +270,27 @@ def ablation_tables(records: Records, layout: TableLayout, title: str) -> list[T
     return out
 
 
+def protocol_notes(records: Records, benchmarks: list[str]) -> list[str]:
+    """How each benchmark's headline was computed, as the runs recorded it (the benchmark
+    registry's protocol): one line per benchmark, naming every protocol where runs differ
+    (runs scored before protocols were recorded say so)."""
+    notes = []
+    for bench in benchmarks:
+        counts = records.protocols.get(bench)
+        if not counts:
+            continue
+        named = {p or "not recorded (scored before runs recorded their protocol)": n
+                 for p, n in counts.items()}
+        if len(named) == 1:
+            notes.append(f"Protocol, {bench}: {next(iter(named))}.")
+        else:
+            notes.append(f"Protocol, {bench}: its runs were scored under {len(named)} "
+                         "protocols, so its numbers are not comparable: " + "; ".join(
+                             f"{p} ({n} run{'s' if n > 1 else ''})" for p, n in named.items())
+                         + ".")
+    return notes
+
+
 def _paper_cell(value) -> str:
     if value is None:
         return DASH
@@ -290,6 +312,9 @@ def _ablation_notes(layout: TableLayout, seeds: bool, n_questions: int) -> list[
     ref = layout.reference
     if ref:
         notes.append(f"Paper: {ref.title} (source: {ref.table.source}).")
+        notes.append(f"Paper's evaluation: {ref.table.toolkit}." if ref.table.toolkit else
+                     "Paper's evaluation: not stated by the source, so its numbers may come "
+                     "from other scoring code than ours.")
         cells = [ref.value(a, p) for a in ref.rows for p, _ in ref.columns]
         if any(c is not None and c.approximate for c in cells):
             notes.append(f"{APPROX}: approximate paper value (read off a figure or a summary, "

@@ -45,6 +45,7 @@ def mlflow_name(name: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", name)
 
 
-# The MLflow tag headline.<benchmark> holds {"metric": ..., "unit": ...} of the benchmark's
-# headline (the run's scores.json), so readers of MLflow records need not know it either.
+# The MLflow tag headline.<benchmark> holds {"metric", "unit", "protocol", "revision"} of the
+# benchmark's headline (the run's scores.json; runs scored before protocols were recorded lack
+# the last two), so readers of MLflow records need not know it either.
 HEADLINE_TAG = "headline."

@@ -54,6 +54,11 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownIdError(self.kind, name, list(self._entries)) from None
 
+    def summary(self, name: str) -> str:
+        """The one-line description `name` was registered with."""
+        self.get(name)   # an unknown id fails here, with the close matches
+        return self._entries[name].summary
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -121,6 +121,10 @@ def cmd_run(args) -> int:
              else ""))
     print(f"records: MLflow {submission.tracking_uri}, experiment '{spec.name}'; run "
           f"directories under {Path(args.workdir).resolve() / 'runs'}", flush=True)
+    for item in submission.rescored:
+        print("\n".join(item.lines()))
+    for problem in submission.not_rescored:
+        print(f"warning: {problem}", file=sys.stderr)
     submission.execute()
     workdir = Path(args.workdir)
     if submission.executor.follows and not args.no_follow and (submission.submitted or
@@ -276,11 +280,38 @@ def _current_manifest(path: str | Path):
     return experiment_manifest(load_spec(path))
 
 
+def rescore_for_report(manifest, workdir: Path, source: str) -> list[str]:
+    """An experiment's finished runs whose scoring code has changed since they were scored,
+    scored again from their stored predictions before the report reads them; the report's
+    header lines saying which, with which protocol. Reading the revisions loads no model
+    code; only a re-scoring does."""
+    if manifest.kind == "search":   # its rounds were decided on the scores of their time
+        return []
+    from harness.evaluation.rescore import rescore_finished
+    done, problems = rescore_finished([workdir / "runs" / r.key for r in manifest.runs])
+    lines = [f"not scored again: {p}" for p in problems]
+    if not done:
+        return lines
+    from harness.runs.rundir import RunDir
+    from harness.tracking.mirror import mirror_again
+    for path in {item.run for item in done}:
+        mirror_again(RunDir(path))
+    lines.append(f"scored again from their stored predictions, nothing generated, since the "
+                 f"scoring code changed: {len({item.run for item in done})} runs")
+    lines += ["  " + line for item in done for line in item.lines()]
+    if source == "mlflow":
+        lines.append("  MLflow still holds the earlier numbers until `ablate run` mirrors "
+                     "these runs again")
+    return lines
+
+
 def cmd_report(args) -> int:
     from analysis.report import build_report
     workdir = Path(args.workdir)
-    report = build_report(report_manifest(args.spec, workdir), workdir, args.source,
-                          args.tracking_uri)
+    manifest = report_manifest(args.spec, workdir)
+    rescored = rescore_for_report(manifest, workdir, args.source)
+    report = build_report(manifest, workdir, args.source, args.tracking_uri)
+    report.header += rescored
     out = Path(args.out) if args.out else workdir / "reports" / report.name
     written = report.write(out)
     print(report.text(args.format), end="")

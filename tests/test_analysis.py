@@ -16,9 +16,11 @@ from analysis.reference import ReferenceTable
 from analysis.render import FORMATS, render
 from analysis.report import build_report
 from analysis.stats import paired_bootstrap
-from analysis.tables import ablation_tables
+from analysis.tables import ablation_tables, protocol_notes
 from core.errors import ConfigError
 from harness.cli import main, report_manifest
+from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.scores import headlines
 from harness.spec import load_spec
 from harness.spec.manifest import experiment_manifest
 
@@ -54,9 +56,8 @@ def write_run(work, run, state, scores=None, speed=50.0, reason=None):
     metrics = {b: {"accuracy": sum(s) / len(s)} for b, s in scores.items()}
     metrics["synth-pope"].update(f1=0.5, yes_ratio=0.5)
     (d / "metrics.json").write_text(json.dumps(metrics))
-    (d / "scores.json").write_text(json.dumps(
-        {b: {"metric": "accuracy", "value": m["accuracy"], "unit": "fraction"}
-         for b, m in metrics.items()}))
+    # as today's scorers record them (protocol, revision), so a report scores nothing again
+    (d / "scores.json").write_text(json.dumps(headlines(metrics)))
     (d / "per_question.json").write_text(json.dumps(scores))
     with open(d / "predictions.jsonl", "w") as f:
         for b, s in scores.items():
@@ -122,6 +123,14 @@ def test_hand_made_records_give_the_expected_table_cell_for_cell(hand_records):
     assert len(records.questions) == 4 * 5
 
     ablation, deltas = ablation_tables(records, spec.report, "hand")[:2]
+    # how each headline was computed, under the table
+    for bench in ("synth-color", "synth-pope"):
+        assert f"Protocol, {bench}: {BENCHMARKS.get(bench).protocol_name}." in ablation.notes
+    records.protocols["synth-pope"] = {"official": 3, "": 1}   # runs scored by other code
+    assert protocol_notes(records, ["synth-pope"]) == [
+        "Protocol, synth-pope: its runs were scored under 2 protocols, so its numbers are not "
+        "comparable: official (3 runs); not recorded (scored before runs recorded their "
+        "protocol) (1 run)."]
     s = math.sqrt(2) * 100 / 6        # sd of two values 100/6 either side of the mean
     nan = math.nan
     expected = pd.DataFrame({
@@ -280,6 +289,7 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
     columns = list(table.cells.columns)
     assert columns.index("synth-color (paper)") == columns.index("synth-color") + 1
     assert any("A Paper (arXiv 0000.00000), Table 2." in n for n in table.notes)
+    assert any(n.startswith("Paper's evaluation: not stated") for n in table.notes)
     assert any(n.startswith("≈: approximate") for n in table.notes)
 
     # a source line saying "approximate" marks every number
@@ -287,6 +297,13 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
     table = build_report(report_manifest(path, work), work).tables[0]
     assert table.cells.loc["large", "paper Avg"] == "≈510"
     assert "$\\approx$510" in render(table, "latex")
+
+    # a toolkit line says which evaluation produced the paper's numbers
+    (path.parent / "paper.csv").write_text(PAPER.replace("method,", "# toolkit: lmms-eval\n"
+                                                                    "method,"))
+    table = build_report(report_manifest(path, work), work).tables[0]
+    assert "Paper's evaluation: lmms-eval." in table.notes
+    assert table.frame.loc["large", "synth-color (paper)"] == 62.5
 
 
 @pytest.mark.parametrize("old, new, field, message", [
@@ -299,6 +316,8 @@ def test_reference_table_printed_beside_ours_with_approximate_marked(tiny_spec, 
      "reference table not found"),
     ("report:\n", "report:\n  baseline: medium\n", "report.baseline", "no arm 'medium'"),
     ("# source: ", "# from: ", None, "must state its source"),
+    ("method,", "# toolkit: a\n# toolkit: b\nmethod,", None, "states its toolkit once"),
+    ("method,", "# toolkit:\nmethod,", None, "'# toolkit:' is empty"),
 ])
 def test_bad_report_section_is_a_clear_error_before_anything_runs(
         tiny_spec, tmp_path, capsys, old, new, field, message):
@@ -332,6 +351,7 @@ def test_reference_tables_in_experiments_state_their_source():
         table = ReferenceTable.load(f)
         assert table.source and table.rows and table.numeric_columns(), f
     assert ReferenceTable.load(folder / "eagle_ablation_averages.csv").approximate
+    assert "lmms-eval" in ReferenceTable.load(folder / "eagle_final_models.csv").toolkit
     assert not ReferenceTable.load(folder / "mova_table8_num_experts.csv").approximate
 
 

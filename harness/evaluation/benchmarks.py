@@ -2,9 +2,14 @@
 
 The real benchmarks load their official local files (harness.evaluation.formats) from the
 paths a run gives under `eval.sources`; the synthetic ones select their questions from the
-run's generated eval data and stand in for the benchmark families their skills imitate."""
+run's generated eval data and stand in for the benchmark families their skills imitate.
+
+Each benchmark names its `protocol` (how its headline is computed, after which official
+evaluation) and has a `revision` (harness.evaluation.revision: a hash of its scoring code and
+of this record); both go into every run's scores.json beside the number."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +17,8 @@ from core.registry import Registry
 from harness.data.llava import Conversation
 from harness.data.synthetic import SKILLS
 from harness.evaluation.formats import LOADERS
+from harness.evaluation.revision import scoring_revision
+from harness.evaluation.scoring import SCORERS
 from models.templates import IMAGE_PLACEHOLDER
 
 
@@ -23,6 +30,20 @@ class Benchmark:
     main_metric: str = "accuracy"      # the headline: the number the benchmark's papers print
     format: str | None = None          # a LOADERS id; None: synthetic, from the eval data
     max_new_tokens: int | None = None  # None: the run's eval.max_new_tokens
+    # how the headline is computed, in words a reader can check against the official
+    # evaluation ("LLaVA-1.5 eval_gqa: exact match after ..."); empty: the scorer's description
+    protocol: str = ""
+
+    @property
+    def protocol_name(self) -> str:
+        """The protocol as records state it: `protocol`, else the scorer's registry line."""
+        return self.protocol or f"{self.scorer}: {SCORERS.summary(self.scorer)}"
+
+    @property
+    def revision(self) -> str:
+        """A short hash of the code that scores this benchmark and of this record: a change
+        to either changes it, and runs scored under another revision are scored again."""
+        return _revision(self)
 
     @property
     def unit(self) -> str:
@@ -32,12 +53,13 @@ class Benchmark:
 
     def headline(self, metrics: dict[str, float]) -> dict:
         """The record of this benchmark's headline in a run (scores.json): which metric,
-        its value and its unit, so no reader of the records has to know the benchmark."""
+        its value and its unit, so no reader of the records has to know the benchmark, and
+        the protocol and scoring revision that produced it."""
         if self.main_metric not in metrics:
             raise KeyError(f"benchmark '{self.name}': its scorer '{self.scorer}' reported "
                            f"{', '.join(metrics)} but not its headline '{self.main_metric}'")
         return {"metric": self.main_metric, "value": float(metrics[self.main_metric]),
-                "unit": self.unit}
+                "unit": self.unit, "protocol": self.protocol_name, "revision": self.revision}
 
     @property
     def needs_source(self) -> bool:
@@ -62,6 +84,13 @@ class Benchmark:
         return out
 
 
+@functools.cache
+def _revision(bench: Benchmark) -> str:
+    """Once per process: the sources do not change under a running harness, and a report
+    asks for every benchmark of every run."""
+    return scoring_revision(bench, SCORERS.get(bench.scorer))
+
+
 # scorers of questions with a closed set of allowed answers
 CLOSED_SCORERS = ("pope", "mme", "scienceqa_choice", "seed_choice", "circular_choice")
 
@@ -71,22 +100,44 @@ for _skill in SKILLS.values():
                         f"{_skill.family}")(Benchmark(_skill.benchmark, _skill.scorer,
                                                       _skill.family))
 
+_LLAVA = "LLaVA-1.5's evaluation"
 for _b in [
-    Benchmark("gqa", "gqa_exact_match", "GQA testdev-balanced", format="gqa"),
+    Benchmark("gqa", "gqa_exact_match", "GQA testdev-balanced", format="gqa",
+              protocol=f"{_LLAVA} (convert_gqa_for_eval.py + GQA eval.py): the answer with "
+                       "final periods stripped, lower-cased, equals the reference"),
     Benchmark("textvqa", "vqa_accuracy", "TextVQA val (10 answers, VQA accuracy), the question "
-              "alone", format="textvqa"),
+              "alone", format="textvqa",
+              protocol="lmms-eval's default prompt (no OCR tokens); EvalAI answer processor "
+                       "and VQA accuracy as LLaVA-1.5's m4c_evaluator.py"),
     Benchmark("textvqa_ocr", "vqa_accuracy", "TextVQA val with the reference OCR tokens in the "
-              "prompt (LLaVA-1.5's 58.2)", format="textvqa_ocr"),
-    Benchmark("pope", "pope", "POPE random/popular/adversarial", "mean_f1", format="pope"),
-    Benchmark("mme", "mme", "MME perception and cognition", "perception_points", format="mme"),
-    Benchmark("scienceqa_img", "scienceqa_choice", "ScienceQA-IMG test", format="scienceqa"),
+              "prompt (LLaVA-1.5's 58.2)", format="textvqa_ocr",
+              protocol=f"{_LLAVA} (llava_textvqa_val_v051_ocr prompt with Rosetta OCR tokens, "
+                       "m4c_evaluator.py): EvalAI answer processor, VQA accuracy"),
+    Benchmark("pope", "pope", "POPE random/popular/adversarial", "mean_f1", format="pope",
+              protocol=f"{_LLAVA} (eval_pope.py): first sentence no/not -> no, else yes; mean "
+                       "of the three splits' F1"),
+    Benchmark("mme", "mme", "MME perception and cognition", "perception_points", format="mme",
+              protocol="MME eval_tool/calculation.py on LLaVA-1.5's prompt (llava_mme.jsonl): "
+                       "acc + acc+ per subtask, perception summed"),
+    Benchmark("scienceqa_img", "scienceqa_choice", "ScienceQA-IMG test", format="scienceqa",
+              protocol=f"{_LLAVA} (eval_science_qa.py): letter, 'X. ' or one 'The answer is "
+                       "X.'; accuracy on the questions with an image"),
     Benchmark("mmbench_dev", "circular_choice", "MMBench dev, CircularEval",
-              format="mmbench"),
-    Benchmark("seed_bench_img", "seed_choice", "SEED-Bench image", format="seed_bench"),
+              format="mmbench",
+              protocol="VLMEvalKit e8e78f0 CircularEval with exact matching (can_infer); "
+                       "answers its LLM judge would read count wrong"),
+    Benchmark("seed_bench_img", "seed_choice", "SEED-Bench image", format="seed_bench",
+              protocol=f"{_LLAVA} (convert_seed_for_submission.py): the answer is the letter; "
+                       "accuracy on image questions"),
     Benchmark("chartqa", "relaxed_accuracy", "ChartQA test (relaxed accuracy)",
-              "relaxed_accuracy", format="chartqa"),
-    Benchmark("docvqa", "anls", "DocVQA val (ANLS)", "anls", format="docvqa", max_new_tokens=32),
+              "relaxed_accuracy", format="chartqa",
+              protocol="pix2struct metrics.py relaxed_correctness: numbers within 5%, else "
+                       "equal ignoring case"),
+    Benchmark("docvqa", "anls", "DocVQA val (ANLS)", "anls", format="docvqa", max_new_tokens=32,
+              protocol="DocVQA/RRC ANLS (as lmms-eval's anls): threshold 0.5 kept, distance "
+                       "over the longer raw string"),
     Benchmark("ocrbench", "ocrbench", "OCRBench (points out of 1000)", "points",
-              format="ocrbench", max_new_tokens=64),
+              format="ocrbench", max_new_tokens=64,
+              protocol="OCRBench scripts/LLaVA1_5.py: a reference contained in the answer"),
 ]:
     BENCHMARKS.register(_b.name, _b.family)(_b)

@@ -2,7 +2,9 @@
 (the benchmark registry's `main_metric`: MME's perception points, POPE's mean F1, DocVQA's
 ANLS, ...), written once to scores.json when the run is scored. Every reader (the results
 table, `ablate status`, MLflow, the reports, the search's objective) takes the number from
-there instead of knowing which metric a benchmark leads with."""
+there instead of knowing which metric a benchmark leads with. Each record also names the
+protocol and the scoring revision that produced it (harness.evaluation.revision); records
+written before they were recorded lack both, and read as of an unknown revision."""
 from __future__ import annotations
 
 import json
@@ -12,8 +14,15 @@ from harness.evaluation.benchmarks import BENCHMARKS
 
 
 def headlines(metrics: dict[str, dict[str, float]]) -> dict[str, dict]:
-    """benchmark -> {metric, value, unit} of its headline."""
+    """benchmark -> {metric, value, unit, protocol, revision} of its headline."""
     return {name: BENCHMARKS.get(name).headline(m) for name, m in metrics.items()}
+
+
+def _unknown_scoring(metrics: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """A run scored before scores.json: its headlines by today's registry, but without a
+    protocol or revision, since nothing says which code scored it."""
+    return {name: {k: v for k, v in h.items() if k not in ("protocol", "revision")}
+            for name, h in headlines(metrics).items()}
 
 
 def read_scores(run_path: str | Path, tag: str = "") -> dict[str, dict] | None:
@@ -21,7 +30,7 @@ def read_scores(run_path: str | Path, tag: str = "") -> dict[str, dict] | None:
     its metrics{tag}.json by the registry; None when the run has neither."""
     run_path = Path(run_path)
     for name, make in ((f"scores{tag}.json", lambda d: d),
-                       (f"metrics{tag}.json", headlines)):
+                       (f"metrics{tag}.json", _unknown_scoring)):
         if (run_path / name).exists():
             return make(json.loads((run_path / name).read_text()))
     return None

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from harness.evaluation.generate import (
     generate,
     score,
 )
+from harness.evaluation.rescore import Rescored, rescore_run
 from harness.evaluation.routing import RoutingLog, routing_metrics
 from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo
@@ -246,6 +248,23 @@ def load_result(run_dir: RunDir) -> RunResult:
                      {b: h["unit"] for b, h in scores.items()})
 
 
+def rescore_if_stale(cfg: RunConfig, run_dir: RunDir, hooks: RunHooks) -> list[Rescored]:
+    """A finished run whose scoring code has changed since it was scored, scored again from
+    its stored predictions (nothing is trained or generated); its lock is held. A run that
+    cannot be (its predictions are gone or malformed) keeps its scores, with a warning."""
+    try:
+        done = rescore_run(run_dir.path)
+    except DataError as exc:
+        print(f"warning: run {cfg.name} ({cfg.key}) was scored by other code than today's and "
+              f"cannot be scored again; its earlier scores stand: {exc}", file=sys.stderr)
+        return []
+    for item in done:
+        print("\n".join(item.lines()), flush=True)
+    if done:
+        hooks.rescored(cfg, run_dir, done)
+    return done
+
+
 def rung_dir(run_dir: RunDir, rung: Rung) -> RunDir:
     return RunDir(run_dir.path / "rungs" / rung.folder_name())
 
@@ -300,6 +319,10 @@ class RunHooks:
 
     def finished(self, cfg: RunConfig, run_dir: RunDir) -> None: ...
 
+    def rescored(self, cfg: RunConfig, run_dir: RunDir, what: list[Rescored]) -> None:
+        """A finished run's scores were computed again (harness.evaluation.rescore); called
+        before `finished`."""
+
     def stopped(self, cfg: RunConfig, run_dir: RunDir, state: str, reason: str) -> None: ...
 
 
@@ -318,7 +341,9 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
     with main_holds(world, run_dir.lock_path):
         if broadcast(world, run_dir.done if main else None):
             if main:
+                rescore_if_stale(cfg, run_dir, hooks)
                 hooks.finished(cfg, run_dir)
+            barrier(world)   # the other ranks read the records rank 0 may have rewritten
             return load_result(run_dir)
         if rung is not None:   # scored at this rung before: its record, nothing trained
             paused = load_paused(run_dir, rung) if main else None

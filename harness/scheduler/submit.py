@@ -1,7 +1,9 @@
 """`ablate run`: from a validated spec to submitted jobs. Everything that can be wrong (the
 executor's profile, the cluster's partitions, the tracking store) is checked before the first
 job is submitted or the first record written. Runs that are done or in flight are skipped;
-done runs missing from this tracking store are mirrored into it without any training."""
+a done run scored by other code than today's is scored again from its predictions
+(harness.evaluation.rescore); done runs missing from this tracking store, or scored again, are
+mirrored into it without any training."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,12 +13,13 @@ from core.errors import ConfigError
 from core.record_names import default_uri, mlflow_name
 from harness.config.run_config import device_problem
 from harness.config.selection import Rung
+from harness.evaluation.rescore import Rescored, rescore_finished
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
 from harness.spec.manifest import record_spec
-from harness.tracking.mirror import MlflowMirror, tracking_record
+from harness.tracking.mirror import MlflowMirror, mirror_again, tracking_record
 from harness.tracking.store import check_reachable, open_store
 
 ON_THIS_MACHINE = ("inline", "local")   # executors whose jobs run where `ablate` runs
@@ -31,6 +34,8 @@ class Submission:
     done: list[PlannedRun] = field(default_factory=list)
     in_flight: list[PlannedRun] = field(default_factory=list)
     mirrored: list[PlannedRun] = field(default_factory=list)
+    rescored: list[Rescored] = field(default_factory=list)
+    not_rescored: list[str] = field(default_factory=list)   # why, per run that could not be
     jobs: list[tuple] = field(default_factory=list)
 
     def execute(self) -> None:
@@ -76,6 +81,13 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
             submission.in_flight.append(v.run)
         else:
             submission.done.append(v.run)
+    finished = [v for v in views if v.state == "DONE"]
+    submission.rescored, submission.not_rescored = rescore_finished([v.run_dir.path
+                                                                     for v in finished])
+    rescored = {r.run for r in submission.rescored}
+    for v in finished:
+        if v.run_dir.path in rescored:
+            mirror_again(v.run_dir)
     unmirrored = [v for v in views if v.state == "DONE"
                   and not tracking_record(v.run_dir).get(uri, {}).get("complete")]
     if not todo and not unmirrored:

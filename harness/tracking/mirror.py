@@ -6,7 +6,8 @@ tags (spec, axis values, run key, stage keys and whether each was reused, job id
 It is the pipeline's hook, called with the run's lock held. Which MLflow run belongs to the
 harness run is kept in the run directory (tracking.json, per tracking URI), so a requeued or
 re-run job continues the same MLflow run instead of creating a second one, and a finished run
-is logged once."""
+is logged once. A finished run scored again (harness.evaluation.rescore) is marked unlogged in
+every store it was logged to, so each gets the new numbers the next time it is mirrored."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,8 @@ from harness.tracking.store import open_store, retry
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
              "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl",
              "routing.json")
+# what the headline tag holds of scores.json's record: all but the value (a metric)
+HEADLINE_FIELDS = ("metric", "unit", "protocol", "revision")
 MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED", "PAUSED": "KILLED"}
 
 
@@ -31,6 +34,15 @@ def tracking_record(run_dir: RunDir) -> dict:
     """tracking URI -> {run_id, experiment_id, params, complete, metrics} for this run."""
     f = run_dir.path / "tracking.json"
     return json.loads(f.read_text()) if f.exists() else {}
+
+
+def mirror_again(run_dir: RunDir) -> None:
+    """Mark the run as not yet logged in every store it was logged to: its numbers changed
+    (scored again), and `finished` logs a run once."""
+    record = tracking_record(run_dir)
+    if record:
+        run_dir.write_json("tracking.json", {uri: {**entry, "complete": False}
+                                             for uri, entry in record.items()})
 
 
 def _chunks(items: list, n: int):
@@ -86,6 +98,9 @@ class MlflowMirror(RunHooks):
         retry(lambda: self.client.log_batch(entry["run_id"], tags=[
             RunTag("state", state), RunTag("reason", reason[:5000])]))
         retry(lambda: self.client.set_terminated(entry["run_id"], MLFLOW_STATE[state]))
+
+    def rescored(self, cfg: RunConfig, run_dir: RunDir, what: list) -> None:
+        mirror_again(run_dir)   # `finished`, called next, logs the new numbers
 
     def finished(self, cfg: RunConfig, run_dir: RunDir) -> None:
         entry = tracking_record(run_dir).get(self.uri)
@@ -143,7 +158,7 @@ class MlflowMirror(RunHooks):
             else:
                 add(f"cost/{key}", value)
         tags: dict[str, str] = {
-            f"{HEADLINE_TAG}{bench}": json.dumps({"metric": h["metric"], "unit": h["unit"]})
+            f"{HEADLINE_TAG}{bench}": json.dumps({k: h[k] for k in HEADLINE_FIELDS if k in h})
             for bench, h in (read_scores(run_dir.path) or {}).items()}
         for stage in run_dir.read_json("stages.json"):
             label = stage_label(stage)
