@@ -231,39 +231,94 @@ def deformable_mining(fusion, maps: dict[str, torch.Tensor], b: int) -> torch.Te
 
 
 # --- LLaVA-HR MR-adapter -----------------------------------------------------------------------
-def mr_adapter(fusion, vit, stage_maps: list[torch.Tensor], vit_pixels: torch.Tensor
-               ) -> torch.Tensor:
-    """Runs the ViT's own blocks; everything the adapter adds is recomputed here by hand."""
-    grid = fusion.grid
-    blocks = [max(1, vit.depth * j // 4) for j in (1, 2, 3)]   # after L/4, L/2, 3L/4
-    x = vit.embed(vit_pixels)
-    b = x.shape[0]
-    for k in range(1, fusion.final_layer + 1):
-        x = vit.block(k, x)
-        if k in blocks:
-            j = blocks.index(k)
-            new_rows = []
-            for s in range(b):
-                low = x[s, vit.prefix_tokens:].T.reshape(-1, *grid)
-                high = stage_maps[j][s]
-                h1 = conv2d(high, fusion.high_in[j])
-                f_h = resize(conv2d(gelu(h1), fusion.high_out[j]), grid)
-                f_l = conv2d(conv2d(low, fusion.low_dw[j], groups=low.shape[0]),
-                             fusion.low_out[j])
-                pooled = torch.cat([f_l.mean((1, 2)), f_h.mean((1, 2))])
-                gate_mlp = fusion.gates[j]
-                g = torch.tanh(linear(gelu(linear(pooled, gate_mlp[0])), gate_mlp[2]))[0]
-                new = low + f_l + g * f_h
-                new_rows.append(torch.cat([x[s, :vit.prefix_tokens],
-                                           torch.stack(tokens(new))]))
-            x = torch.stack(new_rows)
+# Restated from luogen1996/LLaVA-HR (commit 1212ffb),
+# llava_hr/model/multimodal_encoder/multipath_encoder_wapper.py, cited as `wrapper:N`.
+def resize_corner_aligned(fmap: torch.Tensor, side: int) -> torch.Tensor:
+    """[C, H, W] -> [C, side, side]: output pixel i samples input position i*(H-1)/(side-1)
+    (corner pixels on corner pixels), bilinear between the four neighbours."""
+    c, h, w = fmap.shape
+    out = torch.zeros(c, side, side, dtype=fmap.dtype)
+    for i in range(side):
+        y = i * (h - 1) / (side - 1) if side > 1 else 0.0
+        y0 = min(int(math.floor(y)), h - 1)
+        y1, fy = min(y0 + 1, h - 1), y - y0
+        for j in range(side):
+            x = j * (w - 1) / (side - 1) if side > 1 else 0.0
+            x0 = min(int(math.floor(x)), w - 1)
+            x1, fx = min(x0 + 1, w - 1), x - x0
+            for ch in range(c):
+                top = (1 - fx) * fmap[ch, y0, x0] + fx * fmap[ch, y0, x1]
+                bottom = (1 - fx) * fmap[ch, y1, x0] + fx * fmap[ch, y1, x1]
+                out[ch, i, j] = (1 - fy) * top + fy * bottom
+    return out
+
+
+def average_pool(fmap: torch.Tensor, k: int) -> torch.Tensor:
+    """[C, H, W] -> [C, H/k, W/k]: the mean of each k x k window (avg_pool2d(x, k, k))."""
+    c, h, w = fmap.shape
+    out = torch.zeros(c, h // k, w // k, dtype=fmap.dtype)
+    for i in range(h // k):
+        for j in range(w // k):
+            window = [fmap[:, k * i + u, k * j + v] for u in range(k) for v in range(k)]
+            out[:, i, j] = sum(window) / (k * k)
+    return out
+
+
+def src2dst_align(src: torch.Tensor, dst_tokens: int) -> list[torch.Tensor]:
+    """wrapper:74-94: a square [C, s, s] map onto sqrt(dst_tokens)^2 tokens."""
+    dst_size = int(math.sqrt(dst_tokens))
+    src_size = src.shape[1]
+    assert (src_size ** 2) % dst_tokens == 0 or dst_tokens % (src_size ** 2) == 0   # :76
+    if src_size ** 2 < dst_tokens:                                  # :77-85 upsample
+        src = resize_corner_aligned(src, dst_size)
+    elif src_size ** 2 > dst_tokens:                                # :86-93 pooling
+        src = average_pool(src, src_size // dst_size)
+    return tokens(src)
+
+
+def mr_injection(module, fast_feat: list[torch.Tensor], slow_feat: torch.Tensor
+                 ) -> list[torch.Tensor]:
+    """S2FStitchAlignModuleV2.forward (wrapper:96-107) for one sample: fast_feat the ViT's
+    tokens, slow_feat the ConvNet map [C_s, h, w]."""
+    d = fast_feat[0].shape[0]
+    slow = conv2d(gelu(conv2d(slow_feat, module.slow_conv)), module.slow_proj)       # :99
+    slow_align = src2dst_align(slow, len(fast_feat))                                  # :100-101
+    side = int(math.sqrt(len(fast_feat)))
+    fast = torch.stack(fast_feat, dim=1).reshape(d, side, side)                       # :102
+    fast = fast + conv2d(gelu(conv2d(fast, module.fast_conv, groups=d)),
+                         module.fast_proj)                                            # :103
+    fast_tokens = tokens(fast)                                                        # :104
+    pooled = sum(torch.cat([f, s]) for f, s in zip(fast_tokens, slow_align)) / len(fast_tokens)
+    gate = linear(gelu(linear(pooled, module.gate[0])), module.gate[2])               # :105
+    return [f + s * torch.tanh(gate[0]) for f, s in zip(fast_tokens, slow_align)]     # :106
+
+
+def mr_adapter(fusion, vit, injected: list[torch.Tensor], last: torch.Tensor,
+               vit_pixels: torch.Tensor) -> torch.Tensor:
+    """MultiPathCLIPVisionTower.forward (wrapper:151-227) on an HF CLIP tower. The wrapper
+    gives the ConvNeXt's stage 4 (`x`, wrapper:166-172) to every injection: pass it three times
+    as `injected` (three other maps check `injected: stages`); `last` is stage 4."""
+    tower = getattr(vit.model, "vision_model", vit.model)
+    fast_blk = tower.encoder.layers                                    # :154
+    n_blks = len(fast_blk) // 4                                        # :156
+    assert len(fast_blk) == n_blks * 4                                 # :157
+    y = tower.embeddings(vit_pixels)                                   # :162
+    y = tower.pre_layrnorm(y[:, 1:])                                   # :163 class token dropped
+    segments = [fast_blk[:n_blks], fast_blk[n_blks:2 * n_blks],
+                fast_blk[2 * n_blks:3 * n_blks], fast_blk[3 * n_blks:]]   # :175, 188, 201, 213
+    for j, segment in enumerate(segments):
+        for blk in segment:
+            y = blk(y, None)   # blk(y, None, None)[0] under transformers 4.x
+        if j < 3:                                                      # :186, 200, 212
+            y = torch.stack([torch.stack(mr_injection(fusion.adapters[j], list(y[s]),
+                                                      injected[j][s]))
+                             for s in range(y.shape[0])])
     out = []
-    for s in range(b):
-        low = x[s, vit.prefix_tokens:]
-        high = tokens(resize(stage_maps[-1][s], grid))
-        out.append(torch.stack([linear(low[t], fusion.project_low)
-                                + linear(high[t], fusion.project_high)
-                                for t in range(len(high))]))
+    for s in range(y.shape[0]):                                        # :225, wrapper:20-43
+        slow = src2dst_align(last[s], y.shape[1])
+        out.append(torch.stack([linear(y[s, t], fusion.fast_proj) + linear(slow[t],
+                                                                           fusion.slow_proj)
+                                for t in range(y.shape[1])]))
     return torch.stack(out)
 
 

@@ -8,8 +8,6 @@ written from that code (loops, no helper shared with models/fusion):
   feature, STI/SCI on hidden states 7 and 15, DCI averaging hidden states 0-12 and 13-25."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -17,32 +15,17 @@ from harness.config.run_config import FusionSpec, ModelConfig
 from harness.modelbuild import build_architecture
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
+from models.experts.hf_backend import HFCLIP
+from models.experts.presets import Preset
+from models.experts.timm_backend import TimmConvNeXt
 from models.fusion import FUSIONS
 from models.fusion.base import FeatureSpec
 from models.fusion.concat import ChannelConcatOptions
 from models.fusion.dense_connector import DenseConnectorOptions
 from models.fusion.mini_gemini import PatchInfoMiningOptions
+from models.fusion.mr_adapter import MRAdapterOptions
 from models.llm import LLMConfig
-
-
-def resize_corner_aligned(fmap: torch.Tensor, side: int) -> torch.Tensor:
-    """[C, H, W] -> [C, side, side]: output pixel i samples input position i*(H-1)/(side-1)
-    (corner pixels on corner pixels), bilinear between the four neighbours."""
-    c, h, w = fmap.shape
-    out = torch.zeros(c, side, side)
-    for i in range(side):
-        y = i * (h - 1) / (side - 1) if side > 1 else 0.0
-        y0 = min(int(math.floor(y)), h - 1)
-        y1, fy = min(y0 + 1, h - 1), y - y0
-        for j in range(side):
-            x = j * (w - 1) / (side - 1) if side > 1 else 0.0
-            x0 = min(int(math.floor(x)), w - 1)
-            x1, fx = min(x0 + 1, w - 1), x - x0
-            for ch in range(c):
-                top = (1 - fx) * fmap[ch, y0, x0] + fx * fmap[ch, y0, x1]
-                bottom = (1 - fx) * fmap[ch, y1, x0] + fx * fmap[ch, y1, x1]
-                out[ch, i, j] = (1 - fy) * top + fy * bottom
-    return out
+from tests.reference_fusions import resize_corner_aligned
 
 
 def test_channel_concat_resizes_as_eagle_does():
@@ -142,3 +125,48 @@ def test_siglip_dci_shapes_at_full_size():
     _, fusion = build_architecture(cfg, meta=True)
     assert (fusion.num_tokens, fusion.channels) == (729, 3 * 1152)
     assert fusion.groups == [list(range(0, 13)), list(range(13, 26))] and fusion.final == 26
+
+
+# --- LLaVA-HR's MR-adapter ---------------------------------------------------------------------
+# HF's CLIP (LLaVA-HR's fast tower) with 4 blocks of width 16, and a ConvNeXt narrow enough for
+# the loop reference's convolutions
+MICRO_CLIP = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                  num_attention_heads=2, image_size=32, patch_size=8, projection_dim=8)
+MICRO_CONVNEXT = Preset("convnext_atto", 64, {"depths": (1, 1, 1, 1), "dims": (8, 8, 8, 16)})
+
+
+@pytest.mark.parametrize("injected,convnext_px", [
+    ("last_stage", 64),     # stage 4 is 2x2: corner-aligned bilinear onto the 4x4 ViT grid
+    ("last_stage", 256),    # 8x8: 2x2 average pooling
+    ("stages", 64),         # stages 1-3 (16x16, 8x8, 4x4): pooled by 4, by 2, as is
+])
+def test_mr_adapter_computes_what_llava_hrs_wrapper_computes(monkeypatch, injected,
+                                                             convnext_px):
+    """Every adapter weight random (the zero-initialised projections too, so every path
+    counts); the fusion against tests/reference_fusions.mr_adapter, LLaVA-HR's
+    multipath_encoder_wapper.py restated statement by statement."""
+    from tests.reference_fusions import mr_adapter
+    monkeypatch.setitem(HFCLIP.presets, "micro", MICRO_CLIP)
+    monkeypatch.setitem(TimmConvNeXt.presets, "micro", MICRO_CONVNEXT)
+    torch.manual_seed(0)
+    experts, fusion = build_architecture(ModelConfig(
+        [ExpertConfig("clip-vit-hf", preset="micro", layers=[-1]),
+         ExpertConfig("convnext", preset="micro", resolution=convnext_px)],
+        FusionSpec("mr_adapter", MRAdapterOptions(injected=injected)), llm=LLMConfig()))
+    with torch.no_grad():
+        for p in fusion.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    pixels = {n: torch.randn(2, 3, *e.input_size) for n, e in experts.items()}
+    with torch.no_grad():
+        got = fusion.encode(experts, pixels)
+        convnext = experts["convnext"].model
+        x = convnext.stem(pixels["convnext"])                  # wrapper:166-172
+        stages = []
+        for stage in convnext.stages:
+            x = stage(x)
+            stages.append(x)
+        injected_maps = [x, x, x] if injected == "last_stage" else stages[:3]
+        want = mr_adapter(fusion, experts["clip-vit-hf"], injected_maps, x,
+                          pixels["clip-vit-hf"])
+    assert got.shape == (2, 16, 16)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

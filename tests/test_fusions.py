@@ -10,7 +10,6 @@ import tests.reference_fusions as ref
 from harness.config.run_config import FusionSpec, ModelConfig
 from harness.modelbuild import build_architecture
 from models.experts import ExpertConfig, ExpertOutput
-from models.experts.hf_backend import HFCLIP
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, TextContext
 from models.fusion.dense_connector import DenseConnector, DenseConnectorOptions
 from models.fusion.mini_gemini import DeformableMiningOptions, PatchInfoMiningOptions
@@ -70,13 +69,23 @@ def test_mini_gemini_576_queries_over_192x192_map_see_64_keys_each():
 
 
 def test_llava_hr_injects_after_blocks_6_12_18_of_24():
-    experts = [ExpertConfig("clip-vit", preset="large-336", layers=[-2]),
+    """LLaVA-HR-1024 (scripts and wrapper): CLIP-L/14 at 448 (1024/32*14) over all 24 blocks,
+    ConvNeXt-L at 1024, whose stage 4 (32x32, 1536 channels) every injection reads."""
+    experts = [ExpertConfig("clip-vit", preset="large-336", resolution=448, layers=[-1]),
                ExpertConfig("convnext", preset="large", resolution=1024)]
     built, fusion = _meta(experts, "mr_adapter", MRAdapterOptions())
-    assert fusion.blocks == [6, 12, 18] and fusion.final_layer == 23
-    assert (fusion.num_tokens, fusion.channels) == (576, 1024)
+    assert fusion.blocks == [6, 12, 18] and fusion.final_layer == 24
+    assert (fusion.num_tokens, fusion.channels) == (1024, 1024)
+    assert built["convnext"].layers == [4]
+    assert [s.layer for s in fusion.injected] == [4, 4, 4]
+    adapter = fusion.adapters[0]
+    assert adapter.slow_conv.weight.shape == (1536, 1536, 1, 1)
+    assert adapter.slow_proj.weight.shape == (1024, 1536, 1, 1)
+    assert adapter.fast_conv.weight.shape == (1024, 1, 7, 7)
+    assert adapter.gate[0].weight.shape == (512, 2048)                 # wrapper:57
+    built, fusion = _meta(experts, "mr_adapter", MRAdapterOptions(injected="stages"))
     assert built["convnext"].layers == [1, 2, 3, 4]
-    assert [s.grid for s in fusion.stage_specs] == [(256, 256), (128, 128), (64, 64), (32, 32)]
+    assert [s.grid for s in fusion.injected] == [(256, 256), (128, 128), (64, 64)]
 
 
 # --- numerical agreement with the loop references ----------------------------------------------
@@ -157,37 +166,25 @@ def test_deformable_mining_starts_with_points_spread_over_each_cell():
     assert offsets.norm(dim=-1).max() <= 1.0 + 1e-6    # half of a 2x2 cell
 
 
-def test_mr_adapter_matches_reference(monkeypatch):
-    # a CLIP ViT small enough for the loop reference's convolutions: 4 blocks, width 16
-    monkeypatch.setitem(HFCLIP.presets, "micro", dict(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
-        image_size=32, patch_size=8, projection_dim=8))
+def test_mr_adapter_starts_as_the_plain_vit_without_its_class_token():
+    """Zero-initialised projections: the adapters add nothing, so the tokens are the merge of
+    the ViT run without its class token (LLaVA-HR drops it before the blocks) and stage 4."""
     torch.manual_seed(0)
     experts, fusion = build_architecture(ModelConfig(
-        [ExpertConfig("clip-vit-hf", preset="micro"),
-         ExpertConfig("convnext", resolution=32)], FusionSpec("mr_adapter", MRAdapterOptions())))
-    _randomize(fusion)   # the zero-initialised projections too, so every path counts
-    pixels = {n: torch.randn(2, 3, *e.input_size) for n, e in experts.items()}
-    with torch.no_grad():
-        got = fusion.encode(experts, pixels)
-        stages = experts["convnext"](pixels["convnext"]).maps
-        want = ref.mr_adapter(fusion, experts["clip-vit-hf"],
-                              [stages[i] for i in (1, 2, 3, 4)], pixels["clip-vit-hf"])
-    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
-
-
-def test_mr_adapter_starts_as_the_plain_vit():
-    torch.manual_seed(0)
-    experts, fusion = build_architecture(ModelConfig(
-        [ExpertConfig("clip-vit"), ExpertConfig("convnext", resolution=128)],
+        [ExpertConfig("clip-vit"), ExpertConfig("convnext", resolution=256)],
         FusionSpec("mr_adapter", MRAdapterOptions())))
+    vit = experts["clip-vit"]
     pixels = {n: torch.randn(1, 3, *e.input_size) for n, e in experts.items()}
     with torch.no_grad():
-        vit = experts["clip-vit"](pixels["clip-vit"]).maps[4].flatten(2).transpose(1, 2)
-        high = torch.nn.functional.interpolate(experts["convnext"](pixels["convnext"]).maps[4],
-                                               size=(8, 8), mode="bilinear")
-        plain = fusion.project_low(vit) + fusion.project_high(high.flatten(2).transpose(1, 2))
+        tokens = vit.embed(pixels["clip-vit"])[:, 1:]
+        for k in range(1, fusion.final_layer + 1):
+            tokens = vit.block(k, tokens)
+        high = experts["convnext"](pixels["convnext"]).maps[4].flatten(2).transpose(1, 2)
+        plain = fusion.fast_proj(tokens) + fusion.slow_proj(high)      # both 8x8
         torch.testing.assert_close(fusion.encode(experts, pixels), plain, atol=1e-5, rtol=0)
+        with_class = vit(pixels["clip-vit"]).maps[fusion.final_layer].flatten(2).transpose(1, 2)
+        assert not torch.allclose(fusion.fast_proj(with_class), fusion.fast_proj(tokens),
+                                  atol=1e-3)
 
 
 MOVA_SPECS = [FeatureSpec("base", 2, 8, (3, 3)), FeatureSpec("a", 1, 4, (6, 6)),
@@ -265,6 +262,10 @@ CONVNEXT = "    - {id: convnext, preset: tiny, resolution: 64, layers: [3], free
      "5 heads do not divide the base width 64"),
     (CONVNEXT + CONVNEXT.replace("convnext,", "convnext, name: hr,"), "{id: mr_adapter}",
      "model.fusion.vit", "mr_adapter needs a ViT that runs block by block"),
+    (ONE_VIT + CONVNEXT, "{id: mr_adapter, injected: paper}", "model.fusion.injected",
+     "'last_stage', 'stages'"),
+    (ONE_VIT + CONVNEXT.replace("resolution: 64", "resolution: 96"), "{id: mr_adapter}",
+     "model.fusion", "the 3x3 map of 'convnext' and the ViT's 8x8 grid must divide one another"),
 ])
 def test_bad_fusion_options_are_named_with_their_line(tmp_path, experts, fusion, field, message):
     from pathlib import Path
