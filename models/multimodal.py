@@ -216,11 +216,33 @@ class MultimodalLM(nn.Module):
         greedy = (logp.argmax(-1) == target) | ~counted
         return (picked * counted).sum(1), greedy.all(1)
 
+    def _prompts(self, input_ids, attention_mask, pixels, has_image, sample_ids, routing
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings, mask) of generation prompts: left-padded, so that every row's next
+        token is predicted at the last column and new tokens append to all rows alike."""
+        embeds, mask, _ = self._lm_inputs(input_ids, attention_mask, None, pixels, has_image,
+                                          sample_ids, left_pad=True, routing=routing)
+        return embeds, mask
+
+    @torch.no_grad()
+    def next_token_logits(self, input_ids, attention_mask, pixels, has_image, sample_ids=None,
+                          routing=None) -> torch.Tensor:
+        """[B, V] each prompt's logits for its first answer token, from the inputs `generate`
+        starts from: how close a greedy answer is to a tie, and whether a row's logits depend
+        on the rows batched with it."""
+        embeds, mask = self._prompts(input_ids, attention_mask, pixels, has_image, sample_ids,
+                                     routing)
+        # the position ids Hugging Face's generate derives from the mask: each row counts from
+        # its first real token, not from the batch's first column
+        positions = (mask.long().cumsum(1) - 1).clamp_min(0)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                        logits_to_keep=1).logits[:, -1]
+
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,
                  stop_id: int, sample_ids=None, routing=None) -> list[list[int]]:
-        embeds, mask, _ = self._lm_inputs(input_ids, attention_mask, None, pixels, has_image,
-                                          sample_ids, left_pad=True, routing=routing)
+        embeds, mask = self._prompts(input_ids, attention_mask, pixels, has_image, sample_ids,
+                                     routing)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                 max_new_tokens=max_new_tokens, eos_token_id=stop_id,
                                 pad_token_id=self.pad_token_id, num_beams=1)
