@@ -48,6 +48,7 @@ def test_vqa_normalization_is_the_evalai_processor():
         assert normalize_vqa(answer) == official.evalai_answer(answer), answer
 
 
+@pytest.mark.lmms   # lmms-eval is in CI's lmms environment only
 def test_vqa_normalization_equals_lmms_eval_processor():
     """lmms-eval's copy of the processor (lmms_eval/tasks/_task_utils/vqa_eval_metric.py),
     imported as it is."""
@@ -196,6 +197,7 @@ def test_anls_is_the_docvqa_script():
     assert anls_one("1989", ["1998"]) == 0.5   # a distance of exactly 0.5 is kept
 
 
+@pytest.mark.lmms   # lmms-eval is in CI's lmms environment only
 def test_anls_equals_lmms_evals():
     metrics = pytest.importorskip("lmms_eval.api.metrics")
     for pred, refs in ANLS_CASES:
