@@ -131,7 +131,7 @@ def cmd_run(args) -> int:
                                                                submission.in_flight):
         try:
             with _wide():
-                views = follow(spec, workdir)
+                views = follow(spec, workdir, heartbeat_s=60 * args.heartbeat)
         except KeyboardInterrupt:
             print(f"\nstopped following; the jobs go on. `ablate status {args.spec}` shows "
                   "them.")
@@ -177,6 +177,17 @@ def cmd_status(args) -> int:
     with _wide():
         print(render(spec, view_spec(spec, Path(args.workdir))))
     return 0
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--heartbeat must be a positive number of minutes, "
+                                         f"got {text!r}")
+    return value
 
 
 def _wide():
@@ -432,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = spec_command("run", "submit a spec's runs that are not done, and follow them", cmd_run)
     add_executor(p)
     p.add_argument("--no-follow", action="store_true", help="submit and return")
+    p.add_argument("--heartbeat", type=_positive_minutes, default=5.0, metavar="MINUTES",
+                   help="when following into a log (not a terminal), a line per running "
+                        "run every MINUTES: step, loss, pace, ETA (default 5)")
     p = spec_command("search", "greedy expert addition: each round trains every remaining "
                                "candidate at once and adds the best", cmd_search)
     add_executor(p)

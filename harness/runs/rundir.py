@@ -98,6 +98,15 @@ class RunDir:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
 
+    def note_tracking_failure(self, line: str) -> None:
+        """A call to the tracking store failed; the run goes on (harness.tracking.tolerant)."""
+        with open(self.path / "tracking.log", "a") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    def tracking_failures(self) -> list[str]:
+        f = self.path / "tracking.log"
+        return f.read_text().splitlines() if f.exists() else []
+
     def metrics_log(self) -> list[dict]:
         f = self.path / "metrics.jsonl"
         return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []

@@ -64,8 +64,10 @@ class RunJob(submitit.helpers.Checkpointable):
         hooks = None
         if self.tracking is not None:
             from harness.tracking.mirror import MlflowMirror
-            hooks = MlflowMirror(self.tracking.uri, self.tracking.experiment_id,
-                                 {**self.tags, "job_id": current_job_id()})
+            from harness.tracking.tolerant import TolerantHooks
+            hooks = TolerantHooks(MlflowMirror(self.tracking.uri, self.tracking.experiment_id,
+                                               {**self.tags, "job_id": current_job_id()}),
+                                  self.tracking.uri)
         result = run(self.cfg, Path(self.workdir), progress=self.progress, hooks=hooks,
                      rung=self.rung)
         return {"key": result.key, "name": result.name, "scores": result.scores,

@@ -72,29 +72,65 @@ def slurm_queue() -> dict[str, str]:
     return out
 
 
+def _stage_log_ends(stage_dir: Path) -> tuple[bytes, list[bytes]] | None:
+    """The first line of a stage's metrics.jsonl (the start record, with the total) and the
+    lines of its last 4 KiB (the newest steps), or None when it cannot be read: only the two
+    ends of a long log are read, however long the stage."""
+    try:
+        with open(stage_dir / "metrics.jsonl", "rb") as f:
+            first = f.readline()
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            return first, f.read().splitlines()
+    except OSError:
+        return None
+
+
+def _record(line: bytes) -> dict:
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _progress(status: dict) -> str:
-    """"stage step/total" from the stage's metrics.jsonl: the total is on its first line (the
-    start record), the step on its last, so only the two ends of the file are read."""
+    """"stage step/total" from the stage's metrics.jsonl."""
     stage_dir = status.get("stage_dir")
     if not stage_dir:
         return "preparing"
     if (Path(stage_dir) / "result.json").exists():
         return f"{status.get('stage')} done, evaluating"
-    try:
-        with open(Path(stage_dir) / "metrics.jsonl", "rb") as f:
-            first = f.readline()
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            tail = f.read().splitlines()
-    except OSError:
+    ends = _stage_log_ends(Path(stage_dir))
+    if ends is None:
         return status.get("stage", "")
+    first, tail = ends
+    step = next((r["step"] for r in map(_record, reversed(tail)) if "step" in r), 0)
+    return f"{status.get('stage')} {step}/{_record(first).get('total') or '?'}"
 
-    def field(line: bytes, name: str):
-        try:
-            return json.loads(line).get(name)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-    step = next((v for line in reversed(tail) if (v := field(line, "step")) is not None), 0)
-    return f"{status.get('stage')} {step}/{field(first, 'total') or '?'}"
+
+def heartbeat(status: dict) -> str:
+    """One line on a running stage for a log nobody watches: step/total, the latest loss, the
+    mean seconds per step over the newest steps logged, and the time left at that pace."""
+    stage_dir = status.get("stage_dir")
+    ends = _stage_log_ends(Path(stage_dir)) if stage_dir else None
+    if ends is None:
+        return _progress(status)
+    first, tail = ends
+    steps = [r for r in map(_record, tail) if "loss" in r and "step" in r]
+    total = _record(first).get("total")
+    if not steps:
+        return _progress(status)
+    last = steps[-1]
+    times = [r["step_time"] for r in steps[-20:] if isinstance(r.get("step_time"), (int, float))]
+    pace = sum(times) / len(times) if times else None
+    parts = [f"{status.get('stage')} step {last['step']}/{total or '?'}",
+             f"loss {last['loss']:.4g}"]
+    if pace:
+        parts.append(f"{pace:.2f} s/step")
+        if total:
+            left = max(0, total - last["step"]) * pace
+            parts.append(f"ETA {int(left // 3600)}h{int(left % 3600 // 60):02d}m")
+    return ", ".join(parts)
 
 
 def _score(run_dir: RunDir) -> str:
@@ -185,16 +221,33 @@ def render(spec: ExperimentSpec, views: list[RunView]) -> str:
             lines.append(f"  #{i} {v.state}: {v.reason or 'no reason recorded'}")
             if v.log:
                 lines.append(f"      log: {v.log}")
+        elif v.state == "DONE" and not _mirrored(v.run_dir):
+            failures = v.run_dir.tracking_failures()
+            if failures:
+                lines.append(f"  #{i} not in MLflow yet: {len(failures)} tracking call(s) "
+                             f"failed during the run (last: {failures[-1]}); `ablate run` "
+                             "back-fills it")
     return "\n".join(lines)
 
 
+def _mirrored(run_dir: RunDir) -> bool:
+    """Some tracking store holds the run's final records (harness.tracking.mirror)."""
+    try:
+        record = run_dir.read_json("tracking.json")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(isinstance(e, dict) and e.get("complete") for e in record.values())
+
+
 def follow(spec: ExperimentSpec, workdir: Path, interval_s: float = 2.0,
-           stream=None) -> list[RunView]:
+           stream=None, heartbeat_s: float = 300.0) -> list[RunView]:
     """Redraw the table until no run is in flight (on a terminal), or print each change of
-    state (otherwise, e.g. in a log file). Returns the final views."""
+    state (otherwise, e.g. in a log file) and, every `heartbeat_s`, a heartbeat line per
+    running run (step, loss, pace, ETA), so a log of a days-long stage is never silent for
+    hours. Returns the final views."""
     stream = stream or sys.stdout
     tty = stream.isatty()
-    drawn, last = 0, {}
+    drawn, last, beats = 0, {}, {}
     while True:
         views = view_spec(spec, workdir)
         if tty:
@@ -206,10 +259,16 @@ def follow(spec: ExperimentSpec, workdir: Path, interval_s: float = 2.0,
         else:
             for v in views:
                 now = (v.state, v.detail if v.state != "RUNNING" else v.detail.split(" ")[0])
+                stamp = time.strftime('%H:%M:%S')
                 if last.get(v.run.key) != now:
                     last[v.run.key] = now
-                    stream.write(f"{time.strftime('%H:%M:%S')} {v.run.name}: {v.state} "
-                                 f"{v.detail}\n".rstrip() + "\n")
+                    beats[v.run.key] = time.monotonic()
+                    stream.write(f"{stamp} {v.run.name}: {v.state} {v.detail}".rstrip() + "\n")
+                elif (v.state == "RUNNING"
+                      and time.monotonic() - beats.get(v.run.key, 0.0) >= heartbeat_s):
+                    beats[v.run.key] = time.monotonic()
+                    stream.write(f"{stamp} {v.run.name}: RUNNING "
+                                 f"{heartbeat(v.run_dir.status())}\n")
         stream.flush()
         if not any(v.state in IN_FLIGHT for v in views):
             return views
