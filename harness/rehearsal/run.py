@@ -141,6 +141,7 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
             submission.executor.submit([job])
         except Exception as exc:   # recorded FAILED with its reason in the run directory
             stream.write(f"   {job[1].cfg.name}: {type(exc).__name__}: {exc}\n")
+    submission.release()
     if submission.executor.follows and (submission.submitted or submission.in_flight):
         follow(spec, workdir, stream=stream)
     lines = [run_line(r, workdir) for r in runs]

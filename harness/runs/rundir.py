@@ -77,6 +77,12 @@ class RunDir:
         return self.path / ".lock"
 
     @property
+    def claim_path(self) -> Path:
+        """Held (flock) by the `ablate run` submitting this run, until its job is recorded
+        (harness.scheduler.submit): a second submitter skips a claimed run."""
+        return self.path / ".claim"
+
+    @property
     def busy(self) -> bool:
         """A live process holds this directory's lock."""
         return is_locked(self.lock_path)

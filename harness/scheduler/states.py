@@ -194,11 +194,15 @@ def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None
     return v
 
 
-def view_spec(spec: ExperimentSpec, workdir: Path) -> list[RunView]:
+def view_runs(runs: list[PlannedRun], workdir: Path) -> list[RunView]:
     workdir = Path(workdir).resolve()
-    jobs = [_job(RunDir(workdir / "runs" / r.key)) for r in spec.runs]
+    jobs = [_job(RunDir(workdir / "runs" / r.key)) for r in runs]
     queue = slurm_queue() if any(j.get("executor") == "slurm" for j in jobs) else {}
-    return [view_run(r, workdir, queue, j) for r, j in zip(spec.runs, jobs)]
+    return [view_run(r, workdir, queue, j) for r, j in zip(runs, jobs)]
+
+
+def view_spec(spec: ExperimentSpec, workdir: Path) -> list[RunView]:
+    return view_runs(spec.runs, workdir)
 
 
 def render(spec: ExperimentSpec, views: list[RunView]) -> str:

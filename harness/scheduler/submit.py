@@ -6,17 +6,19 @@ a done run scored by other code than today's is scored again from its prediction
 mirrored into it without any training."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.files import try_file_lock
 from core.record_names import default_uri, mlflow_name
 from harness.config.run_config import device_problem
 from harness.config.selection import Rung
 from harness.evaluation.rescore import Rescored, rescore_finished
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
 from harness.scheduler.job import RunJob, TrackingTarget
-from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, view_spec
+from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, RunView, view_runs, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
 from harness.spec.manifest import record_spec
 from harness.tracking.mirror import MlflowMirror, mirror_again, tracking_record
@@ -38,9 +40,42 @@ class Submission:
     not_rescored: list[str] = field(default_factory=list)   # why, per run that could not be
     jobs: list[tuple] = field(default_factory=list)
 
+    claims: ExitStack = field(default_factory=ExitStack)   # the submitted runs' claims
+
     def execute(self) -> None:
-        if self.jobs:
-            self.executor.submit(self.jobs)
+        try:
+            if self.jobs:
+                self.executor.submit(self.jobs)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let go of the runs' claims: their jobs are recorded (job.json), so another
+        submitter sees them in flight from now on."""
+        self.claims.close()
+
+
+def claim(views: list[RunView], workdir: Path) -> tuple[ExitStack, list[RunView],
+                                                        list[RunView]]:
+    """Take the claim of each run about to be submitted, so that concurrent `ablate run`s of
+    overlapping specs submit every run once: a run claimed by another submitter is in flight
+    for this one. Claims are flocks, so a submitter that dies lets go of its claims. Once
+    claimed, a run is looked at again: another submitter may have recorded its job between
+    our first look and our claim. Returns (the claims held, runs to submit, runs now in
+    flight or done)."""
+    held, todo, elsewhere = ExitStack(), [], []
+    for v in views:
+        one = ExitStack()
+        if one.enter_context(try_file_lock(v.run_dir.claim_path)):
+            held.enter_context(one)
+            todo.append(v)
+        else:
+            one.close()
+            elsewhere.append(v)
+    fresh = view_runs([v.run for v in todo], workdir) if todo else []
+    still = [f for f in fresh if f.state in SUBMITTABLE]
+    elsewhere += [f for f in fresh if f.state not in SUBMITTABLE]
+    return held, still, elsewhere
 
 
 def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, str]:
@@ -92,6 +127,20 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
                   and not tracking_record(v.run_dir).get(uri, {}).get("complete")]
     if not todo and not unmirrored:
         return submission
+    submission.claims, todo, elsewhere = claim(todo, workdir)
+    for v in elsewhere:
+        (submission.done if v.state == "DONE" else submission.in_flight).append(v.run)
+    try:
+        _prepare_jobs(submission, spec, workdir, uri, todo, unmirrored, rung)
+    except BaseException:
+        submission.release()
+        raise
+    return submission
+
+
+def _prepare_jobs(submission: Submission, spec: ExperimentSpec, workdir: Path, uri: str,
+                  todo: list[RunView], unmirrored: list[RunView], rung: Rung | None) -> None:
+    executor = submission.executor
     workdir.mkdir(parents=True, exist_ok=True)
     store = open_store(uri)
     artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
@@ -108,4 +157,3 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     for run_dir, _ in submission.jobs:
         run_dir.path.mkdir(parents=True, exist_ok=True)
     submission.submitted = [v.run for v in todo]
-    return submission
