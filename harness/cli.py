@@ -196,6 +196,15 @@ def _wide():
                              "display.max_colwidth", 60)
 
 
+def cmd_fetch(args) -> int:
+    from harness.spec import load_spec
+    from harness.spec.lock import fetch
+    spec = load_spec(args.spec, check_files=False)   # models only: data may live elsewhere
+    path = fetch([r.config for r in spec.runs], spec.file, update=args.update)
+    print(f"pinned in {path}: runs of {spec.name} now build from these commits, offline")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from harness.spec.run_file import load_run_config
     for path in args.configs:
@@ -419,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    p = spec_command("fetch", "download every model a spec names into the Hugging Face "
+                              "cache and pin each to its commit in SPEC.lock.json", cmd_fetch)
+    p.add_argument("--update", action="store_true",
+                   help="re-resolve every model to the hub's current commit (default: keep "
+                        "the commits already pinned)")
     p = spec_command("plan", "validate a spec without weights, data or GPUs; show its runs, "
                              "what each still trains, the estimated GPU-hours and the Slurm "
                              "array it would submit", cmd_plan)

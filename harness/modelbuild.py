@@ -11,6 +11,7 @@ from harness.config.run_config import solo_config
 from models.experts import VisionExpert, build_expert
 from models.experts.base import BlockwiseViT
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusion
+from models.hub import pinned_expert, pinned_llm
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
@@ -56,6 +57,8 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
         for cfg in model_cfg.experts:
             if meta:
                 cfg = dataclasses.replace(cfg, pretrained=None)
+            else:
+                cfg = pinned_expert(cfg)
             try:
                 experts[cfg.key] = build_expert(cfg)
             except ValueError as exc:
@@ -92,5 +95,5 @@ def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
                 ) -> tuple[MultimodalLM, LoadedLLM]:
     """Deterministic given the seed: experts, fusion and projector are initialised from it;
     the LM comes from its own (pretrained or fixed-seed) weights."""
-    llm = load_llm(model_cfg.llm, cache_dir, corpus)
+    llm = load_llm(pinned_llm(model_cfg.llm), cache_dir, corpus)
     return assemble(model_cfg, seed, llm), llm

@@ -48,6 +48,8 @@ class LLMConfig:
     # the stand-in's tokenizer: `byte-level` BPE, or `llama`: sentencepiece-style like
     # Llama-2/Vicuna's (word-initial U+2581 marks, byte fallback, BOS added)
     tokenizer: str = field(default="byte-level", metadata={"omit_if_default": True})
+    # the hub commit `path` is pinned to (written by `ablate fetch`'s lock; models.hub)
+    revision: str | None = field(default=None, metadata={"omit_if_default": True})
 
 
 @dataclass

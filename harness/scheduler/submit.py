@@ -20,6 +20,7 @@ from harness.scheduler.executors import Executor, ExecutorOptions, build_executo
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, RunView, view_runs, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
+from harness.spec.lock import check_artifacts
 from harness.spec.manifest import record_spec
 from harness.tracking.mirror import MlflowMirror, mirror_again, tracking_record
 from harness.tracking.store import check_reachable, open_store
@@ -105,6 +106,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
             if problem:
                 raise ConfigError(f"run {run.name}: {problem}", file=spec.file, field="device")
     executor.place({run.config.device for run in spec.runs})
+    check_artifacts([run.config for run in spec.runs], spec.file)
     if record:
         record_spec(spec, workdir)
     views = view_spec(spec, workdir)

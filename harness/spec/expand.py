@@ -37,6 +37,7 @@ from harness.config.run_config import RunConfig
 from harness.config.schema import bind_dataclass
 from harness.config.yamlio import Located, load_yaml
 from harness.spec import paths
+from harness.spec.lock import apply_lock, read_lock
 from harness.spec.report_section import ReportSection, resolve_report
 from harness.spec.run_file import parse_run_config
 
@@ -311,6 +312,7 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
                         f"`max_runs: {combinations}` in the spec to expand them all")
     runs: list[PlannedRun] = []
     by_key: dict[str, PlannedRun] = {}
+    pins = read_lock(src.file)   # `ablate fetch`'s commits: part of each run's key
     for combo in itertools.product(*choices):
         picked = [pair for part in combo for pair in part]
         labels = {name: value.label for name, value in picked}
@@ -319,7 +321,8 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
         overrides = [ov for _, value in picked for ov in value.overrides]
         suffix = ",".join(f"{k}={v}" for k, v in labels.items())
         name = f"{spec.name}[{suffix}]" if suffix else spec.name
-        cfg = parse_run_config(_compose(base, overrides, src, name), check_files)
+        cfg = apply_lock(parse_run_config(_compose(base, overrides, src, name), check_files),
+                         pins)
         run = PlannedRun(name, labels, cfg)
         if cfg.key in by_key:
             raise ConfigError(f"runs {by_key[cfg.key].name} and {name} resolve to the same "

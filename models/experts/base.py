@@ -96,6 +96,8 @@ class ExpertConfig:
     name: str | None = None
     pretrained: str | None = None
     resolution: int | None = ranged(None, ge=1)
+    # the hub commit `pretrained` is pinned to (written by `ablate fetch`'s lock; models.hub)
+    revision: str | None = field(default=None, metadata=ADDED_OPTION)
     layers: list[int] = ranged(default_factory=lambda: [-1], min_items=1)
     freeze: bool = True
     lr: float | None = ranged(None, gt=0)
