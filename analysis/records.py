@@ -303,16 +303,6 @@ def assemble(runs: list[RunRef], raws: dict[str, RawRecord], source: str) -> Rec
                    protocols)
 
 
-def benchmarks_of(frame: pd.DataFrame) -> list[str]:
-    """Benchmarks in the order their columns appear."""
-    seen: dict[str, None] = {}
-    for col in frame.columns:
-        head, sep, _ = col.partition("/")
-        if sep and head not in ("cost", "param"):
-            seen.setdefault(head)
-    return list(seen)
-
-
 def display_scale(unit: str) -> float:
     """Fractions print as %, `points` on their published scale (MME 0-2000)."""
     return 1.0 if unit == "points" else 100.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 from harness.config.selection import Rung
 from harness.runs.pipeline import PausedRun
 from harness.search.arms import Arm, ArmRunner
-from harness.search.search_spec import Halving, SearchSpec, selection_objective
+from harness.search.search_spec import SearchSpec, selection_objective
 from harness.spec import PlannedRun
 
 
@@ -99,8 +99,3 @@ class HalvingRound:
         self.record = {"selection": h.selection.describe(), "rungs": decisions,
                        "stopped": sorted(stopped, key=str)}
         return out
-
-
-def describe_halving(h: Halving) -> str:
-    return (f"successive halving at {', '.join(f'{f:g}' for f in h.rungs)} of the last stage, "
-            f"keeping {h.keep:g} (at least {h.min_keep}); {h.selection.describe()}")
