@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.manifest import SpecManifest, file_sha256
+from core.contained import SAFE_NAME, inside, name_problem
 from core.errors import ConfigError
 from core.fields import ranged
 from core.identity import content_hash, to_plain
@@ -132,7 +133,7 @@ class SearchSection:
 
 @dataclass(frozen=True)
 class SearchFile:
-    name: str
+    name: str = ranged(pattern=SAFE_NAME)   # names WORKDIR/searches/NAME/ and its manifest
     base: Any
     search: SearchSection
     description: str = ""
@@ -261,12 +262,12 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                                 "sets; compare settings (e.g. pre-alignment on/off) with one "
                                 "search spec each, sharing a base")
     spec = bind_dataclass(SearchFile, src.data, src, "")
-    s = spec.search
-    if not spec.name.strip():
-        raise src.error("name", "a search needs a non-empty name (it names the MLflow "
-                                "experiment and the search's state folder)")
+    s = spec.search   # its name checked by the schema: it names the search's folder
     experts = {}
     for name, value in s.experts.items():
+        problem = name_problem(name)   # the key names the expert, and its stage folders
+        if problem:
+            raise src.error(f"search.experts.{name}", problem)
         if not isinstance(value, dict) or "id" not in value:
             raise src.error(f"search.experts.{name}", "expected an expert config mapping "
                                                       "with an `id`")
@@ -399,7 +400,7 @@ def selection_objective(spec: SearchSpec, paused) -> float:
 def searched_runs(spec: SearchSpec, workdir: Path) -> list[PlannedRun]:
     """Every run the search has submitted so far, in order, from its runs.json (written by
     harness.search.greedy before each submission), planned again from the spec."""
-    path = Path(workdir) / "searches" / spec.name / "runs.json"
+    path = inside(Path(workdir) / "searches", spec.name) / "runs.json"
     if not path.exists():
         return []
     return [spec.run(r["experts"], r["seed"], r["extra"] or None)
