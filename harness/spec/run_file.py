@@ -32,7 +32,6 @@ from harness.data.synthetic import SKILLS
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.questions import BenchmarkFileError
 from harness.modelbuild import ExpertBuildError, build_architecture
-from harness.training.loop import BatchSplitError, split
 from models.experts import EXPERTS
 from models.fusion import FusionOptionError
 from models.fusion.context_routing import DEFAULT_CARDS
@@ -254,13 +253,14 @@ def _validate_micro_batch(cfg: RunConfig, src: Located) -> None:
     """parallel.micro_batch must split every stage's global batch on one rank; on more
     ranks it must also split each rank's share, which the submission checks once it knows
     the ranks (harness.scheduler.submit). Refused here, an inline run writes nothing."""
+    micro = cfg.parallel.micro_batch
     for stage in cfg.stages:
-        if not stage.enabled:
-            continue
-        try:
-            split(stage, 1, cfg.parallel.micro_batch)
-        except BatchSplitError as exc:
-            raise src.error("parallel.micro_batch", str(exc)) from None
+        if stage.enabled and micro is not None and stage.batch_size % micro:
+            allowed = [m for m in range(1, stage.batch_size + 1) if stage.batch_size % m == 0]
+            raise src.error("parallel.micro_batch", f"stage '{stage.name}': its batch_size "
+                            f"{stage.batch_size} does not split into micro-batches of {micro} "
+                            "(on more ranks, each rank's share must split too); allowed "
+                            f"parallel.micro_batch: {', '.join(map(str, allowed))}")
 
 
 def _blame(message: str, cfg: RunConfig) -> str:
