@@ -308,6 +308,21 @@ def test_a_batch_micro_batch_does_not_split_writes_nothing_inline(tmp_path, caps
     _nothing_written(workdir)
 
 
+def test_a_batch_the_jobs_ranks_do_not_split_is_refused_before_any_write(tmp_path, capsys,
+                                                                        slurm_cluster):
+    """One rank splits batch_size 4, so the spec is valid; a Slurm job of 3 tasks does not,
+    which the submission's preflight finds before it writes the manifest or a run folder."""
+    profile = tmp_path / "three.yaml"
+    profile.write_text(Path(slurm_cluster).read_text() + "tasks_per_node: 3\n")
+    spec = _spec(tmp_path)
+    workdir = tmp_path / "work"
+    assert main(["run", str(spec), "--workdir", str(workdir), "--executor", "slurm",
+                 "--profile", str(profile), "--no-follow"]) == 2
+    err = capsys.readouterr().err
+    assert "parallel.micro_batch" in err and "does not divide over 3 ranks" in err, err
+    _nothing_written(workdir)
+
+
 def test_a_search_with_an_unreachable_tracker_writes_nothing(tmp_path, capsys):
     from tests.test_search import write_search
     path = write_search(tmp_path, name="s")
