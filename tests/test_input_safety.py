@@ -250,6 +250,27 @@ def test_a_bad_gqa_file_is_named_at_validate_and_plan(tmp_path, capsys, case):
     _nothing_written(workdir)
 
 
+def test_a_halving_searchs_held_out_benchmark_file_is_checked_too(tmp_path):
+    from tests.test_search import write_search
+    good, images = fixtures.gqa(tmp_path / "gqa")
+    _bad_gqa(tmp_path / "held_out", "repeated key")
+    held_out = tmp_path / "held_out" / "testdev_balanced_questions.json"
+    path = write_search(tmp_path, name="h", edit=(
+        "seeds: [0]", "seeds: [0]\n  halving:\n    rungs: [0.5]\n    selection:\n"
+                      "      benchmarks: [gqa]\n      sources:\n"
+                      f"        gqa: {{questions: {held_out}, images: {images}}}"))
+    path.write_text(path.read_text().replace("synth-pope: {max: 1, weight: 2}",
+                                             "gqa: {max: 1}"))
+    base = path.parent / "base.yaml"
+    base.write_text(_with_eval(base.read_text(), GQA_EVAL.replace(
+        "gqa/testdev_balanced_questions.json", str(good)).replace("gqa/images", str(images))))
+    from harness.search import load_search_spec
+    with pytest.raises(ConfigError) as exc:
+        load_search_spec(path)
+    assert exc.value.field == "search.halving.selection.sources.gqa.questions", exc.value
+    assert "key '201': given twice" in exc.value.message
+
+
 TEXTVQA_EVAL = """\
 eval:
   benchmarks: [synth-color, textvqa]

@@ -50,7 +50,7 @@ from harness.config.selection import SelectionSplit
 from harness.config.yamlio import Located, load_yaml
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.spec.expand import Override, PlannedRun, _base, _compose, check_expert_ids
-from harness.spec.run_file import parse_run_config
+from harness.spec.run_file import check_benchmark_files, parse_run_config
 
 
 @dataclass(frozen=True)
@@ -328,7 +328,8 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                 raise src.error("search.tune.path", f"cannot tune '{s.tune.path}': "
                                                     f"{exc.message}") from None
     objective = _objective(s, first.config, src)
-    halving = _halving(s.halving, first.config, objective, src) if s.halving else None
+    halving = (_halving(s.halving, first.config, objective, src, check_files) if s.halving
+               else None)
     if halving is not None and s.tune is not None:
         raise src.error("search.halving", "halving and tune cannot be combined yet: each "
                                           "tuning trial would need its own rungs; drop one")
@@ -336,7 +337,7 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
 
 
 def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization],
-             src: Located) -> Halving:
+             src: Located, check_files: bool = True) -> Halving:
     """The halving section checked against what the runs train and evaluate, with the
     selection benchmarks defaulting to the objective's."""
     where = "search.halving"
@@ -358,6 +359,9 @@ def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization
                             "files: give its held-out questions as sources."
                             f"{name}: {{questions: ..., images: ...}} (the reported files "
                             "would make the search select on the numbers it reports)")
+        if name in sel.sources:   # held-out files: read by their loader now, as eval's are
+            check_benchmark_files(name, sel.sources[name], src,
+                                  f"{where}.selection.sources.{name}", check_files)
     if base_cfg.data.synthetic is None and sel.data is None and not all(
             BENCHMARKS.get(n).needs_source for n in benchmarks):
         raise src.error(f"{where}.selection.data", "the runs do not use synthetic data: give "

@@ -295,24 +295,26 @@ def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
     if ev.template:
         _check_id(src, "eval.template", TEMPLATES, ev.template)
     for name, source in ev.sources.items():
-        given = {a: getattr(source, a) for a in ("questions", "images") if getattr(source, a)}
-        missing = [a for a, value in given.items() if not Path(value).exists()]
-        if missing and check_files:
-            raise src.error(f"eval.sources.{name}.{missing[0]}",
-                            f"not found: {given[missing[0]]}")
-        if not missing:   # planning without the data still checks the files that are here
-            _check_benchmark_files(name, source, src)
+        check_benchmark_files(name, source, src, f"eval.sources.{name}", check_files)
 
 
-def _check_benchmark_files(name: str, source: BenchmarkSource, src: Located) -> None:
+def check_benchmark_files(name: str, source: BenchmarkSource, src: Located, where: str,
+                          check_files: bool = True) -> None:
     """The benchmark's files read by the loader a run uses (every record, its fields and
     image, ids unique, at least one question), before any run directory exists: a bad file
-    found at scoring fails a run after its whole training."""
+    found at scoring fails a run after its whole training. Planning without the data
+    (check_files false) skips files that are not here and still checks those that are."""
+    given = {a: getattr(source, a) for a in ("questions", "images") if getattr(source, a)}
+    missing = [a for a, value in given.items() if not Path(value).exists()]
+    if missing:
+        if check_files:
+            raise src.error(f"{where}.{missing[0]}", f"not found: {given[missing[0]]}")
+        return
     try:
         BENCHMARKS.get(name).check(Path(source.questions),
                                    Path(source.images) if source.images else None)
     except BenchmarkFileError as exc:
-        raise src.error(f"eval.sources.{name}.questions", str(exc)) from None
+        raise src.error(f"{where}.questions", str(exc)) from None
 
 
 def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
