@@ -22,6 +22,7 @@ import yaml
 from analysis.arms import TableLayout
 from analysis.records import RunRef
 from analysis.reference import ReferenceMap, ReferenceTable
+from core.contained import inside, name_problem
 from core.errors import HarnessError
 from core.files import atomic_write_text
 
@@ -68,7 +69,8 @@ def file_sha256(path: Path) -> str:
 
 
 def manifest_path(workdir: Path, name: str) -> Path:
-    return Path(workdir) / "specs" / f"{name}.json"
+    """WORKDIR/specs/NAME.json; a name that would climb out of specs/ is refused."""
+    return inside(Path(workdir) / "specs", f"{name}.json")
 
 
 def write_manifest(manifest: SpecManifest, workdir: Path) -> Path:
@@ -97,6 +99,9 @@ def spec_name(path: str | Path) -> str:
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str) or not name.strip():
         raise HarnessError(f"{path}: the spec has no `name`")
+    problem = name_problem(name)   # it names the manifest read (and the report's folder)
+    if problem:
+        raise HarnessError(f"{path}: name: {problem}")
     return name
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from typing import Any
+
+from core.contained import SAFE_NAME, name_problem
 
 _CHECKS = (("gt", operator.gt, ">"), ("ge", operator.ge, ">="), ("lt", operator.lt, "<"),
            ("le", operator.le, "<="))
@@ -14,12 +17,14 @@ _CHECKS = (("gt", operator.gt, ">"), ("ge", operator.ge, ">="), ("lt", operator.
 def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
            gt: float | None = None, ge: float | None = None, lt: float | None = None,
            le: float | None = None, min_items: int | None = None,
-           metadata: dict | None = None) -> Any:
+           pattern: str | None = None, metadata: dict | None = None) -> Any:
     """A dataclass field with bounds: numbers (gt/ge/lt/le; for a dict or list of numbers,
-    every value) and sizes (min_items, for lists and dicts). None stays allowed where the
-    type is optional."""
+    every value), sizes (min_items, for lists and dicts) and the form of a string (pattern, a
+    regular expression the whole string must match: names that become paths,
+    core.contained.SAFE_NAME). None stays allowed where the type is optional."""
     bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le),
-                                ("min_items", min_items)) if v is not None}
+                                ("min_items", min_items), ("pattern", pattern))
+              if v is not None}
     kwargs: dict[str, Any] = {"metadata": {**(metadata or {}), "range": bounds}}
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
@@ -32,6 +37,11 @@ def range_error(value: Any, bounds: dict) -> str | None:
     """Why `value` breaks `bounds`, or None."""
     if value is None or not bounds:
         return None
+    if "pattern" in bounds and isinstance(value, str) \
+            and not re.fullmatch(bounds["pattern"], value):
+        if bounds["pattern"] == SAFE_NAME:   # said in words, with the pattern
+            return name_problem(value)
+        return f"{value!r} does not match the allowed pattern {bounds['pattern']}"
     if "min_items" in bounds and isinstance(value, (list, tuple, dict)) \
             and len(value) < bounds["min_items"]:
         n = bounds["min_items"]

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from core.contained import inside
 from core.errors import HarnessError
 from core.registry import UnknownIdError
 
@@ -332,7 +333,8 @@ def cmd_report(args) -> int:
     rescored = rescore_for_report(manifest, workdir, args.source)
     report = build_report(manifest, workdir, args.source, args.tracking_uri)
     report.header += rescored
-    out = Path(args.out) if args.out else workdir / "reports" / report.name
+    # --out is the user's choice; the default folder is named by the spec, so kept inside
+    out = Path(args.out) if args.out else inside(workdir / "reports", report.name)
     written = report.write(out)
     print(report.text(args.format), end="")
     figures = sorted({p.stem for p in written if p.suffix == ".png"})
@@ -546,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     except (HarnessError, UnknownIdError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: the run in flight was marked INTERRUPTED with its checkpoint kept (harness.
+        # runs.pipeline); one line, and 128 + SIGINT as a shell reports a signal
+        print(f"\ninterrupted: `ablate {args.command}` stopped by Ctrl-C; a run it was "
+              "training is INTERRUPTED and resumes from its last checkpoint when run again",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION, content_hash, to_plain
 from core.registry import UnknownIdError
@@ -124,7 +125,7 @@ class StageConfig:
     the expert reuses it; the expert's weights carry on, its projector is dropped. Per-expert
     stages come before the joint ones. enabled: false drops the stage (an axis can toggle it).
     """
-    name: str
+    name: str = ranged(pattern=SAFE_NAME)   # names its folder WORKDIR/stages/NAME-KEY
     data: Literal["align", "sft"]
     train: list[str] = ranged(min_items=1)
     lr: float = ranged(gt=0)

@@ -1,5 +1,10 @@
 """YAML loading that remembers where each field came from, so validation errors can name the
-line a user must fix rather than only the field path."""
+line a user must fix rather than only the field path.
+
+A spec holds plain values only: every explicit tag (`!!python/...`, `!!str`, `!custom`, on a
+scalar, a list or a mapping) is refused with its line before anything is built, and aliases
+may repeat at most MAX_ALIAS_VALUES values in all, so a nest of anchors ("billion laughs")
+is refused at once instead of expanding for ever."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,12 +64,64 @@ class Located:
                            field=path or None)
 
 
-def _to_plain(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> Any:
+# values that aliases may add to a document beyond those written once: far above any spec's
+# use of anchors, far below what takes noticeable time to expand
+MAX_ALIAS_VALUES = 10_000
+# libyaml's parser where installed: fast, and it caps nesting depth (the pure-Python one takes
+# quadratic time on deep flow nesting)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _refuse_tags(text: str, file: str) -> None:
+    """Any explicit tag, at its line. Tags are read from the parser's events, where a tag the
+    user wrote is present and an implicitly resolved one is not."""
+    for event in yaml.parse(text, Loader=_LOADER):
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            raise ConfigError(f"unsupported YAML tag {tag!r}: a spec holds plain values "
+                              "(strings, numbers, booleans, lists, mappings); no tag is read, "
+                              "let alone run", file=file,
+                              line=event.start_mark.line + 1)
+
+
+def _expanded_size(root: yaml.Node, file: str) -> tuple[int, int]:
+    """(values once every alias is expanded, values written), counted without expanding
+    (each node's size once); a recursive alias is refused."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = ([n for pair in node.value for n in pair]
+                    if isinstance(node, yaml.MappingNode) else
+                    list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            continue
+        if id(node) in open_nodes:
+            raise ConfigError("a YAML alias refers to a node that contains it (a recursive "
+                              "anchor)", file=file, line=node.start_mark.line + 1)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ConfigError("a YAML alias refers to a node that contains it (a "
+                                  "recursive anchor)", file=file,
+                                  line=child.start_mark.line + 1)
+            stack.append((child, False))
+    return sizes[id(root)], len(sizes)
+
+
+def _to_plain(node: yaml.Node, path: str, lines: dict[str, int], file: str,
+              scalars: yaml.constructor.SafeConstructor) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
+            key = _to_plain(key_node, path, {}, file, scalars)
             if not isinstance(key, str):
                 raise ConfigError(f"field names must be strings, got {key!r}", file=file,
                                   line=key_node.start_mark.line + 1, field=path or None)
@@ -72,18 +129,21 @@ def _to_plain(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> A
             if key in out:
                 raise ConfigError("field given twice", file=file,
                                   line=key_node.start_mark.line + 1, field=child)
-            out[key] = _to_plain(value_node, child, lines, file)
+            out[key] = _to_plain(value_node, child, lines, file, scalars)
             lines[child] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_plain(n, f"{path}[{i}]", lines, file) for i, n in enumerate(node.value)]
-    try:
-        return yaml.safe_load(yaml.serialize(node))
-    except yaml.YAMLError as exc:   # a tag the safe loader refuses (!!python/...): never run
-        raise ConfigError(f"unsupported YAML tag {node.tag!r}: a spec holds plain values "
-                          f"(strings, numbers, booleans, lists, mappings); "
-                          f"{getattr(exc, 'problem', None) or exc}", file=file,
-                          line=node.start_mark.line + 1, field=path or None) from None
+        return [_to_plain(n, f"{path}[{i}]", lines, file, scalars)
+                for i, n in enumerate(node.value)]
+    if node.tag == "tag:yaml.org,2002:merge":
+        raise ConfigError("YAML merge keys (<<) are not supported: write the fields out",
+                          file=file, line=node.start_mark.line + 1, field=path or None)
+    try:   # an implicitly resolved scalar: str, int, float, bool, null, timestamp
+        return scalars.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read the value: {getattr(exc, 'problem', None) or exc}",
+                          file=file, line=node.start_mark.line + 1,
+                          field=path or None) from None
 
 
 def load_yaml(path: str | Path) -> Located:
@@ -92,7 +152,10 @@ def load_yaml(path: str | Path) -> Located:
         raise ConfigError("file not found", file=str(path))
     text = path.read_text()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_tags(text, str(path))
+        node = yaml.compose(text, Loader=_LOADER)
+    except RecursionError:
+        raise ConfigError("malformed YAML: nested too deeply", file=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -100,6 +163,12 @@ def load_yaml(path: str | Path) -> Located:
         raise ConfigError(f"malformed YAML: {problem}", file=str(path), line=line) from None
     if node is None:
         raise ConfigError("file is empty", file=str(path))
+    expanded, written = _expanded_size(node, str(path))
+    if expanded - written > MAX_ALIAS_VALUES:
+        raise ConfigError(f"YAML aliases expand {written:,} values into {expanded:,}, more than "
+                          f"{MAX_ALIAS_VALUES:,} repeated values (nested anchors, a 'billion "
+                          "laughs'?); write the values out or use fewer aliases",
+                          file=str(path))
     lines: dict[str, int] = {}
-    data = _to_plain(node, "", lines, str(path))
+    data = _to_plain(node, "", lines, str(path), yaml.constructor.SafeConstructor())
     return Located(data, lines, str(path))

@@ -17,6 +17,7 @@ from core.registry import Registry
 from harness.data.llava import Conversation
 from harness.data.synthetic import SKILLS
 from harness.evaluation.formats import LOADERS
+from harness.evaluation.questions import Question, checked
 from harness.evaluation.revision import scoring_revision
 from harness.evaluation.scoring import SCORERS
 from models.templates import IMAGE_PLACEHOLDER
@@ -74,14 +75,47 @@ class Benchmark:
     def select(self, records: list[Conversation]) -> list[Conversation]:
         return [r for r in records if r.extra.get("benchmark") == self.name]
 
+    def questions(self, questions: Path, images: Path | None, cache: Path | None
+                  ) -> list[Question]:
+        """The official files read by this benchmark's loader, every record checked (fields,
+        images, ids unique, at least one question). cache None: read and check only, write
+        nothing (MMBench's decoded images are not written)."""
+        return checked(LOADERS.get(self.format)(questions, images, cache), questions,
+                       self.family)
+
+    def check(self, questions: Path, images: Path | None) -> int:
+        """How many questions the files hold, read exactly as a run will read them, before
+        anything is written; raises BenchmarkFileError naming the file and the record. Once
+        per file content in a process: a grid's runs share their benchmark files."""
+        # the image folder by its path only: stat-ing COCO's 40K images per run of a grid
+        # would cost more than the check
+        key = (self.format, _signature(questions), str(images))
+        if key not in _CHECKED:
+            _CHECKED[key] = len(self.questions(questions, images, None))
+        return _CHECKED[key]
+
     def load(self, questions: Path, images: Path | None, cache: Path) -> list[Conversation]:
         """The official files as conversations whose one open turn is the question's prompt."""
         out = []
-        for q in LOADERS.get(self.format)(questions, images, cache):
+        for q in self.questions(questions, images, cache):
             out.append(Conversation(q.id, q.image, [(f"{IMAGE_PLACEHOLDER}\n{q.prompt}", "")],
                                     {"benchmark": self.name, "answers": q.answers,
                                      "choices": q.choices, "meta": q.meta}))
         return out
+
+
+_CHECKED: dict[tuple, int] = {}   # (format, files' signature) -> question count
+
+
+def _signature(path: Path) -> tuple:
+    """A file's or folder's path, sizes and modification times (every file under a folder,
+    MME's and POPE's layouts): a changed file is checked again."""
+    path = Path(path)
+    if not path.is_dir():
+        stat = path.stat() if path.exists() else None
+        return (str(path), stat and (stat.st_size, stat.st_mtime_ns))
+    return (str(path), tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                                    for p in path.rglob("*") if p.is_file())))
 
 
 @functools.cache

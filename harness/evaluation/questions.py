@@ -35,11 +35,35 @@ def bad_record(path: Path, where: str, message: str) -> BenchmarkFileError:
     return BenchmarkFileError(f"{path}: {where}: {message}")
 
 
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice: `json` would keep the last silently, and in
+    an object of questions by id (GQA, ScienceQA) that drops a question."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def read_json(path: Path, benchmark: str) -> Any:
     if not path.is_file():
         raise BenchmarkFileError(f"{path}: {benchmark} question file not found")
+    text = path.read_text()
+    if not text.strip():
+        raise BenchmarkFileError(f"{path}: the file is empty; expected {benchmark}'s "
+                                 "official file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        raise bad_record(path, f"key {exc.key!r}", "given twice in one object (JSON would keep "
+                                                   "only the last: a question lost)") from None
     except json.JSONDecodeError as exc:
         raise BenchmarkFileError(f"{path}: not valid JSON ({exc}); expected {benchmark}'s "
                                  "official file") from None
@@ -59,6 +83,23 @@ def read_jsonl(path: Path, benchmark: str) -> list[tuple[int, Any]]:
             raise bad_record(path, f"line {n}", f"not a JSON object ({exc}); expected "
                                                 f"{benchmark}'s JSON-lines file") from None
     return out
+
+
+def checked(questions: list[Question], path: Path, benchmark: str) -> list[Question]:
+    """`questions` as a loader read them from `path`, refused when there are none (an empty
+    list, `data: []`, a split filtered to nothing: a score over no question is no score) or
+    when an id repeats (predictions and scores are keyed by it, so one answer would stand
+    for two questions)."""
+    if not questions:
+        raise BenchmarkFileError(f"{path}: no {benchmark} questions in the file")
+    seen: dict[str, int] = {}
+    for n, q in enumerate(questions, 1):
+        if q.id in seen:
+            raise bad_record(path, f"question id {q.id!r}", f"given twice (question {seen[q.id]} "
+                                                            f"and question {n} as read); "
+                                                            "ids must be unique")
+        seen[q.id] = n
+    return questions
 
 
 def require(record: Any, keys: dict[str, type | tuple[type, ...]], path: Path, where: str,

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.contained import inside
 from core.files import file_lock
 from harness.rehearsal.data import write_benchmarks, write_training_data
 from harness.rehearsal.geometry import spec_scale
@@ -156,7 +157,7 @@ def _report(spec: ExperimentSpec, workdir: Path, lines: list[RunLine], stream) -
     if spec.report is None or not any(line.state == "DONE" for line in lines):
         return None
     report = experiment_report(experiment_manifest(spec), workdir)
-    folder = workdir / "reports" / spec.name
+    folder = inside(workdir / "reports", spec.name)
     report.write(folder)
     stream.write(report.text("markdown") + "\n")
     return folder

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from core.contained import inside
 from core.errors import DataError, HarnessError
 from core.files import atomic_write_text
 from core.identity import content_hash, to_plain
@@ -335,7 +336,7 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
     hooks = hooks or RunHooks()
     use_expandable_segments()   # before anything of the run allocates on a GPU
     workdir = Path(workdir).resolve()
-    run_dir = RunDir(workdir / "runs" / cfg.key)
+    run_dir = RunDir(inside(workdir / "runs", cfg.key))
     world = _world(cfg)
     main = world.is_main
     with main_holds(world, run_dir.lock_path):
@@ -615,7 +616,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     last_stage = keys[-1][2]
     for name, expert, key in keys:
         stage = stages[name]
-        stage_dir = RunDir(workdir / "stages" / stage_dir_name(name, expert, key))
+        stage_dir = RunDir(inside(workdir / "stages", stage_dir_name(name, expert, key)))
         if expert:
             train = functools.partial(train_alone, stage, stage_dir, experts[expert])
         else:

@@ -58,6 +58,11 @@ class Executor(ABC):
     def describe(self) -> str:
         return self.name
 
+    def ranks(self) -> int:
+        """The ranks each job runs its run on (after `place`): what a stage's global batch
+        must divide over."""
+        return 1
+
     def place(self, devices: set[str]) -> None:
         """Fit the executor to the runs about to be submitted (their `device`s); raises
         before anything is submitted when they cannot run as asked. Most executors have
@@ -101,6 +106,9 @@ class LocalExecutor(Executor):
         gpus = f", {self.slots.describe()}" if self.slots.per_job else ""
         return f"local, at most {self.options.max_parallel} at a time{gpus}"
 
+    def ranks(self):
+        return self.slots.ranks_per_job
+
     def place(self, devices):
         uses_gpu = bool(devices & {"cuda", "auto"})
         self.slots = gpu_slots(self.options.max_parallel, self.options.gpus_per_job,
@@ -139,6 +147,9 @@ class SlurmExecutor(Executor):
             raise HarnessError("the slurm executor needs --profile slurm/NAME.yaml (partition, "
                                "GPUs, CPUs, memory, time); see slurm/local.yaml")
         self.profile: SlurmProfile = load_profile(options.profile)
+
+    def ranks(self):
+        return self.profile.world_size
 
     def describe(self):
         p = self.profile

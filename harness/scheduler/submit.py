@@ -24,6 +24,7 @@ from harness.spec.lock import check_artifacts
 from harness.spec.manifest import record_spec
 from harness.tracking.mirror import MlflowMirror, mirror_again, tracking_record
 from harness.tracking.store import check_reachable, open_store
+from harness.training.loop import BatchSplitError, split
 
 ON_THIS_MACHINE = ("inline", "local")   # executors whose jobs run where `ablate` runs
 
@@ -84,6 +85,38 @@ def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, 
             **{mlflow_name(f"axis.{k}"): v for k, v in run.labels.items()}}
 
 
+def preflight(runs: list[PlannedRun], spec_file: str, workdir: Path, executor_name: str,
+              max_parallel: int = 1, profile: str | None = None,
+              tracking_uri: str | None = None, gpus_per_job: int | None = None
+              ) -> tuple[Executor, str]:
+    """Every check of a submission that needs no record: the executor and its profile, the
+    tracking store, each run's device on this machine and each stage's batch over the job's
+    ranks. It writes nothing, so `ablate run` and `ablate search` call it before their first
+    write. Returns the executor, fitted to the runs, and the tracking URI."""
+    workdir = Path(workdir).resolve()
+    executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile,
+                                                             gpus_per_job))
+    uri = tracking_uri or default_uri(workdir)
+    if tracking_uri:
+        check_reachable(uri)
+    if executor.name in ON_THIS_MACHINE:   # a Slurm job finds its GPU on its node
+        for run in runs:
+            problem = device_problem(run.config.device)
+            if problem:
+                raise ConfigError(f"run {run.name}: {problem}", file=spec_file, field="device")
+    executor.place({run.config.device for run in runs})
+    ranks = executor.ranks()
+    for run in runs:   # one rank was checked with the spec; the job's ranks are known now
+        for stage in run.config.stages:
+            try:
+                split(stage, ranks, run.config.parallel.micro_batch)
+            except BatchSplitError as exc:
+                raise ConfigError(f"run {run.name} on {executor.describe()}: {exc}",
+                                  file=spec_file, field="parallel.micro_batch") from None
+    check_artifacts([run.config for run in runs], spec_file)
+    return executor, uri
+
+
 def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_parallel: int = 1,
             profile: str | None = None, tracking_uri: str | None = None,
             record: bool = True, rung: Rung | None = None,
@@ -94,19 +127,9 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     last stage there (successive halving); the caller leaves out runs already scored at it.
     `gpus_per_job`: the local executor's GPUs per job (None: one where runs use a GPU)."""
     workdir = Path(workdir).resolve()
-    executor = build_executor(executor_name, ExecutorOptions(workdir, max_parallel, profile,
-                                                             gpus_per_job))
-    uri = tracking_uri or default_uri(workdir)
-    if tracking_uri:
-        check_reachable(uri)
+    executor, uri = preflight(spec.runs, spec.file, workdir, executor_name, max_parallel,
+                              profile, tracking_uri, gpus_per_job)
     submission = Submission(executor, uri)
-    if executor.name in ON_THIS_MACHINE:   # a Slurm job finds its GPU on its node
-        for run in spec.runs:
-            problem = device_problem(run.config.device)
-            if problem:
-                raise ConfigError(f"run {run.name}: {problem}", file=spec.file, field="device")
-    executor.place({run.config.device for run in spec.runs})
-    check_artifacts([run.config for run in spec.runs], spec.file)
     if record:
         record_spec(spec, workdir)
     views = view_spec(spec, workdir)

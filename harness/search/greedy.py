@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.lineage import candidate_frame, lineage_frame
 from analysis.manifest import write_manifest
+from core.contained import inside
 from core.errors import HarnessError
 from core.files import atomic_write_text, file_lock
 from core.identity import to_plain
@@ -29,7 +30,7 @@ from harness.config.selection import Rung
 from harness.runs.pipeline import PausedRun, RunResult, load_paused, load_result
 from harness.runs.rundir import RunDir
 from harness.scheduler.states import follow, view_spec
-from harness.scheduler.submit import prepare
+from harness.scheduler.submit import preflight, prepare
 from harness.search.arms import Arm, Round, SeedRun
 from harness.search.halving import HalvingRound
 from harness.search.search_spec import (
@@ -58,7 +59,7 @@ class GreedySearch:
         self.gpus_per_job = gpus_per_job
         self.stream = stream or sys.stdout
         self.follow_jobs = follow_jobs
-        self.dir = self.workdir / "searches" / spec.name
+        self.dir = inside(self.workdir / "searches", spec.name)
         self._tuner = None
         self._halving: HalvingRound | None = None
 
@@ -171,6 +172,12 @@ class GreedySearch:
     # --- the search -------------------------------------------------------------------
     def run(self) -> list[Round]:
         spec = self.spec
+        # the executor, the tracking store, devices and batches, checked on the first
+        # round's runs before the search writes its folder or its manifest
+        first_runs = [spec.run(arm, seed) for arm in [spec.start] +
+                      [spec.start + [e] for e in spec.pool] for seed in spec.seeds]
+        preflight(first_runs, spec.file, self.workdir, self.executor, self.max_parallel,
+                  self.profile, self.tracking_uri, self.gpus_per_job)
         self.dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.dir / "search.lock"):
             write_manifest(search_manifest(spec), self.workdir)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.manifest import SpecManifest, file_sha256
+from core.contained import SAFE_NAME, inside, name_problem
 from core.errors import ConfigError
 from core.fields import ranged
 from core.identity import content_hash, to_plain
@@ -49,7 +50,7 @@ from harness.config.selection import SelectionSplit
 from harness.config.yamlio import Located, load_yaml
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.spec.expand import Override, PlannedRun, _base, _compose, check_expert_ids
-from harness.spec.run_file import parse_run_config
+from harness.spec.run_file import check_benchmark_files, parse_run_config
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class SearchSection:
 
 @dataclass(frozen=True)
 class SearchFile:
-    name: str
+    name: str = ranged(pattern=SAFE_NAME)   # names WORKDIR/searches/NAME/ and its manifest
     base: Any
     search: SearchSection
     description: str = ""
@@ -261,12 +262,12 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                                 "sets; compare settings (e.g. pre-alignment on/off) with one "
                                 "search spec each, sharing a base")
     spec = bind_dataclass(SearchFile, src.data, src, "")
-    s = spec.search
-    if not spec.name.strip():
-        raise src.error("name", "a search needs a non-empty name (it names the MLflow "
-                                "experiment and the search's state folder)")
+    s = spec.search   # its name checked by the schema: it names the search's folder
     experts = {}
     for name, value in s.experts.items():
+        problem = name_problem(name)   # the key names the expert, and its stage folders
+        if problem:
+            raise src.error(f"search.experts.{name}", problem)
         if not isinstance(value, dict) or "id" not in value:
             raise src.error(f"search.experts.{name}", "expected an expert config mapping "
                                                       "with an `id`")
@@ -327,7 +328,8 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
                 raise src.error("search.tune.path", f"cannot tune '{s.tune.path}': "
                                                     f"{exc.message}") from None
     objective = _objective(s, first.config, src)
-    halving = _halving(s.halving, first.config, objective, src) if s.halving else None
+    halving = (_halving(s.halving, first.config, objective, src, check_files) if s.halving
+               else None)
     if halving is not None and s.tune is not None:
         raise src.error("search.halving", "halving and tune cannot be combined yet: each "
                                           "tuning trial would need its own rungs; drop one")
@@ -335,7 +337,7 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
 
 
 def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization],
-             src: Located) -> Halving:
+             src: Located, check_files: bool = True) -> Halving:
     """The halving section checked against what the runs train and evaluate, with the
     selection benchmarks defaulting to the objective's."""
     where = "search.halving"
@@ -357,6 +359,9 @@ def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization
                             "files: give its held-out questions as sources."
                             f"{name}: {{questions: ..., images: ...}} (the reported files "
                             "would make the search select on the numbers it reports)")
+        if name in sel.sources:   # held-out files: read by their loader now, as eval's are
+            check_benchmark_files(name, sel.sources[name], src,
+                                  f"{where}.selection.sources.{name}", check_files)
     if base_cfg.data.synthetic is None and sel.data is None and not all(
             BENCHMARKS.get(n).needs_source for n in benchmarks):
         raise src.error(f"{where}.selection.data", "the runs do not use synthetic data: give "
@@ -399,7 +404,7 @@ def selection_objective(spec: SearchSpec, paused) -> float:
 def searched_runs(spec: SearchSpec, workdir: Path) -> list[PlannedRun]:
     """Every run the search has submitted so far, in order, from its runs.json (written by
     harness.search.greedy before each submission), planned again from the spec."""
-    path = Path(workdir) / "searches" / spec.name / "runs.json"
+    path = inside(Path(workdir) / "searches", spec.name) / "runs.json"
     if not path.exists():
         return []
     return [spec.run(r["experts"], r["seed"], r["extra"] or None)

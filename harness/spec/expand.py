@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.arms import TableLayout
+from core.contained import SAFE_NAME
 from core.errors import ConfigError
 from core.fields import ranged
 from harness.config.run_config import RunConfig
@@ -56,7 +57,7 @@ class VariantSpec:
 
 @dataclass(frozen=True)
 class SpecFile:
-    name: str
+    name: str = ranged(pattern=SAFE_NAME)   # names WORKDIR/specs/NAME.json
     base: Any
     description: str = ""
     axes: dict[str, AxisSpec] = field(default_factory=dict)
@@ -273,9 +274,7 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     """check_files=False: validate everything but the existence of data and benchmark files
     (`ablate plan` of a full-scale spec on a machine without the data)."""
     src = load_yaml(path)
-    spec = bind_dataclass(SpecFile, src.data, src, "")
-    if not spec.name.strip():
-        raise src.error("name", "a spec needs a non-empty name (it names the MLflow experiment)")
+    spec = bind_dataclass(SpecFile, src.data, src, "")   # its name checked by the schema
     base = _base(spec, src)
     if not isinstance(base.data, dict):
         raise base.error("", "a run config must be a mapping")

@@ -30,6 +30,7 @@ from harness.config.yamlio import Located, load_yaml
 from harness.data.llava import check_llava_file
 from harness.data.synthetic import SKILLS
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.questions import BenchmarkFileError
 from harness.modelbuild import ExpertBuildError, build_architecture
 from models.experts import EXPERTS
 from models.fusion import FusionOptionError
@@ -167,6 +168,7 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
             raise src.error(f"stages[{i}].lora", "a per-expert stage keeps the LLM frozen; "
                                                  "LoRA adapters belong to a joint stage")
     _validate_routing_stages(cfg, src)
+    _validate_micro_batch(cfg, src)
     _validate_eval(cfg.eval, src, check_files)
     _validate_data(cfg, src, check_files)
     arch = content_hash(architecture_dict(cfg.model))
@@ -247,6 +249,20 @@ def _validate_per_expert(cfg: RunConfig, src: Located) -> None:
                                   "follow them to train the combined model")
 
 
+def _validate_micro_batch(cfg: RunConfig, src: Located) -> None:
+    """parallel.micro_batch must split every stage's global batch on one rank; on more
+    ranks it must also split each rank's share, which the submission checks once it knows
+    the ranks (harness.scheduler.submit). Refused here, an inline run writes nothing."""
+    micro = cfg.parallel.micro_batch
+    for stage in cfg.stages:
+        if stage.enabled and micro is not None and stage.batch_size % micro:
+            allowed = [m for m in range(1, stage.batch_size + 1) if stage.batch_size % m == 0]
+            raise src.error("parallel.micro_batch", f"stage '{stage.name}': its batch_size "
+                            f"{stage.batch_size} does not split into micro-batches of {micro} "
+                            "(on more ranks, each rank's share must split too); allowed "
+                            f"parallel.micro_batch: {', '.join(map(str, allowed))}")
+
+
 def _blame(message: str, cfg: RunConfig) -> str:
     """Point an architecture error at the expert it names, else at the fusion."""
     for i, e in enumerate(cfg.model.experts):
@@ -278,12 +294,27 @@ def _validate_eval(ev: EvalConfig, src: Located, check_files: bool) -> None:
                             + (", ".join(closed) or "none in eval.benchmarks"))
     if ev.template:
         _check_id(src, "eval.template", TEMPLATES, ev.template)
-    if check_files:
-        for name, source in ev.sources.items():
-            for attr in ("questions", "images"):
-                value = getattr(source, attr)
-                if value is not None and not Path(value).exists():
-                    raise src.error(f"eval.sources.{name}.{attr}", f"not found: {value}")
+    for name, source in ev.sources.items():
+        check_benchmark_files(name, source, src, f"eval.sources.{name}", check_files)
+
+
+def check_benchmark_files(name: str, source: BenchmarkSource, src: Located, where: str,
+                          check_files: bool = True) -> None:
+    """The benchmark's files read by the loader a run uses (every record, its fields and
+    image, ids unique, at least one question), before any run directory exists: a bad file
+    found at scoring fails a run after its whole training. Planning without the data
+    (check_files false) skips files that are not here and still checks those that are."""
+    given = {a: getattr(source, a) for a in ("questions", "images") if getattr(source, a)}
+    missing = [a for a, value in given.items() if not Path(value).exists()]
+    if missing:
+        if check_files:
+            raise src.error(f"{where}.{missing[0]}", f"not found: {given[missing[0]]}")
+        return
+    try:
+        BENCHMARKS.get(name).check(Path(source.questions),
+                                   Path(source.images) if source.images else None)
+    except BenchmarkFileError as exc:
+        raise src.error(f"{where}.questions", str(exc)) from None
 
 
 def _validate_data(cfg: RunConfig, src: Located, check_files: bool = True) -> None:

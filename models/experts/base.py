@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION
 
@@ -93,7 +94,8 @@ class ExpertConfig:
     """
     id: str
     preset: str = "tiny"
-    name: str | None = None
+    # names its per-expert stage folder and its `experts.NAME` module group
+    name: str | None = ranged(None, pattern=SAFE_NAME)
     pretrained: str | None = None
     resolution: int | None = ranged(None, ge=1)
     # the hub commit `pretrained` is pinned to (written by `ablate fetch`'s lock; models.hub)

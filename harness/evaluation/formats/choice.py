@@ -11,10 +11,12 @@ import binascii
 import csv
 import io
 import os
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from core.contained import inside
 from harness.evaluation.formats.registry import LOADERS
 from harness.evaluation.prompts import LETTERS, multiple_choice
 from harness.evaluation.questions import (
@@ -29,7 +31,7 @@ from harness.evaluation.questions import (
 
 @LOADERS.register("scienceqa", "ScienceQA problems.json: {pid: {question, choices, answer, "
                                "hint, image, split}}; the test image folder <pid>/image.png")
-def load_scienceqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_scienceqa(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     data = read_json(questions, "ScienceQA")
     if not isinstance(data, dict):
         raise BenchmarkFileError(f"{questions}: expected ScienceQA's object pid -> problem")
@@ -57,12 +59,16 @@ def load_scienceqa(questions: Path, images: Path | None, cache: Path) -> list[Qu
     return out
 
 
-def _decode_image(text: str, target: Path, path: Path, where: str) -> str:
+def _decode_image(text: str, target: Path | None, path: Path, where: str) -> str:
+    """The decoded image written to `target` (once), its path returned; target None (a check
+    before anything is written) decodes and verifies only, and returns ''."""
     try:
         raw = base64.b64decode(text, validate=True)
         Image.open(io.BytesIO(raw)).verify()
     except (binascii.Error, ValueError, UnidentifiedImageError) as exc:
         raise bad_record(path, where, f"`image` is not a base64-encoded image ({exc})") from None
+    if target is None:
+        return ""
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")   # ranks and jobs decode at once
@@ -76,6 +82,9 @@ MMBENCH_COLUMNS = ("index", "question", "answer", "image", "category")
 # its options shifted; VLMEvalKit and lmms-eval group rows by index % 1e6 (open-compass/MMBench
 # issues #8 and #31), so every row is asked once and a question is its group.
 CIRCULAR_COPY = 1_000_000
+# an `index` names the file its decoded image is written to: ASCII digits only (str.isdigit
+# also takes '²' and other scripts' digits), so no index is a path
+MMBENCH_INDEX = re.compile(r"[0-9]{1,18}")
 
 
 def missing(value: str | None) -> bool:
@@ -97,7 +106,7 @@ def mmbench_options(row: dict) -> list[str]:
 @LOADERS.register("mmbench", "MMBench mmbench_dev_*.tsv: index, question, hint, A-D, answer, "
                              "category, image (base64, or the index of the row holding it); "
                              "the CircularEval copies are rows index + k*1e6")
-def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_mmbench(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     if not questions.is_file():
         raise BenchmarkFileError(f"{questions}: MMBench TSV not found")
     csv.field_size_limit(1 << 30)
@@ -108,12 +117,14 @@ def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Ques
         raise BenchmarkFileError(f"{questions}: expected MMBench's TSV columns "
                                  f"{', '.join(MMBENCH_COLUMNS)}, A, B, ... (has: {have})")
     by_index = {r["index"]: r for r in rows}
-    folder = cache / "mmbench" / questions.stem
+    folder = cache / "mmbench" / questions.stem if cache is not None else None
     out = []
     for n, row in enumerate(rows, 2):  # line 1 is the header
         where = f"line {n} (index {row['index']})"
-        if not row["index"].strip().isdigit():
-            raise bad_record(questions, where, "`index` is not a whole number")
+        if not MMBENCH_INDEX.fullmatch(row["index"] or ""):
+            raise bad_record(questions, where, "`index` must be a whole number in ASCII digits "
+                                               f"(pattern {MMBENCH_INDEX.pattern}): it names "
+                                               "the file the row's image is decoded to")
         options = mmbench_options(row)
         if len(options) < 2:
             raise bad_record(questions, where, "fewer than two options in columns A, B, ...")
@@ -121,10 +132,10 @@ def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Ques
             raise bad_record(questions, where, f"answer {row['answer']!r} is not one of "
                                                f"{', '.join(LETTERS[:len(options)])}")
         owner = row["index"]
-        if row["image"].isdigit() and row["image"] in by_index:  # a repeated image names
-            owner = row["image"]                                # the row that holds it
-        image = _decode_image(by_index[owner]["image"], folder / f"{owner}.img", questions,
-                              where)
+        if MMBENCH_INDEX.fullmatch(row["image"] or "") and row["image"] in by_index:
+            owner = row["image"]    # a repeated image names the row that holds it
+        target = inside(folder, f"{owner}.img") if folder is not None else None
+        image = _decode_image(by_index[owner]["image"], target, questions, where)
         hint = None if missing(row.get("hint")) else row["hint"]
         index = int(row["index"])
         out.append(Question(str(index), image, multiple_choice(row["question"], options, hint),
@@ -136,7 +147,7 @@ def load_mmbench(questions: Path, images: Path | None, cache: Path) -> list[Ques
 
 @LOADERS.register("seed_bench", "SEED-Bench.json: {questions: [{question_id, question, "
                                 "choice_a-d, answer, data_id, data_type}]}; image questions only")
-def load_seed(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_seed(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     data = read_json(questions, "SEED-Bench")
     if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
         raise BenchmarkFileError(f"{questions}: expected SEED-Bench's object with a "

@@ -37,7 +37,7 @@ def _pairs(folder: Path) -> tuple[Path, Path]:
 
 @LOADERS.register("mme", "MME_Benchmark_release_version folder: <subtask>/*.txt with lines "
                          "'question<TAB>Yes|No' beside (or in images/ for) each image")
-def load_mme(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_mme(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     if not questions.is_dir():
         raise BenchmarkFileError(f"{questions}: MME takes the MME_Benchmark_release_version "
                                  "folder")

@@ -27,7 +27,7 @@ def _images(images: Path | None, questions: Path, benchmark: str) -> Path:
 
 @LOADERS.register("gqa", "GQA testdev_balanced_questions.json: {qid: {imageId, question, "
                          "answer}}; images/<imageId>.jpg")
-def load_gqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_gqa(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     data = read_json(questions, "GQA")
     if not isinstance(data, dict):
         raise BenchmarkFileError(f"{questions}: expected GQA's object question id -> question, "
@@ -77,7 +77,7 @@ def _textvqa(questions: Path, images: Path | None, ocr: dict[str, list[str]] | N
 
 @LOADERS.register("textvqa", "TextVQA_0.5.1_val.json: {data: [{question_id, question, image_id, "
                              "answers[10]}]}; train_images/<image_id>.jpg; the question alone")
-def load_textvqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_textvqa(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     return _textvqa(questions, images, None)
 
 
@@ -101,13 +101,13 @@ def rosetta_tokens(questions: Path) -> dict[str, list[str]]:
 @LOADERS.register("textvqa_ocr", "TextVQA as textvqa, each question followed by its image's "
                                  "OCR tokens (a record's `ocr_tokens`, else "
                                  f"{ROSETTA_OCR} beside the questions), as LLaVA-1.5 asks it")
-def load_textvqa_ocr(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_textvqa_ocr(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     return _textvqa(questions, images, rosetta_tokens(questions))
 
 
 @LOADERS.register("docvqa", "DocVQA val_v1.0.json: {data: [{questionId, question, image, "
                             "answers}]}; image paths relative to the image folder")
-def load_docvqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_docvqa(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     images = _images(images, questions, "DocVQA")
     out = []
     for i, rec in enumerate(_data_list(questions, "DocVQA")):
@@ -122,7 +122,7 @@ def load_docvqa(questions: Path, images: Path | None, cache: Path) -> list[Quest
 
 @LOADERS.register("chartqa", "ChartQA test_human.json / test_augmented.json: [{imgname, query, "
                              "label}]; png/<imgname>")
-def load_chartqa(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_chartqa(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     data = read_json(questions, "ChartQA")
     if not isinstance(data, list):
         raise BenchmarkFileError(f"{questions}: expected ChartQA's list of questions")
@@ -141,7 +141,7 @@ def load_chartqa(questions: Path, images: Path | None, cache: Path) -> list[Ques
 
 @LOADERS.register("ocrbench", "OCRBench.json: [{id, dataset_name, type, image_path, question, "
                               "answers}]; image_path relative to the image folder")
-def load_ocrbench(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_ocrbench(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     data = read_json(questions, "OCRBench")
     if not isinstance(data, list):
         raise BenchmarkFileError(f"{questions}: expected OCRBench's list of questions")

@@ -21,7 +21,7 @@ SPLITS = ("random", "popular", "adversarial")
 
 @LOADERS.register("pope", "POPE folder with coco_pope_{random,popular,adversarial}.json (JSON "
                           "lines: question_id, image, text, label yes|no); COCO val2014 images")
-def load_pope(questions: Path, images: Path | None, cache: Path) -> list[Question]:
+def load_pope(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
     if not questions.is_dir():
         raise BenchmarkFileError(f"{questions}: POPE takes the folder holding coco_pope_"
                                  f"{{{','.join(SPLITS)}}}.json")
@@ -31,7 +31,10 @@ def load_pope(questions: Path, images: Path | None, cache: Path) -> list[Questio
     out = []
     for split in SPLITS:
         path = questions / f"coco_pope_{split}.json"
-        for n, rec in read_jsonl(path, "POPE"):
+        records = read_jsonl(path, "POPE")
+        if not records:   # each split is scored on its own
+            raise BenchmarkFileError(f"{path}: no POPE questions in the file (an empty split)")
+        for n, rec in records:
             where = f"line {n}"
             require(rec, {"question_id": (int, str), "image": str, "text": str, "label": str},
                     path, where, "POPE")

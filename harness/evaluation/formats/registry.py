@@ -8,6 +8,7 @@ from pathlib import Path
 from core.registry import Registry
 from harness.evaluation.questions import Question
 
-# (questions: file or folder, images: folder or None, cache: folder for extracted images)
-Loader = Callable[[Path, Path | None, Path], list[Question]]
+# (questions: file or folder, images: folder or None, cache: folder for extracted images, or
+# None to read and check without writing anything: validation before a run exists)
+Loader = Callable[[Path, Path | None, Path | None], list[Question]]
 LOADERS: Registry[Loader] = Registry("benchmark format")
