@@ -239,3 +239,32 @@ def test_aspect_choices_agree_and_identity():
     assert "image_aspect_ratio" not in hashed["resize"]
     assert hashed["pad"]["image_aspect_ratio"] == "pad"
     assert hashed["processor"]["image_aspect_ratio"] == "processor"
+
+
+def test_written_configs_read_back_and_old_resize_runs_keep_their_key(tmp_path):
+    """config.yaml spells the option out, so a run reads back as itself whatever the default;
+    one written before `processor` existed (the option left out at `resize`) is read back as
+    the `resize` run its directory's key names (harness.runs.rebuild.keyed_as)."""
+    import yaml
+
+    from harness.config.yamlio import Located
+    from harness.runs.rebuild import keyed_as
+    from harness.spec.run_file import parse_run_config
+    from tests.tiny import tiny_run_yaml
+    (tmp_path / "run.yaml").write_text(tiny_run_yaml())
+    base = yaml.safe_load(tiny_run_yaml())
+
+    def read(data: dict):
+        return parse_run_config(Located(data, {}, str(tmp_path / "run.yaml")),
+                                check_files=False)
+    configs = {a: read({**base, "data": {**base["data"], "image_aspect_ratio": a}})
+               for a in ASPECT_RATIOS}
+    assert len({c.key for c in configs.values()}) == 3
+    for aspect, cfg in configs.items():
+        assert cfg.to_dict()["data"]["image_aspect_ratio"] == aspect
+        assert read(cfg.to_dict()) == cfg
+    old = configs["resize"].to_dict()
+    del old["data"]["image_aspect_ratio"]          # what config.yaml held before
+    assert read(old).data.image_aspect_ratio == "processor"
+    assert keyed_as(read(old), configs["resize"].key) == configs["resize"]
+    assert keyed_as(configs["pad"], configs["pad"].key) == configs["pad"]
