@@ -268,3 +268,20 @@ def test_written_configs_read_back_and_old_resize_runs_keep_their_key(tmp_path):
     assert read(old).data.image_aspect_ratio == "processor"
     assert keyed_as(read(old), configs["resize"].key) == configs["resize"]
     assert keyed_as(configs["pad"], configs["pad"].key) == configs["pad"]
+
+
+def test_a_wrong_aspect_names_the_file_field_and_the_choices(tmp_path):
+    import yaml
+
+    from core.errors import ConfigError
+    from harness.config.yamlio import load_yaml
+    from harness.spec.run_file import parse_run_config
+    from tests.tiny import tiny_run_yaml
+    data = yaml.safe_load(tiny_run_yaml())
+    data["data"]["image_aspect_ratio"] = "square"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        parse_run_config(load_yaml(tmp_path / "run.yaml"), check_files=False)
+    message = str(err.value)
+    assert "run.yaml" in message and "data.image_aspect_ratio" in message
+    assert all(repr(a) in message for a in ASPECT_RATIOS)
