@@ -22,7 +22,8 @@ step (harness.training.loop.optimizer_step, bf16 autocast):
    open_clip's, since a GPU node may lack open_clip);
 5. the loader (harness.training.loader with the run's Collator): samples/s at Eagle X5's
    resolutions with 0, 4 and 8 workers on COCO-sized JPEGs, against the samples/s the stage-2
-   step consumes (a CLIP-only step, faster than X5's, so the stricter bar).
+   step consumes (a CLIP-only step, faster than X5's, so the stricter bar); images padded to
+   a square as Eagle's `image_aspect_ratio: pad`, or `--aspect processor` / `resize`.
 
 The LLM's input is checked on every step: its length is the visual tokens plus the text, so
 an image whose placeholder went missing cannot pass for a cheap step. Model FLOPs (MFU
