@@ -22,7 +22,8 @@ step (harness.training.loop.optimizer_step, bf16 autocast):
    open_clip's, since a GPU node may lack open_clip);
 5. the loader (harness.training.loader with the run's Collator): samples/s at Eagle X5's
    resolutions with 0, 4 and 8 workers on COCO-sized JPEGs, against the samples/s the stage-2
-   step consumes (a CLIP-only step, faster than X5's, so the stricter bar).
+   step consumes (a CLIP-only step, faster than X5's, so the stricter bar); images padded to
+   a square as Eagle's `image_aspect_ratio: pad`, or `--aspect processor` / `resize`.
 
 The LLM's input is checked on every step: its length is the visual tokens plus the text, so
 an image whose placeholder went missing cannot pass for a cheap step. Model FLOPs (MFU
@@ -60,7 +61,7 @@ from harness.config.run_config import (
     StageConfig,
 )
 from harness.config.yamlio import load_yaml
-from harness.data.batching import Collator, ImageTransform
+from harness.data.batching import ASPECT_RATIOS, Collator, ImageTransform
 from harness.data.llava import Conversation
 from harness.modelbuild import assemble
 from harness.planning.estimate import TEXT_TOKENS, stage_memory
@@ -307,20 +308,20 @@ def measure_x5_vision(scale: Scale, steps: int, warmup: int, device: torch.devic
     return out
 
 
-def _x5_transforms(scale: Scale) -> dict[str, ImageTransform]:
-    """Each X5 expert's preprocessing (its input side, its own mean and std, padded to a
-    square as Eagle's image_aspect_ratio: pad), without building the networks."""
+def _x5_transforms(scale: Scale, aspect: str = "pad") -> dict[str, ImageTransform]:
+    """Each X5 expert's preprocessing (its input side, its own pixel recipe; padded to a square
+    as Eagle's image_aspect_ratio: pad by default), without building the networks."""
     out = {}
     for cfg in scale.x5:
-        cls = EXPERTS.get(cfg.id)
+        recipe = EXPERTS.get(cfg.id).pixel_recipe(cfg)
         side = cfg.resolution or (1024 if cfg.id != "clip-vit-hf" else 448)
-        out[cfg.key] = ImageTransform((side, side), tuple(cls.mean), tuple(cls.std),
-                                      aspect="pad")
+        out[cfg.key] = ImageTransform((side, side), recipe.mean, recipe.std, aspect=aspect,
+                                      recipe=recipe)
     return out
 
 
 def measure_loader(scale: Scale, workers: list[int], steps: int, folder: Path,
-                   consumed_samples_s: float) -> dict:
+                   consumed_samples_s: float, aspect: str = "pad") -> dict:
     """Samples/s the harness loader prepares at X5 resolutions, per worker count."""
     g = torch.Generator().manual_seed(0)
     samples = []
@@ -335,7 +336,8 @@ def measure_loader(scale: Scale, workers: list[int], steps: int, folder: Path,
             ("human", "<image>\nWhat is shown in the picture? " * 3),
             ("gpt", "A gradient with some noise on it. " * 6)]))
     tokenizer = train_tokenizer([t for s in samples for _, t in s.turns], 300)
-    collate = Collator(tokenizer, TEMPLATES.get("vicuna_v1"), _x5_transforms(scale), folder)
+    collate = Collator(tokenizer, TEMPLATES.get("vicuna_v1"), _x5_transforms(scale, aspect),
+                       folder)
     micro = scale.micro_stage2
     order = step_order(samples, micro, seed=0, group_by_modality=False)
     batches = StepBatches(samples, collate, order, rank=0, micro=micro, accumulation=1)
@@ -380,6 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["stage2", "stage1", "eagle_memory", "x5_vision", "loader"])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--aspect", choices=ASPECT_RATIOS, default="pad",
+                        help="the loader section's image_aspect_ratio (Eagle's: pad)")
     args = parser.parse_args(argv)
     on_gpu = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if on_gpu else "cpu")
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "loader" not in args.skip and consumed:
         with tempfile.TemporaryDirectory() as folder:
             _section(report, "loader", args.out, lambda: measure_loader(
-                scale, workers, max(2, args.steps), Path(folder), consumed))
+                scale, workers, max(2, args.steps), Path(folder), consumed, args.aspect))
     for key in ("stage2", "stage1"):
         r = report.get(key, {})
         if "step_s" in r:

@@ -1,7 +1,10 @@
 """Run identity: a config's hashed form and its content hash. A run, stage or dataset key is
 the hash of what determines its result, so equal content is reused and any change makes a new
 key. Options added after results exist carry ADDED_OPTION: at their default they are left out
-of the hashed form, so adding an option keeps every earlier key valid."""
+of the hashed form, so adding an option keeps every earlier key valid. An option whose default
+changed after results exist carries `earlier_default(value)`: left out when it equals the
+value earlier keys were made with (so those runs keep their keys) and written otherwise, the
+new default included (so its runs get new keys instead of reusing the old ones)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +15,31 @@ from typing import Any
 ADDED_OPTION = {"omit_if_default": True}
 
 
+def earlier_default(value: Any) -> dict:
+    """Field metadata of an option whose default was `value` when earlier keys were made."""
+    return {"omit_if": value}
+
+
 def _omitted(obj: Any, f: dataclasses.Field) -> bool:
+    if "omit_if" in f.metadata:
+        return getattr(obj, f.name) == f.metadata["omit_if"]
     return (f.metadata.get("omit_if_default", False)
             and getattr(obj, f.name) == (f.default if f.default is not dataclasses.MISSING
                                          else f.default_factory()))
+
+
+def written(obj: Any) -> Any:
+    """to_plain with every `earlier_default` option spelled out: the form a config is written
+    in, so reading it back gives the same value whatever the default is by then."""
+    plain = to_plain(obj)
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if "omit_if" in f.metadata:
+                plain[f.name] = value
+            elif f.name in plain and dataclasses.is_dataclass(value):
+                plain[f.name] = written(value)
+    return plain
 
 
 def to_plain(obj: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from core.contained import SAFE_NAME
 from core.fields import ranged
-from core.identity import ADDED_OPTION, content_hash, to_plain
+from core.identity import ADDED_OPTION, content_hash, earlier_default, to_plain, written
 from core.registry import UnknownIdError
 from harness.config.schema import bind_dataclass
 from harness.config.yamlio import Located
@@ -46,15 +46,19 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """image_aspect_ratio: how a non-square image reaches each expert, in training and
-    evaluation alike: `resize` stretches it to the expert's input, `pad` first pads it to a
-    square with the expert's mean colour (LLaVA-1.5's and Eagle's `image_aspect_ratio: pad`)."""
+    """image_aspect_ratio: how an image reaches each expert, in training and evaluation
+    alike: `processor` (the default) as each expert's own library preprocesses it for its
+    checkpoint (shortest side and centre crop, timm's crop_pct, SAM's longest side and
+    bottom-right zeros; models.experts.pixels); `pad` first pads it to a square with the
+    expert's mean colour and resizes (LLaVA-1.5's and Eagle's `image_aspect_ratio: pad`);
+    `resize` stretches it to the expert's input. Runs keyed before `processor` existed were
+    `resize` runs and keep their keys; `processor` runs get their own."""
     synthetic: SyntheticData | None = None
     align: DatasetRef | None = None
     sft: DatasetRef | None = None
     eval: DatasetRef | None = None
-    image_aspect_ratio: Literal["resize", "pad"] = field(default="resize",
-                                                         metadata=ADDED_OPTION)
+    image_aspect_ratio: Literal["processor", "pad", "resize"] = field(
+        default="processor", metadata=earlier_default("resize"))
 
 
 @dataclass(frozen=True)
@@ -244,15 +248,14 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig, metadata=ADDED_OPTION)
 
     def to_dict(self) -> dict:
-        out = to_plain(self)
-        out["model"] = self.model.to_dict()
-        return out
+        """The written form (config.json/.yaml, MLflow): reads back to this config."""
+        return {**written(self), "model": self.model.to_dict()}
 
     @property
     def key(self) -> str:
         """Identity: the hash of the resolved content, not of the name or the hardware."""
-        return content_hash({k: v for k, v in self.to_dict().items()
-                             if k not in ("name", "parallel")})
+        hashed = {**to_plain(self), "model": self.model.to_dict()}
+        return content_hash({k: v for k, v in hashed.items() if k not in ("name", "parallel")})
 
 
 def device_problem(device: str) -> str | None:

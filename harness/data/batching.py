@@ -5,7 +5,9 @@ A collated batch carries each expert's pixels as the 8-bit values the image was 
 (with each expert's mean and std under PIXEL_NORM); `to_device` normalizes them where the
 batch lands. Loader workers hand over, pin and copy a quarter of the bytes fp32 pixels would
 take (Eagle X5's five 1024-px views: 63 MB per sample as fp32), and the numbers the model sees
-are those of torchvision's to_tensor and normalize, bit for bit.
+are those of torchvision's to_tensor and normalize, bit for bit. An expert whose library pads
+after normalizing (SAM's processor: zeros bottom-right) gets its images' extents under
+PIXEL_EXTENT, and `to_device` zeroes the rest there, as the processor does.
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from harness.data.expert_pixels import library_resized
 from harness.data.image_views import apply_view
 from harness.data.llava import Conversation
 from models.experts.base import InputView, VisionExpert
+from models.experts.pixels import PixelRecipe
 from models.templates import IGNORE_INDEX, Template
 
-ASPECT_RATIOS = ("resize", "pad")
+ASPECT_RATIOS = ("processor", "pad", "resize")
 
 
 def pad_to_square(image: Image.Image, color: tuple[int, int, int]) -> Image.Image:
@@ -38,32 +42,56 @@ def pad_to_square(image: Image.Image, color: tuple[int, int, int]) -> Image.Imag
 
 @dataclass(frozen=True)
 class ImageTransform:
-    """One expert's preprocessing. aspect `pad` (LLaVA-1.5's and Eagle's
-    image_aspect_ratio: pad) first pads the image to a square with the expert's mean colour,
-    so the resize keeps its aspect ratio; `resize` stretches it to the input size."""
+    """One expert's preprocessing. aspect `processor`: the expert's own library's (its
+    PixelRecipe: shortest side and centre crop, timm's crop_pct, SAM's longest side and
+    bottom-right zeros); `pad` (LLaVA-1.5's and Eagle's image_aspect_ratio: pad) first pads the
+    image to a square with the expert's mean colour, so the resize keeps its aspect ratio;
+    `resize` stretches it to the input size (both bicubic)."""
     size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     view: InputView | None = None
     aspect: str = "resize"
+    recipe: PixelRecipe | None = None
+
+    def __post_init__(self):
+        if self.aspect not in ASPECT_RATIOS:
+            raise ValueError(f"image aspect {self.aspect!r}: allowed {', '.join(ASPECT_RATIOS)}")
+        if self.aspect == "processor" and self.recipe is None:
+            raise ValueError("image aspect `processor` needs the expert's pixel recipe")
 
     @classmethod
-    def for_expert(cls, expert: VisionExpert, aspect: str = "resize") -> ImageTransform:
+    def for_expert(cls, expert: VisionExpert, aspect: str = "processor") -> ImageTransform:
         return cls(expert.input_size, tuple(expert.mean), tuple(expert.std),
-                   expert.config.view, aspect)
+                   expert.config.view, aspect, expert.pixels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.normalize(self.resized(image))
+        resized = self.resized(image)
+        pixels = normalized(self.as_uint8(resized)[None], self.mean, self.std)
+        if self.pads_after_normalize:
+            zero_outside(pixels, torch.tensor([[resized.height, resized.width]]))
+        return pixels[0]
+
+    @property
+    def pads_after_normalize(self) -> bool:
+        """The library pads the normalized image with zeros (SAM's processor)."""
+        return self.aspect == "processor" and self.recipe.resize == "longest_pad"
 
     @property
     def resize_key(self) -> tuple:
         """Transforms with the same key resize an image to the same pixels (Eagle's four
         1024-px experts): a batch resizes each image once per key."""
+        if self.aspect == "processor":
+            r = self.recipe
+            return (self.size, self.view, r.resize, r.interpolation, r.crop_fraction,
+                    r.crop_rounding)
         pad = tuple(int(255 * m) for m in self.mean) if self.aspect == "pad" else None
         return (self.size, self.view, pad)
 
     def resized(self, image: Image.Image) -> Image.Image:
         image = apply_view(image, self.view)
+        if self.aspect == "processor":
+            return library_resized(image, self.recipe, self.size)
         if self.aspect == "pad":
             image = pad_to_square(image, tuple(int(255 * m) for m in self.mean))
         return image.resize(self.size[::-1], Image.BICUBIC)
@@ -72,11 +100,18 @@ class ImageTransform:
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
 
     def as_uint8(self, image: Image.Image) -> torch.Tensor:
-        """The resized image's 8-bit values, [3, H, W] (what `normalize` starts from)."""
-        return TF.pil_to_tensor(image)
+        """The resized image's 8-bit values, [3, H, W] (what `normalize` starts from); an
+        image the library pads after normalizing sits top-left on zeros."""
+        pixels = TF.pil_to_tensor(image)
+        if tuple(pixels.shape[1:]) == self.size:
+            return pixels
+        canvas = torch.zeros(3, *self.size, dtype=torch.uint8)
+        canvas[:, :pixels.shape[1], :pixels.shape[2]] = pixels
+        return canvas
 
 
 PIXEL_NORM = "pixel_norm"
+PIXEL_EXTENT = "pixel_extent"
 
 
 def normalized(pixels: torch.Tensor, mean, std) -> torch.Tensor:
@@ -84,7 +119,16 @@ def normalized(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     return TF.normalize(pixels.to(torch.get_default_dtype()).div(255), mean, std)
 
 
-def expert_transforms(experts, aspect: str = "resize") -> dict[str, ImageTransform]:
+def zero_outside(pixels: torch.Tensor, extent: torch.Tensor) -> torch.Tensor:
+    """Zero each image of [B, 3, H, W] outside its top-left extent [B, 2] = (h, w), in place:
+    the padding SamImageProcessor adds after normalizing."""
+    rows = torch.arange(pixels.shape[2], device=pixels.device).view(1, -1, 1)
+    cols = torch.arange(pixels.shape[3], device=pixels.device).view(1, 1, -1)
+    inside = (rows < extent[:, 0].view(-1, 1, 1)) & (cols < extent[:, 1].view(-1, 1, 1))
+    return pixels.masked_fill_(~inside.unsqueeze(1), 0)
+
+
+def expert_transforms(experts, aspect: str = "processor") -> dict[str, ImageTransform]:
     """Each expert's image preprocessing, by expert name."""
     return {name: ImageTransform.for_expert(e, aspect) for name, e in experts.items()}
 
@@ -133,7 +177,7 @@ class Collator:
     def images(self, samples: list[Conversation]) -> dict:
         """Each expert's view of the samples' images (`pixels`), and `has_image`."""
         has_image = torch.tensor([s.image is not None for s in samples])
-        pixels = {}
+        pixels, extents = {}, {}
         opened = [self._open(s.image) for s in samples]   # each image decoded once
         resized: dict[tuple, list] = {}                    # and resized once per size
         for name, transform in self.transforms.items():
@@ -144,8 +188,12 @@ class Collator:
             blank = torch.zeros(3, *transform.size, dtype=torch.uint8)
             pixels[name] = torch.stack([transform.as_uint8(im) if im is not None else blank
                                         for im in resized[key]])
+            if transform.pads_after_normalize:
+                extents[name] = torch.tensor([(im.height, im.width) if im is not None
+                                              else transform.size for im in resized[key]])
         norms = {name: (t.mean, t.std) for name, t in self.transforms.items()}
-        return {"pixels": pixels, PIXEL_NORM: norms, "has_image": has_image}
+        batch = {"pixels": pixels, PIXEL_NORM: norms, "has_image": has_image}
+        return {**batch, PIXEL_EXTENT: extents} if extents else batch
 
     def _open(self, image) -> Image.Image | None:
         if image is None:
@@ -164,10 +212,13 @@ def to_device(batch, device):
         return batch.to(device, non_blocking=batch.is_pinned())
     if not isinstance(batch, dict):
         return batch
-    moved = {k: to_device(v, device) for k, v in batch.items() if k != PIXEL_NORM}
+    moved = {k: to_device(v, device) for k, v in batch.items()
+             if k not in (PIXEL_NORM, PIXEL_EXTENT)}
     if PIXEL_NORM in batch:
         absent = ~moved["has_image"].view(-1, 1, 1, 1)
         moved["pixels"] = {name: normalized(p, *batch[PIXEL_NORM][name]).masked_fill_(absent, 0)
                            for name, p in moved["pixels"].items()}
+        for name, extent in batch.get(PIXEL_EXTENT, {}).items():
+            zero_outside(moved["pixels"][name], extent.to(device))
     return moved
 

@@ -145,7 +145,7 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
     what it trains at which rate spelled out, its data, and the stage it starts from."""
     d = cfg.data
     data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
-    if d.image_aspect_ratio != "resize":   # left out at its default: earlier keys stay valid
+    if d.image_aspect_ratio != "resize":   # left out at `resize`, what earlier keys were made with
         data = {**data, "image_aspect_ratio": d.image_aspect_ratio}
     return content_hash({"model": architecture_dict(cfg.model), "seed": cfg.seed,
                          "stage": to_plain(stage),

@@ -6,6 +6,7 @@ trained live in the last stage's weights.safetensors; the rest of the model is r
 config's seed, and a locally trained tokenizer from WORKDIR/cache."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from core.errors import HarnessError
+from harness.config.run_config import RunConfig
 from harness.runs.rundir import RunDir
 
 
@@ -58,6 +60,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def keyed_as(cfg: RunConfig, key: str) -> RunConfig:
+    """A run's config read back as the run that made `key`: a config.yaml written before
+    `image_aspect_ratio: processor` existed leaves out `resize`, then the default."""
+    if cfg.key != key:
+        legacy = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, image_aspect_ratio="resize"))
+        if legacy.key == key:
+            return legacy
+    return cfg
+
+
 def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
     """A finished run rebuilt from its directory (WORKDIR/runs/<key>): its resolved config,
     the model with every trained stage's weights (in eval mode, on `device`), its data."""
@@ -72,7 +85,7 @@ def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
                            f"status DONE)")
     target = resolve_device(device)
     workdir = run_dir.path.parent.parent
-    cfg = load_run_config(run_dir.path / "config.yaml")
+    cfg = keyed_as(load_run_config(run_dir.path / "config.yaml"), run_dir.path.name)
     data = resolve_data(cfg, workdir)
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     last = run_dir.read_json("stages.json")[-1]

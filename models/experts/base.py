@@ -11,6 +11,7 @@ the patch embedding as layer 1 (Dense Connector) mean index k-1 by their "layer 
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,13 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF_MEAN = (0.5, 0.5, 0.5)
-HALF_STD = (0.5, 0.5, 0.5)
+from models.experts.pixels import PixelRecipe
 
 
 @dataclass(frozen=True)
@@ -127,8 +122,6 @@ class VisionExpert(nn.Module, ABC):
     un-tiled batch at `self.resolution`, plus `layer_channels`, `layer_grid` and `depth`.
     """
 
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
     min_index = 1  # the lowest hidden-state index the backend exposes
 
     def __init__(self, config: ExpertConfig, resolution: int):
@@ -136,6 +129,26 @@ class VisionExpert(nn.Module, ABC):
         self.config = config
         self.resolution = resolution
         self.layers = [self.resolve_index(i) for i in config.layers]
+
+    # --- pixels --------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
+        """The pixels this family's library feeds the checkpoint `config` names (mean, std,
+        resize, crop: models.experts.pixels), read from its configuration without building
+        the network."""
+
+    @functools.cached_property
+    def pixels(self) -> PixelRecipe:
+        return self.pixel_recipe(self.config)
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.pixels.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.pixels.std
 
     # --- declared geometry -------------------------------------------------------------
     @property

@@ -25,18 +25,8 @@ from transformers import (
 )
 
 from models.checkpointing import hf_checkpoint_units, set_hf_checkpointing
-from models.experts.base import (
-    CLIP_MEAN,
-    CLIP_STD,
-    HALF_MEAN,
-    HALF_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BlockwiseViT,
-    ExpertConfig,
-    StandIn,
-    VisionExpert,
-)
+from models.experts.base import BlockwiseViT, ExpertConfig, StandIn, VisionExpert
+from models.experts.pixels import PixelRecipe, hf_recipe
 from models.experts.presets import check_divisible, pick
 
 
@@ -68,6 +58,12 @@ class HFExpert(VisionExpert):
         super().__init__(config, resolution)
         self.model = model
         self.adapt_resolution()
+
+    @classmethod
+    def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
+        """The parameters of the image processor published with the checkpoint (SAM's:
+        longest side to the input, bilinear, zero-padded bottom-right, ImageNet mean/std)."""
+        return hf_recipe(cls.model_cls.__name__, config.pretrained)
 
     def native_resolution(self) -> int:
         return self.hf_config.image_size
@@ -154,7 +150,6 @@ class HFBlockwise(HFViT, BlockwiseViT):
 
 class HFCLIP(HFBlockwise):
     """CLIP ViT through transformers' CLIPVisionModel (index 0 = embeddings after pre-LN)."""
-    mean, std = CLIP_MEAN, CLIP_STD
     model_cls, config_cls = CLIPVisionModel, CLIPVisionConfig
     presets = {
         "large-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -167,7 +162,6 @@ class HFCLIP(HFBlockwise):
 class HFSigLIP(HFBlockwise):
     """SigLIP vision tower (no class token). so400m/384 floors 384/14: a 27x27 grid over the
     top-left 378 px, as the released model does; the grid declared here says so."""
-    mean, std = HALF_MEAN, HALF_STD
     model_cls, config_cls = SiglipVisionModel, SiglipVisionConfig
     prefix_tokens = 0
     drops_remainder = True
@@ -180,7 +174,6 @@ class HFSigLIP(HFBlockwise):
 
 class HFDINOv2(HFViT):
     """DINOv2 (interpolates its position embeddings for any resolution by itself)."""
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
     model_cls, config_cls = Dinov2Model, Dinov2Config
     interpolate_arg = False
     presets = {
@@ -193,7 +186,6 @@ class HFDINOv2(HFViT):
 class HFSAM(HFExpert):
     """SAM's ViT image encoder. Hidden states: 0 = patch embedding, 1..L blocks (width C),
     L+1 = the neck (256 channels for SAM-L/H), which is what Eagle uses."""
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
     model_cls, config_cls = SamVisionModel, SamVisionConfig
     presets = {
         "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
@@ -252,7 +244,6 @@ class HFPix2Struct(HFExpert):
     The image is standardized per image (Pix2Struct's own normalization, so the data side
     passes plain [0, 1] pixels) and cut into patches laid out exactly as
     Pix2StructImageProcessor does: [row id, col id, (ph, pw, C) pixels], ids 1-based."""
-    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     model_cls, config_cls = Pix2StructVisionModel, Pix2StructVisionConfig
     presets = {
         "large": dict(hidden_size=1536, num_hidden_layers=18, num_attention_heads=24,
@@ -262,6 +253,13 @@ class HFPix2Struct(HFExpert):
         "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, d_ff=128,
                      d_kv=32, patch_embed_hidden_size=192, seq_len=64),
     }
+
+    @classmethod
+    def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
+        # plain [0, 1] pixels, stretched to the input; the processor's aspect-keeping patch
+        # budget is issue 31's item 2
+        return PixelRecipe((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "stretch",
+                           source="ours: Pix2Struct standardizes per image in the expert")
 
     def native_resolution(self) -> int:
         return self.patch_size() * math.isqrt(self.hf_config.seq_len)

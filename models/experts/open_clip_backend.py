@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from models.experts.base import CLIP_MEAN, CLIP_STD, BlockwiseViT, ExpertConfig, VisionExpert
+from models.experts.base import BlockwiseViT, ExpertConfig, VisionExpert
 from models.experts.convnet import ConvNeXtExpert
+from models.experts.pixels import PixelRecipe, open_clip_recipe
 from models.experts.presets import Preset, check_divisible, pick
 
 
@@ -64,7 +65,6 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
     """CLIP ViT image tower; index 0 is the embeddings after ln_pre, k the output of residual
     block k."""
 
-    mean, std = CLIP_MEAN, CLIP_STD
     min_index = 0
     prefix_tokens = 1
     presets = {
@@ -73,6 +73,11 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
         "base-224": Preset("ViT-B-16", 224),
         "tiny": Preset("ablate-tiny-vit", 64),
     }
+
+    @classmethod
+    def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
+        return open_clip_recipe(pick(config.id, cls.presets, config.preset).arch,
+                                config.pretrained)
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)
@@ -129,12 +134,17 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
 class OpenClipConvNeXt(ConvNeXtExpert):
     """CLIP-ConvNeXt image tower (a timm trunk inside open_clip); index k = stage k."""
 
-    mean, std = CLIP_MEAN, CLIP_STD
     presets = {
         "xxlarge-1024": Preset("convnext_xxlarge", 1024),
         "large-320": Preset("convnext_large_d_320", 320),
         "tiny": Preset("ablate-tiny-convnext", 64),
     }
+
+    @classmethod
+    def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
+        # a stand-in keeps its preset's pixels: it rehearses that checkpoint's data path
+        return open_clip_recipe(pick(config.id, cls.presets, config.preset).arch,
+                                config.pretrained)
 
     def __init__(self, config: ExpertConfig):
         preset = pick(config.id, self.presets, config.preset)

@@ -14,8 +14,9 @@ from pathlib import Path
 import timm
 import torch
 
-from models.experts.base import CLIP_MEAN, CLIP_STD, ExpertConfig, VisionExpert
+from models.experts.base import ExpertConfig, VisionExpert
 from models.experts.convnet import ConvNeXtExpert
+from models.experts.pixels import PixelRecipe, timm_recipe
 from models.experts.presets import Preset, check_divisible, pick
 
 
@@ -29,7 +30,19 @@ def create_timm(arch: str, pretrained: str | None, **kwargs) -> torch.nn.Module:
     return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
 
 
-class TimmConvNeXt(ConvNeXtExpert):
+class TimmExpert(VisionExpert):
+    """Pixels from timm's pretrained config of the checkpoint named (ConvNeXt-XXL's
+    `convnext_xxlarge.clip_laion2b_*` configs carry CLIP's mean and std, crop_pct 1.0); a
+    stand-in keeps its preset's."""
+
+    presets: dict[str, Preset]
+
+    @classmethod
+    def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
+        return timm_recipe(pick(config.id, cls.presets, config.preset).arch, config.pretrained)
+
+
+class TimmConvNeXt(ConvNeXtExpert, TimmExpert):
     """ConvNeXt from timm; hidden-state index k is the output of stage k (1..4)."""
 
     presets = {
@@ -51,11 +64,10 @@ class TimmConvNeXt(ConvNeXtExpert):
         return self.model
 
 
-class TimmEVA02(VisionExpert):
+class TimmEVA02(TimmExpert):
     """EVA-02 from timm; index k is the output of block k. Eagle runs EVA-02-L at 1024 px with
     16 px patches (64x64 tokens); timm resamples the 14 px patch embedding when loading."""
 
-    mean, std = CLIP_MEAN, CLIP_STD
     presets = {
         "large-1024": Preset("eva02_large_patch14_448", 1024, {"patch_size": 16}),
         "large-448": Preset("eva02_large_patch14_448", 448),
