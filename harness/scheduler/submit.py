@@ -72,7 +72,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     executor.place({run.config.device for run in spec.runs})
     if record:
         record_spec(spec, workdir)
-    views = view_spec(spec, workdir)
+    views = view_spec(spec, workdir, explain=False)
     todo = []
     for v in views:
         if v.state in SUBMITTABLE:
