@@ -294,3 +294,52 @@ def test_a_cache_hit_does_not_read_the_file_again(tmp_path, monkeypatch):
     os.utime(data / "sft.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     FingerprintCache(work).file_hash(data / "sft.json")
     assert len(reads) == 3
+
+
+def _benchmark_run(tmp_path: Path, files: Path) -> Path:
+    """tests/tiny.py's run evaluated on GQA (a question file) and POPE (a question folder),
+    their files in the official layouts (harness.evaluation.fixtures) under `files`."""
+    from harness.evaluation.fixtures import WRITERS
+    gqa = WRITERS["gqa"](files / "gqa")
+    pope = WRITERS["pope"](files / "pope")
+    eval_yaml = ("eval:\n  benchmarks: [gqa, pope]\n  batch_size: 8\n  max_new_tokens: 3\n"
+                 "  sources:\n"
+                 f"    gqa: {{questions: {gqa[0]}, images: {gqa[1]}}}\n"
+                 f"    pope: {{questions: {pope[0]}, images: {pope[1]}}}\n")
+    path = tmp_path / f"bench-{files.name}.yaml"
+    path.write_text(tiny_run_yaml("bench", eval_yaml=eval_yaml))
+    return path
+
+
+def test_benchmark_files_enter_the_key_by_content(tmp_path):
+    from harness.runs.data_changes import write_sources
+    base = _benchmark_run(tmp_path, tmp_path / "scratch")
+    before = load_run_config(base)
+    assert set(before.eval.sources["pope"].content) == {"questions", "images"}
+    work = tmp_path / "work"
+    recorded = RunDir(work / "runs" / before.key)   # a finished run of it, as run() records
+    write_sources(recorded, before)
+    recorded.set_status("DONE")
+
+    # the same files elsewhere: the same run
+    shutil.copytree(tmp_path / "scratch", tmp_path / "project")
+    assert load_run_config(_benchmark_run(tmp_path, tmp_path / "project")).key == before.key
+
+    # one GQA answer edited: a new run; training is unaffected (stages are kept)
+    questions = Path(before.eval.sources["gqa"].questions)
+    data = json.loads(questions.read_text())
+    data["201"]["answer"] = "blue"
+    questions.write_text(json.dumps(data))
+    edited = load_run_config(base)
+    assert edited.key != before.key and stage_keys(edited) == stage_keys(before)
+    spec = _spec(tmp_path, base)
+    (view,) = view_spec(load_spec(spec), work)
+    assert view.reason == f"data changed since run {before.key} (DONE): benchmark gqa questions"
+
+    # a POPE image replaced by other bytes of the same size: the image sample sees it
+    image = next(Path(before.eval.sources["pope"].images).iterdir())
+    raw = bytearray(image.read_bytes())
+    raw[-1] ^= 0xFF
+    image.write_bytes(bytes(raw))
+    (view,) = view_spec(load_spec(spec), work)
+    assert view.reason.endswith("benchmark gqa questions, benchmark pope images")
