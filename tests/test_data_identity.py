@@ -343,3 +343,22 @@ def test_benchmark_files_enter_the_key_by_content(tmp_path):
     image.write_bytes(bytes(raw))
     (view,) = view_spec(load_spec(spec), work)
     assert view.reason.endswith("benchmark gqa questions, benchmark pope images")
+
+
+def test_a_second_plan_reads_no_data_file(tmp_path, monkeypatch, capsys):
+    """The JSON's hash and its image names come from the work directory's cache: a plan in a
+    fresh process (a fresh cache object) hashes and parses nothing; it stats the images."""
+    from harness.data import llava
+    data = _data(tmp_path)
+    spec = _spec(tmp_path, _run_file(tmp_path, data))
+    work = tmp_path / "work"
+    assert main(["plan", str(spec), "--workdir", str(work)]) == 0
+    first = capsys.readouterr().out
+    fingerprints.use_workdir(None)   # as a new process starts
+
+    def no_read(*_):
+        raise AssertionError("a data file was read again")
+    monkeypatch.setattr(fingerprints, "_digest_file", no_read)
+    monkeypatch.setattr(llava, "read_llava_records", no_read)
+    assert main(["plan", str(spec), "--workdir", str(work)]) == 0
+    assert capsys.readouterr().out == first
