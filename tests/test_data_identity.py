@@ -362,3 +362,30 @@ def test_a_second_plan_reads_no_data_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(llava, "read_llava_records", no_read)
     assert main(["plan", str(spec), "--workdir", str(work)]) == 0
     assert capsys.readouterr().out == first
+
+
+def test_a_bad_image_fails_the_stage_naming_record_and_file(tmp_path):
+    """Without check-data, the stage that reaches the image fails with its record and file in
+    the run's status, not a PIL traceback."""
+    data = _data(tmp_path)
+    broken = _break_images(data)
+    cfg = load_run_config(_run_file(tmp_path, data))
+    work = tmp_path / "work"
+    with pytest.raises(DataError):
+        run(cfg, work, progress=False)
+    status = RunDir(work / "runs" / cfg.key).status()
+    assert status["state"] == "FAILED"
+    assert "the image does not decode" in status["reason"]
+    assert any(f"record id {rid!r}" in status["reason"] for rid in broken.values())
+
+
+def test_rehearse_checks_the_specs_own_data(tmp_path):
+    import io
+
+    from harness.rehearsal.run import check_real_data
+    data = _data(tmp_path)
+    broken = _break_images(data)
+    stream = io.StringIO()
+    problems = check_real_data([load_run_config(_run_file(tmp_path, data))], stream)
+    assert all(any(f"(id {rid!r})" in line for line in problems) for rid in broken.values())
+    assert "do not decode" in stream.getvalue()
