@@ -11,6 +11,7 @@ beside it by the JSON's hash, so the image set of an unchanged JSON is re-stat'e
 change without the JSON changing), not re-parsed."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,6 +62,8 @@ class FingerprintCache:
         # over one data set stats its images once
         self._memo: dict[tuple, object] = {}
         self._lock = threading.Lock()
+        self._pending: dict[str, list] = {}
+        self._deferred = 0
         if self.file is not None and self.file.is_file():
             try:
                 self._hashes = json.loads(self.file.read_text())
@@ -79,8 +82,27 @@ class FingerprintCache:
             return known[2]
         digest = _digest_file(Path(real))
         self._hashes[real] = [st.st_size, st.st_mtime_ns, digest]
-        self._save({real: self._hashes[real]})
+        self._pending[real] = self._hashes[real]
+        if not self._deferred:
+            self.flush()
         return digest
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """New hashes written to the cache file once, when the block ends (a folder of many
+        files: one write, not one per file)."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+            if not self._deferred:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if pending:
+            self._save(pending)
 
     def _save(self, new: dict) -> None:
         if self.file is None:
@@ -231,8 +253,9 @@ def path_fingerprint(path: str | Path, cache: FingerprintCache | None = None) ->
     def compute() -> str:
         names = folder_files(path)
         images = [n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
-        others = [f"{n}\0{cache.file_hash(path / n)}" for n in names
-                  if Path(n).suffix.lower() not in IMAGE_SUFFIXES]
+        with cache.deferred():
+            others = [f"{n}\0{cache.file_hash(path / n)}" for n in names
+                      if Path(n).suffix.lower() not in IMAGE_SUFFIXES]
         listing, _ = _listing_fingerprint(path, images)
         return _short([*others, "images", listing])
     return cache.memo(("folder", os.path.realpath(path)), compute)
