@@ -78,7 +78,8 @@ class FingerprintCache:
         real = os.path.realpath(path)
         st = os.stat(real)
         known = self._hashes.get(real)
-        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
+        if (isinstance(known, list) and len(known) == 3 and known[0] == st.st_size
+                and known[1] == st.st_mtime_ns):
             return known[2]
         digest = _digest_file(Path(real))
         self._hashes[real] = [st.st_size, st.st_mtime_ns, digest]
