@@ -69,8 +69,10 @@ def _decode_all(paths: list[str], workers: int, progress: bool) -> list[str | No
                file=sys.stderr, mininterval=1.0)
     if len(paths) < IN_PROCESS_BELOW or workers <= 1:
         return [decode_problem(p) for p in tqdm(paths, **bar)]
-    # spawn: the CLI has torch and threads loaded; a fresh interpreter needs only PIL
-    context = multiprocessing.get_context("spawn")
+    # fork, as torch's DataLoader does on Linux: spawn would re-run the caller's __main__ (a
+    # script or notebook without a main guard breaks), and the children only decode with PIL
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         chunk = max(1, min(256, len(paths) // (workers * 8)))
         return list(tqdm(pool.map(decode_problem, paths, chunksize=chunk), **bar))
