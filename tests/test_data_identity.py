@@ -364,12 +364,15 @@ def test_a_second_plan_reads_no_data_file(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out == first
 
 
-def test_a_bad_image_fails_the_stage_naming_record_and_file(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_image_fails_the_stage_naming_record_and_file(tmp_path, workers):
     """Without check-data, the stage that reaches the image fails with its record and file in
-    the run's status, not a PIL traceback."""
+    the run's status, not a PIL traceback (nor a loader worker's)."""
     data = _data(tmp_path)
     broken = _break_images(data)
-    cfg = load_run_config(_run_file(tmp_path, data))
+    path = _run_file(tmp_path, data)
+    path.write_text(path.read_text() + f"parallel: {{loader_workers: {workers}}}\n")
+    cfg = load_run_config(path)
     work = tmp_path / "work"
     with pytest.raises(DataError):
         run(cfg, work, progress=False)
@@ -377,6 +380,7 @@ def test_a_bad_image_fails_the_stage_naming_record_and_file(tmp_path):
     assert status["state"] == "FAILED"
     assert "the image does not decode" in status["reason"]
     assert any(f"record id {rid!r}" in status["reason"] for rid in broken.values())
+    assert "Traceback" not in status["reason"]
 
 
 def test_rehearse_checks_the_specs_own_data(tmp_path):
