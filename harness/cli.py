@@ -104,7 +104,32 @@ def cmd_plan(args) -> int:
     print("\n".join(footer))
     if failure is not None:
         raise failure
+    if args.check_data:
+        return _print_data_check(_spec_configs(args.spec, check_files=False), args.workers)
     return 0
+
+
+def _spec_configs(path: str, check_files: bool = True) -> list:
+    """The run configs of an experiment spec, or of a search spec's first round (its start
+    with each candidate: every data source the search will use)."""
+    from harness.search import is_search_spec, load_search_spec
+    from harness.spec import load_spec
+    if is_search_spec(path):
+        search = load_search_spec(path, check_files=check_files)
+        return [search.run(search.start + [e], search.seeds[0]).config for e in search.pool]
+    return [r.config for r in load_spec(path, check_files=check_files).runs]
+
+
+def _print_data_check(configs: list, workers: int | None) -> int:
+    from harness.spec.check_data import check_spec_data
+    report = check_spec_data(configs, workers, progress=sys.stderr.isatty())
+    print("check-data:\n" + "\n".join("  " + line for line in report.lines))
+    return 1 if report.bad else 0
+
+
+def cmd_check_data(args) -> int:
+    # a missing image is named while the spec is read (validation)
+    return _print_data_check(_spec_configs(args.spec), args.workers)
 
 
 def cmd_run(args) -> int:
@@ -266,12 +291,15 @@ def cmd_rehearse(args) -> int:
         print("  " + line.text())
     if result.report_dir:
         print(f"report: {result.report_dir}")
+    if result.data_problems:
+        print("error: the spec's data has images that do not decode:\n  "
+              + "\n  ".join(result.data_problems), file=sys.stderr)
     if result.failed:
         print(f"error: {len(result.failed)} of {len(result.lines)} runs failed: "
               + "; ".join(f"{line.name}: {line.state}: {line.reason}" for line in result.failed),
               file=sys.stderr)
         return 1
-    return 0
+    return 1 if result.data_problems else 0
 
 
 def report_manifest(path: str | Path, workdir: Path):
@@ -435,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true",
                    help="re-resolve every model to the hub's current commit (default: keep "
                         "the commits already pinned)")
+
+    def add_workers(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workers", type=_positive, default=None,
+                       help="processes decoding images (default: this machine's cores, at "
+                            "most 32)")
+
     p = spec_command("plan", "validate a spec without weights, data or GPUs; show its runs, "
                              "what each still trains, the estimated GPU-hours and the Slurm "
                              "array it would submit", cmd_plan)
@@ -456,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
                                               "(default: sqlite file WORKDIR/mlflow.db)")
 
+    p.add_argument("--check-data", action="store_true",
+                   help="also decode every image of the spec's data on this machine (as "
+                        "`ablate check-data`)")
+    add_workers(p)
+    p = spec_command("check-data", "decode every image of a spec's LLaVA data once, in "
+                                   "parallel; name each bad or missing one with its record "
+                                   "(results cached by the data's fingerprint)", cmd_check_data)
+    add_workers(p)
     p = spec_command("run", "submit a spec's runs that are not done, and follow them", cmd_run)
     add_executor(p)
     p.add_argument("--no-follow", action="store_true", help="submit and return")
@@ -541,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
         raw = raw[:i] + raw[i + 2:]
     args.argv = raw
     _quiet_libraries()
+    from harness.data.fingerprints import use_workdir
+    # data fingerprints are cached in the work directory the command works in
+    use_workdir(getattr(args, "workdir", None) or (DEFAULT_REHEARSAL_WORKDIR
+                                                   if args.command == "rehearse" else None))
     if getattr(args, "loads_models", True):   # a report reads records only
         _quiet_models()
     try:

@@ -96,9 +96,12 @@ def test_grid_on_local_executor_records_everything_and_reruns_for_free(tiny_spec
 
 
 def test_a_failing_run_reports_its_reason_and_log(tiny_spec, tmp_path, capsys):
+    # an image that does not decode: found when the job trains (a missing one is named
+    # earlier, at validation, and nothing is submitted)
     data = tmp_path / "data"
     (data / "img").mkdir(parents=True)
-    record = {"id": "r0", "image": "missing.png", "conversations": [
+    (data / "img" / "broken.png").write_bytes(b"not a png")
+    record = {"id": "r0", "image": "broken.png", "conversations": [
         {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]}
     (data / "bad.json").write_text(json.dumps([record]))
     body = f"""\
@@ -118,11 +121,11 @@ variants:
     capsys.readouterr()
     assert main(["status", str(spec_path), "--workdir", str(work)]) == 0
     out = capsys.readouterr().out
-    assert "FAILED" in out and "missing.png" in out
+    assert "FAILED" in out and "broken.png" in out
     log = out.split("log: ")[1].split()[0]
-    assert "missing.png" in open(log).read()   # the job's own log holds the traceback
+    assert "broken.png" in open(log).read()   # the job's own log holds the traceback
     _, runs = mlflow_runs(work, "failing")
-    assert runs[0].info.status == "FAILED" and "missing.png" in runs[0].data.tags["reason"]
+    assert runs[0].info.status == "FAILED" and "broken.png" in runs[0].data.tags["reason"]
 
 
 def _wait(predicate, timeout, what):

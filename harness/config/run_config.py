@@ -4,7 +4,9 @@ run needs (the architecture's hashed form, a stage's learning rates, a lone expe
 Reading and validating YAML into these types is harness.spec.run_file."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,10 +40,14 @@ class SyntheticData:
 class DatasetRef:
     """A LLaVA-format conversation JSON and the folder its `image` paths are relative to.
     `samples` states the file's record count (LLaVA-558K: 558128), so a plan can size an
-    epoch-based stage before the file is on this machine; the loaded file must agree."""
+    epoch-based stage before the file is on this machine; the loaded file must agree.
+    `content` is not written by users: reading the config fills it with the fingerprints of
+    the JSON and of the images its records name (harness.data.fingerprints), and a run's key
+    holds those instead of the paths (identity_form)."""
     json: str
     images: str
     samples: int | None = ranged(None, ge=1, metadata=ADDED_OPTION)
+    content: dict[str, str] = field(default_factory=dict, metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,18 @@ class DataConfig:
     bottom-right zeros; models.experts.pixels); `pad` first pads it to a square with the
     expert's mean colour and resizes (LLaVA-1.5's and Eagle's `image_aspect_ratio: pad`);
     `resize` stretches it to the expert's input. Runs keyed before `processor` existed were
-    `resize` runs and keep their keys; `processor` runs get their own."""
+    `resize` runs and keep their keys; `processor` runs get their own.
+    bad_images: what training does with a record whose image does not decode."""
     synthetic: SyntheticData | None = None
     align: DatasetRef | None = None
     sft: DatasetRef | None = None
     eval: DatasetRef | None = None
     image_aspect_ratio: Literal["processor", "pad", "resize"] = field(
         default="processor", metadata=earlier_default("resize"))
+    # a record whose image does not decode: `fail` stops the stage with its id and file;
+    # `skip` leaves such records out of training (harness.data.image_check decodes every
+    # image first) and counts them in the stage's record
+    bad_images: Literal["fail", "skip"] = field(default="fail", metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -190,9 +201,11 @@ def architecture_dict(model: ModelConfig) -> dict:
 @dataclass(frozen=True)
 class BenchmarkSource:
     """Where a real benchmark's official files are: its question file (or folder: POPE, MME)
-    and its image folder (None where images are inside: MME, MMBench's TSV)."""
+    and its image folder (None where images are inside: MME, MMBench's TSV). `content`: their
+    fingerprints, filled when the config is read (as DatasetRef's)."""
     questions: str
     images: str | None = None
+    content: dict[str, str] = field(default_factory=dict, metadata=ADDED_OPTION)
 
 
 @dataclass(frozen=True)
@@ -253,9 +266,77 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """Identity: the hash of the resolved content, not of the name or the hardware."""
-        hashed = {**to_plain(self), "model": self.model.to_dict()}
-        return content_hash({k: v for k, v in hashed.items() if k not in ("name", "parallel")})
+        """Identity: the hash of the resolved content, not of the name, the hardware or where
+        the data lies (identity_form)."""
+        return content_hash(identity_form(self.hashed()))
+
+    def hashed(self) -> dict:
+        """The plain form keys hash: earlier defaults left out (core.identity), unlike the
+        written form (to_dict)."""
+        return {**to_plain(self), "model": self.model.to_dict()}
+
+    @property
+    def lineage(self) -> str:
+        """The key with every data source's content left out: the runs of one config over
+        different data share it (how `status` finds the run this one replaces)."""
+        return content_hash(identity_form(self.hashed(), masked=True))
+
+
+DATASET_FIELDS = ("json", "images")
+BENCHMARK_FIELDS = ("questions", "images")
+
+
+def source_refs(plain: dict) -> Iterator[tuple[str, dict, tuple[str, ...]]]:
+    """(name, plain source, its path fields) of every data source of a config's plain form:
+    `sft`, `eval`, `benchmark gqa`, ..."""
+    data = plain.get("data") or {}
+    for part in ("align", "sft", "eval"):
+        if isinstance(data.get(part), dict):
+            yield part, data[part], DATASET_FIELDS
+    for name, source in sorted(((plain.get("eval") or {}).get("sources") or {}).items()):
+        if isinstance(source, dict):
+            yield f"benchmark {name}", source, BENCHMARK_FIELDS
+
+
+def source_identity(plain_ref: dict, fields: tuple[str, ...]) -> dict:
+    """A data source as a key holds it: each path replaced by its content's fingerprint where
+    the config has one (a plan on a machine without the data keeps the path)."""
+    content = plain_ref.get("content") or {}
+    out = {k: v for k, v in plain_ref.items() if k != "content"}
+    for f in fields:
+        if f in content:
+            out[f] = {"content": content[f]}
+    return out
+
+
+def identity_form(plain: dict, masked: bool = False) -> dict:
+    """A run config's plain form (RunConfig.to_dict, or a run directory's config.json) as its
+    key hashes it: without the name and the hardware, each data source by its content, and a
+    fusion file pinned by its hash without its path. `masked`: each data source by its name
+    alone (RunConfig.lineage). Configs without data files (synthetic data) hash as before."""
+    out = copy.deepcopy({k: v for k, v in plain.items() if k not in ("name", "parallel")})
+    for name, ref, fields in source_refs(out):
+        identity = source_identity(ref, fields)
+        if masked:
+            identity = {k: v for k, v in identity.items() if k not in fields}
+            identity["source"] = name
+        ref.clear()
+        ref.update(identity)
+    if isinstance(out.get("model"), dict):
+        out["model"] = model_identity(out["model"], masked)
+    return out
+
+
+def model_identity(model: dict, masked: bool = False) -> dict:
+    """A model's plain form (ModelConfig.to_dict, architecture_dict) as keys hash it: a fusion
+    file (MoVA's routing labels) by its content hash where it was pinned, not by its path;
+    `masked`: by neither."""
+    fusion = model.get("fusion")
+    if not isinstance(fusion, dict) or not (fusion.get("labels_sha256") or masked):
+        return model
+    fusion = {k: v for k, v in fusion.items()
+              if k != "labels" and not (masked and k == "labels_sha256")}
+    return {**model, "fusion": fusion}
 
 
 def device_problem(device: str) -> str | None:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from core.errors import DataError
 from harness.data.expert_pixels import library_resized
 from harness.data.image_views import apply_view
 from harness.data.llava import Conversation
@@ -178,7 +179,7 @@ class Collator:
         """Each expert's view of the samples' images (`pixels`), and `has_image`."""
         has_image = torch.tensor([s.image is not None for s in samples])
         pixels, extents = {}, {}
-        opened = [self._open(s.image) for s in samples]   # each image decoded once
+        opened = [self._open(s) for s in samples]   # each image decoded once
         resized: dict[tuple, list] = {}                    # and resized once per size
         for name, transform in self.transforms.items():
             key = transform.resize_key
@@ -195,12 +196,25 @@ class Collator:
         batch = {"pixels": pixels, PIXEL_NORM: norms, "has_image": has_image}
         return {**batch, PIXEL_EXTENT: extents} if extents else batch
 
-    def _open(self, image) -> Image.Image | None:
+    def _open(self, sample: Conversation) -> Image.Image | None:
+        image = sample.image
         if image is None:
             return None
         if isinstance(image, Image.Image):  # handed over in memory (lmms-eval's documents)
             return image.convert("RGB")
-        return Image.open(self.image_root / image).convert("RGB")
+        path = self.image_root / image
+        try:
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            # mid-stage, hours in: the record and the file, not a PIL traceback
+            raise DataError(bad_image_message(sample.id, path, exc)) from None
+
+
+def bad_image_message(record_id: str, path: Path, exc: BaseException) -> str:
+    return (f"{path}: record id {record_id!r}: the image does not decode "
+            f"({type(exc).__name__}: {exc}); `ablate check-data SPEC` lists every such image "
+            "before training, and `data.bad_images: skip` leaves their records out")
 
 
 def to_device(batch, device):

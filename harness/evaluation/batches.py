@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from torch.utils.data import DataLoader, Dataset
 
 from core.job_signals import ignore_job_signals
+from harness.data.loader_errors import failing_cleanly
 
 
 class ChunkBatches(Dataset):
@@ -33,9 +34,9 @@ def prepared(batches: ChunkBatches, workers: int, pin_memory: bool) -> Iterator:
         return (batches[k] for k in range(len(batches)))
     # the fast tokenizer's thread pool does not survive a fork; workers tokenize alone
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return iter(DataLoader(batches, batch_size=None, shuffle=False,
-                           num_workers=min(workers, len(batches)), pin_memory=pin_memory,
-                           collate_fn=_as_is, worker_init_fn=ignore_job_signals))
+    return failing_cleanly(iter(DataLoader(
+        batches, batch_size=None, shuffle=False, num_workers=min(workers, len(batches)),
+        pin_memory=pin_memory, collate_fn=_as_is, worker_init_fn=ignore_job_signals)))
 
 
 def _as_is(item):

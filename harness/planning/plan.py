@@ -95,6 +95,8 @@ def plan_table(spec: ExperimentSpec, workdir: Path, profile: str | None = None
               + (", training only" if not unknown else ", training of the runs sized above")]
     footer.append(f"memory: the largest stage's estimate per GPU is shown (GB/GPU; on {ranks} "
                   f"rank(s), against {gpu.memory_gb:g} GB)")
+    footer += [f"#{i}: {v.reason}" for i, v in enumerate(views)   # why not reused
+               if v.state == "NEW" and v.reason]
     if too_big:
         raise PlanDoesNotFit(
             f"{len(too_big)} stage(s) do not fit on {gpu.memory_gb:g}-GB GPUs (90% usable):\n  "

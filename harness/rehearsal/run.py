@@ -54,6 +54,7 @@ class RehearsalResult:
     scale: str
     report_dir: Path | None
     seconds: float
+    data_problems: list[str] = field(default_factory=list)   # the real data's bad images
 
     @property
     def failed(self) -> list[RunLine]:
@@ -128,6 +129,7 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
     from harness.scheduler.submit import prepare
     from harness.spec import load_spec
     full = load_spec(path, check_files=False)
+    problems = check_real_data([r.config for r in full.runs], stream)
     shrinker = Shrinker((r.config for r in full.runs), workdir, sizes)
     runs = [shrinker(r) for r in _pick(full.runs, only)]
     spec = dataclasses.replace(full, name=full.name + SUFFIX, runs=runs)
@@ -148,7 +150,17 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
     lines = [run_line(r, workdir) for r in runs]
     report_dir = _report(spec, workdir, lines, stream)
     return RehearsalResult(spec.name, workdir, lines, shrinker.scale.describe(), report_dir,
-                           time.time() - started)
+                           time.time() - started, problems)
+
+
+def check_real_data(configs, stream) -> list[str]:
+    """The spec's own data, where it is on this machine, decoded image by image (`ablate
+    check-data`), before the rehearsal runs on generated data: a bad image is named now,
+    not mid-stage of the real run. Returns the report's lines if any image is bad."""
+    from harness.spec.check_data import check_spec_data
+    report = check_spec_data(configs, progress=False)
+    stream.write("check-data: " + "\n  ".join(report.lines) + "\n")
+    return report.lines if report.bad else []
 
 
 def _report(spec: ExperimentSpec, workdir: Path, lines: list[RunLine], stream) -> Path | None:
@@ -173,6 +185,7 @@ def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, prof
     from harness.search.search_spec import StopRule, search_manifest
     full = load_search_spec(path, check_files=False)
     arms = [full.start + [e] for e in full.pool]
+    problems = check_real_data([full.run(a, full.seeds[0]).config for a in arms], stream)
     shrinker = Shrinker((full.run(a, full.seeds[0]).config for a in arms), workdir, sizes)
     rounds = min(2, len(full.pool))
     search = dataclasses.replace(
@@ -192,7 +205,7 @@ def _rehearse_search(path, workdir: Path, executor: str, max_parallel: int, prof
     report.write(folder)
     stream.write(report.text("markdown") + "\n")
     return RehearsalResult(search.name, workdir, lines, shrinker.scale.describe(), folder,
-                           time.time() - started)
+                           time.time() - started, problems)
 
 
 def _search_lines(name: str, workdir: Path) -> list[RunLine]:

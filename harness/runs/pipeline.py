@@ -22,15 +22,20 @@ from core.errors import DataError, HarnessError
 from core.files import atomic_write_text
 from core.identity import content_hash, to_plain
 from harness.config.run_config import (
+    DATASET_FIELDS,
     RunConfig,
     StageConfig,
     architecture_dict,
     device_problem,
+    model_identity,
     solo_config,
+    source_identity,
     trainable_lrs,
 )
 from harness.config.selection import Rung, SelectionSplit
 from harness.data.batching import Collator, expert_transforms, to_device
+from harness.data.fingerprints import use_workdir
+from harness.data.image_check import check_llava_images
 from harness.data.llava import load_llava_json, read_llava_records
 from harness.data.routing import route_stage_data
 from harness.data.synthetic import corpus as synthetic_corpus
@@ -47,6 +52,7 @@ from harness.evaluation.routing import RoutingLog, routing_metrics
 from harness.evaluation.scores import headlines, read_scores
 from harness.modelbuild import build_model, build_solo
 from harness.runs.cost import forward_flops, parameter_counts, peak_memory_mb
+from harness.runs.data_changes import verify_unchanged, write_sources
 from harness.runs.rundir import (
     ADAPTER_WEIGHTS,
     RunDir,
@@ -134,6 +140,18 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
                         text + template_corpus() + routing_corpus(cfg.model.fusion.options))
 
 
+def skipped_images(cfg: RunConfig, data: ResolvedData, show: bool) -> dict[str, set[str]]:
+    """Training part -> the images of its records that do not decode, with
+    `data.bad_images: skip` (empty otherwise): their records are left out and counted."""
+    if cfg.data.bad_images != "skip":
+        return {}
+    out = {}
+    for part in sorted({s.data for s in cfg.stages}):
+        json_path, root = getattr(data, part)
+        out[part] = check_llava_images(json_path, root, progress=show).bad_images()
+    return out
+
+
 def evaluation_template(cfg: RunConfig):
     """The conversation template questions are asked in: eval.template, else the last
     stage's."""
@@ -142,12 +160,17 @@ def evaluation_template(cfg: RunConfig):
 
 def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
     """What determines a stage's weights: the network, the seed, the stage's settings with
-    what it trains at which rate spelled out, its data, and the stage it starts from."""
+    what it trains at which rate spelled out, its data (by content, not by where it lies:
+    run_config.source_identity), and the stage it starts from."""
     d = cfg.data
-    data = to_plain(d.synthetic) if d.synthetic else to_plain(getattr(d, stage.data))
+    data = (to_plain(d.synthetic) if d.synthetic else
+            source_identity(to_plain(getattr(d, stage.data)), DATASET_FIELDS))
     if d.image_aspect_ratio != "resize":   # left out at `resize`, what earlier keys were made with
         data = {**data, "image_aspect_ratio": d.image_aspect_ratio}
-    return content_hash({"model": architecture_dict(cfg.model), "seed": cfg.seed,
+    if d.bad_images != "fail":   # fewer records train
+        data = {**data, "bad_images": d.bad_images}
+    return content_hash({"model": model_identity(architecture_dict(cfg.model)),
+                         "seed": cfg.seed,
                          "stage": to_plain(stage),
                          "trains": trainable_lrs(cfg.model.experts, stage),
                          "data": data, "upstream": upstream})
@@ -336,6 +359,7 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
     hooks = hooks or RunHooks()
     use_expandable_segments()   # before anything of the run allocates on a GPU
     workdir = Path(workdir).resolve()
+    use_workdir(workdir)   # data fingerprints and image verdicts cached there
     run_dir = RunDir(inside(workdir / "runs", cfg.key))
     world = _world(cfg)
     main = world.is_main
@@ -356,6 +380,7 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             run_dir.write_json("config.json", cfg.to_dict())
             atomic_write_text(run_dir.path / "config.yaml",
                               yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_sources(run_dir, cfg)   # what its data was, by path and content
             run_dir.set_status("RUNNING", name=cfg.name, ranks=world.size)
             hooks.started(cfg, run_dir)
         try:
@@ -441,6 +466,11 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     if not main:
         barrier(world)
     data = resolve_data(cfg, workdir)
+    if main:   # the data is still what the run's key says (edited since submission?)
+        verify_unchanged(cfg)
+    # data.bad_images: skip: the images that do not decode, per part (rank 0 decodes them,
+    # the others read its verdict from the work directory's cache)
+    skip = skipped_images(cfg, data, progress and main)
     selection = selection_questions(cfg, rung.selection, workdir) if rung else None
     model, llm = build_model(cfg.model, cfg.seed, workdir / "cache" / "llm", data.corpus)
     if main:
@@ -463,6 +493,10 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         if stated is not None and stated != len(records):
             raise DataError(f"{getattr(data, part)[0]}: has {len(records)} records; the config "
                             f"states data.{part}.samples = {stated}")
+    skipped = {p: sum(r.image in skip.get(p, ()) for r in records)
+               for p, records in datasets.items()}
+    datasets = {p: [r for r in records if r.image not in skip.get(p, ())]
+                for p, records in datasets.items()}
     questions = collect_questions(cfg.eval.benchmarks, eval_records, cfg.eval.sources,
                                   workdir / "cache" / "benchmarks")
     image_root = data.eval[1] if data.eval else Path("/")
@@ -633,7 +667,9 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),
                               "key": key, "reused": reused, "dir": str(stage_dir.path),
-                              **summary})
+                              **summary,
+                              **({"skipped_bad_images": skipped[stage.data]}
+                                 if cfg.data.bad_images == "skip" else {})})
         if main:
             run_dir.log(event="stage", **stages_record[-1])
     if main:

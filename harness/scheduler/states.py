@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.evaluation.scores import average, read_scores
+from harness.runs.data_changes import data_note, recorded_runs
 from harness.runs.rundir import RunDir
 from harness.spec import ExperimentSpec, PlannedRun
 
@@ -194,15 +195,23 @@ def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None
     return v
 
 
-def view_runs(runs: list[PlannedRun], workdir: Path) -> list[RunView]:
+def view_runs(runs: list[PlannedRun], workdir: Path, explain: bool = True) -> list[RunView]:
+    """`explain`: a NEW run of a config that ran before over other data says which source
+    changed (harness.runs.data_changes), as `plan` and `status` show it."""
     workdir = Path(workdir).resolve()
     jobs = [_job(RunDir(workdir / "runs" / r.key)) for r in runs]
     queue = slurm_queue() if any(j.get("executor") == "slurm" for j in jobs) else {}
-    return [view_run(r, workdir, queue, j) for r, j in zip(runs, jobs)]
+    views = [view_run(r, workdir, queue, j) for r, j in zip(runs, jobs)]
+    new = [v for v in views if v.state == "NEW"]
+    if explain and new:
+        recorded = recorded_runs(workdir)
+        for v in new:
+            v.reason = data_note(v.run.config, recorded)
+    return views
 
 
-def view_spec(spec: ExperimentSpec, workdir: Path) -> list[RunView]:
-    return view_runs(spec.runs, workdir)
+def view_spec(spec: ExperimentSpec, workdir: Path, explain: bool = True) -> list[RunView]:
+    return view_runs(spec.runs, workdir, explain)
 
 
 def render(spec: ExperimentSpec, views: list[RunView]) -> str:
@@ -221,7 +230,8 @@ def render(spec: ExperimentSpec, views: list[RunView]) -> str:
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     lines = [f"{spec.name}: {len(views)} runs: {summary}", table]
     for i, v in enumerate(views):
-        if v.state in ("FAILED", "LOST", "INTERRUPTED", "PAUSED"):
+        if v.state in ("FAILED", "LOST", "INTERRUPTED", "PAUSED") or (v.state == "NEW"
+                                                                      and v.reason):
             lines.append(f"  #{i} {v.state}: {v.reason or 'no reason recorded'}")
             if v.log:
                 lines.append(f"      log: {v.log}")
@@ -253,7 +263,7 @@ def follow(spec: ExperimentSpec, workdir: Path, interval_s: float = 2.0,
     tty = stream.isatty()
     drawn, last, beats = 0, {}, {}
     while True:
-        views = view_spec(spec, workdir)
+        views = view_spec(spec, workdir, explain=False)
         if tty:
             text = render(spec, views)
             if drawn:

@@ -132,7 +132,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     submission = Submission(executor, uri)
     if record:
         record_spec(spec, workdir)
-    views = view_spec(spec, workdir)
+    views = view_spec(spec, workdir, explain=False)
     todo = []
     for v in views:
         if v.state in SUBMITTABLE:

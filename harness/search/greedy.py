@@ -87,7 +87,7 @@ class GreedySearch:
         submission.execute()
         if submission.executor.follows and (submission.submitted or submission.in_flight):
             return follow(batch, self.workdir, stream=self.stream)
-        return view_spec(batch, self.workdir)
+        return view_spec(batch, self.workdir, explain=False)
 
     def _remember(self, runs: list[PlannedRun]) -> None:
         """The search's runs so far, in order (runs.json), for `ablate status`."""

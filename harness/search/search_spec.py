@@ -256,6 +256,8 @@ def is_search_spec(path: str | Path) -> bool:
 
 
 def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
+    from harness.data.fingerprints import active_cache
+    active_cache().new_snapshot()   # the data as it is now
     src = load_yaml(path)
     if isinstance(src.data, dict) and "axes" in src.data:
         raise src.error("axes", "a search spec has no axes: the search chooses the expert "

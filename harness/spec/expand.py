@@ -273,6 +273,8 @@ def _compose(base: Located, overrides: list[Override], spec_src: Located, name: 
 def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     """check_files=False: validate everything but the existence of data and benchmark files
     (`ablate plan` of a full-scale spec on a machine without the data)."""
+    from harness.data.fingerprints import active_cache
+    active_cache().new_snapshot()   # every run's data fingerprinted as it is now, once
     src = load_yaml(path)
     spec = bind_dataclass(SpecFile, src.data, src, "")   # its name checked by the schema
     base = _base(spec, src)

@@ -27,11 +27,13 @@ from harness.config.run_config import (
 )
 from harness.config.schema import bind
 from harness.config.yamlio import Located, load_yaml
+from harness.data.fingerprints import active_cache
 from harness.data.llava import check_llava_file
 from harness.data.synthetic import SKILLS
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.questions import BenchmarkFileError
 from harness.modelbuild import ExpertBuildError, build_architecture
+from harness.spec.data_identity import with_content
 from models.experts import EXPERTS
 from models.fusion import FusionOptionError
 from models.fusion.context_routing import DEFAULT_CARDS
@@ -48,6 +50,7 @@ def parse_run_config(src: Located, check_files: bool = True) -> RunConfig:
                               eval=_absolute_sources(cfg.eval, src),
                               model=_pinned_fusion_files(cfg.model, src, check_files))
     validate(cfg, src, check_files)
+    cfg = with_content(cfg, src, check_files)   # the key holds the data's content, not paths
     return dataclasses.replace(cfg, stages=[s for s in cfg.stages if s.enabled])
 
 
@@ -109,6 +112,7 @@ def _completed_cards(model: ModelConfig, src: Located) -> ModelConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
+    active_cache().new_snapshot()   # the data as it is now
     return parse_run_config(load_yaml(path))
 
 

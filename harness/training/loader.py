@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.job_signals import ignore_job_signals
+from harness.data.loader_errors import failing_cleanly
 
 Order = Callable[[int], list[int]]
 
@@ -127,7 +128,7 @@ def step_batches(batches: StepBatches, start: int, total: int, workers: int,
     loader = DataLoader(batches, sampler=steps, batch_size=None, num_workers=workers,
                         prefetch_factor=prefetch, pin_memory=pin_memory,
                         collate_fn=_identity, worker_init_fn=ignore_job_signals)
-    return iter(loader)
+    return failing_cleanly(iter(loader))   # a bad image: its record; the workers stopped
 
 
 def _identity(item):
