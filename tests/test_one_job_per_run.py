@@ -30,8 +30,8 @@ def submit_concurrently(spec, work, monkeypatch, executor_cls, executor, **optio
     barrier = threading.Barrier(SUBMITTERS, timeout=120)
     real_view, real_submit = submit.view_spec, executor_cls.submit
 
-    def first_look(spec, workdir):
-        views = real_view(spec, workdir)
+    def first_look(spec, workdir, **options):
+        views = real_view(spec, workdir, **options)
         barrier.wait()
         return views
 
