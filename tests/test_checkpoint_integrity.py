@@ -293,3 +293,58 @@ def test_a_full_disk_fails_the_run_with_its_cause_and_a_rerun_resumes(base, tmp_
     run(cfg, work, progress=False)
     assert started_at(work, "align") == [0, 2]      # resumed from its step-2 checkpoint
     assert same_weights(weights(work), weights(root / "a"))
+
+
+def _two_rank_checkpoints(rank: int, size: int, port: int, folder: str) -> None:
+    """A gloo rank: two checkpoints of a small model (DCP spreads its writes over both
+    ranks), rank 1's shard of the newest garbled, then the resume point and its step."""
+    import torch
+
+    from harness.training import checkpoint
+    from harness.training.distributed import barrier, init_world
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world = init_world("cpu")
+    folder = Path(folder)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    names = {n for n, _ in model.named_parameters()}
+    for step in (1, 2):
+        model(torch.ones(2, 8)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        checkpoint.save(folder, world, model, optimizer, scheduler, step, names)
+    files = sorted(read_manifest(folder / "checkpoint")["files"])
+    if world.is_main:
+        overwrite_inside(folder / "checkpoint" / "__1_0.distcp")
+    barrier(world)
+    said: list[str] = []
+    where = checkpoint.resume_point(folder, world, said.append if world.is_main else None)
+    resumed = checkpoint.load(where, world, model, optimizer, scheduler, names)
+    (folder / f"rank-{rank}.json").write_text(json.dumps(
+        {"files": files, "where": where.name, "step": resumed, "said": said}))
+
+
+def test_two_ranks_share_the_hashing_and_agree_on_the_fallback(tmp_path):
+    """Each rank hashes what it wrote; on resume both check a share of the files, and a shard
+    written by rank 1 that no longer matches sends both ranks to the previous checkpoint."""
+    import torch.multiprocessing as mp
+
+    from harness.training.checkpoint import _share
+    from harness.training.distributed import World
+    from harness.training.launch import free_port
+    mp.spawn(_two_rank_checkpoints, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert {"__0_0.distcp", "__1_0.distcp", "rng-0.pt", "rng-1.pt", "meta.pt",
+            ".metadata"} <= set(ranks[0]["files"])
+    assert [(r["where"], r["step"]) for r in ranks] == [("checkpoint", 1)] * 2
+    (said,) = ranks[0]["said"]
+    assert "step 1" in said and "__1_0.distcp: sha256 differs" in said
+    assert not ranks[1]["said"]
+    files = read_manifest(tmp_path / "checkpoint")["files"]
+    shares = [_share(files, World(r, 2, r, None)) for r in (0, 1)]
+    assert shares[0] and shares[1] and sorted(shares[0] + shares[1]) == sorted(files)

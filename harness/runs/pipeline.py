@@ -667,7 +667,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                 save_stage_weights(paused.weights, folder.path)
         barrier(world)
         if not main:
-            unwrapped.load_state_dict(read_stage_weights(folder.path), strict=False)
+            unwrapped.load_state_dict(read_stage_weights(folder.path, verify=False),
+                                      strict=False)
         barrier(world)
         questions, root = selection
         evaluate("", questions, root, folder)
