@@ -348,3 +348,44 @@ def test_two_ranks_share_the_hashing_and_agree_on_the_fallback(tmp_path):
     files = read_manifest(tmp_path / "checkpoint")["files"]
     shares = [_share(files, World(r, 2, r, None)) for r in (0, 1)]
     assert shares[0] and shares[1] and sorted(shares[0] + shares[1]) == sorted(files)
+
+
+def test_a_planted_byte_item_in_a_shard_is_read_weights_only(tmp_path):
+    """The second wall: a shard given a pickle that runs code as one of its byte items (an
+    optimizer setting), with metadata and manifest forged to match, passes the hashes but is
+    read `weights_only` (DCP's default planner would unpickle it): refused, never run."""
+    import io
+
+    import torch
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    from harness.training import checkpoint
+    from harness.training.distributed import World
+    world = World.single(torch.device("cpu"))
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    names = {n for n, _ in model.named_parameters()}
+    checkpoint.save(tmp_path, world, model, optimizer, scheduler, 1, names)
+    newest = tmp_path / "checkpoint"
+    metadata = read_metadata(newest)
+    index, where = next((i, s) for i, s in metadata.storage_data.items()
+                        if isinstance(metadata.state_dict_metadata[i.fqn], BytesStorageMetadata))
+    marker = tmp_path / "pwned"
+    planted = io.BytesIO()
+    torch.save(Planted(marker), planted)
+    assert not marker.exists()
+    shard_path = newest / where.relative_path
+    offset = shard_path.stat().st_size
+    shard_path.write_bytes(shard_path.read_bytes() + planted.getvalue())
+    metadata.storage_data[index] = dataclasses.replace(where, offset=offset,
+                                                       length=len(planted.getvalue()))
+    (newest / ".metadata").write_bytes(pickle.dumps(metadata))
+    record = read_manifest(newest)
+    write_manifest(newest, {n: entry(newest / n) for n in record.pop("files")}, **record)
+    assert checkpoint.verify(newest, world) == []      # the forgery passes every hash
+    with pytest.raises(BaseException, match="Weights only load failed"):  # noqa: PT011
+        checkpoint.load(newest, world, model, optimizer, scheduler, names)
+    assert not marker.exists()
