@@ -226,8 +226,10 @@ def load(where: Path, world: World, model: nn.Module, optimizer, scheduler,
                    optim_state_dict=state["optim"], options=StateDictOptions(strict=False))
     meta = torch.load(where / "meta.pt", weights_only=True)
     scheduler.load_state_dict(meta["scheduler"])
-    # a rank the writing world lacked (resumed on more ranks) starts from rank 0's state
-    writer = world.rank if (where / f"rng-{world.rank}.pt").exists() else 0
+    # a rank the writing world lacked (resumed on more ranks) starts from rank 0's state; a
+    # file the manifest does not list was not written with the checkpoint: never read
+    written = read_manifest(where)["files"]
+    writer = world.rank if f"rng-{world.rank}.pt" in written else 0
     set_rng_state(torch.load(where / f"rng-{writer}.pt", weights_only=True), writer)
     return int(meta["step"])
 
