@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import sys
@@ -57,8 +58,10 @@ from harness.runs.rundir import (
     ADAPTER_WEIGHTS,
     RunDir,
     read_stage_weights,
+    record_stage_weights,
     save_stage_weights,
     stage_weights_path,
+    stage_weights_problem,
 )
 from harness.training import StageInterrupted, StagePaused, StageResult, split, train_stage
 from harness.training.distributed import (
@@ -219,11 +222,20 @@ def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
     """Reuse the stage if it is done, else train it with `train()` on every rank (rank 0
     writes weights.safetensors and returns the summary). Runs sharing the stage wait on its
     lock, then reuse it. Rank 0 decides, the other ranks follow."""
+    label = stage_label({"name": stage.name, "expert": expert})
     if world.is_main:
-        run_dir.set_status("RUNNING", name=cfg.name, stage=stage_label(
-            {"name": stage.name, "expert": expert}), stage_dir=str(stage_dir.path))
+        run_dir.set_status("RUNNING", name=cfg.name, stage=label, stage_dir=str(stage_dir.path))
     with main_holds(world, stage_dir.lock_path):
-        if broadcast(world, stage_dir.done if world.is_main else None):
+        reuse = None
+        if world.is_main and stage_dir.done:
+            # its weights are checked against the hashes recorded when it finished
+            problem = stage_weights_problem(stage_dir.path)
+            reuse = problem is None
+            if problem:
+                StageTraining(stage_dir, run_dir).notice(
+                    f"stage {label}: {problem}: its weights are not used; the stage is trained "
+                    "again (from its last sound checkpoint, if one is left)")
+        if broadcast(world, reuse):
             return True, broadcast(world, stage_dir.read_json("result.json")
                                    if world.is_main else None)
         if world.is_main:
@@ -232,9 +244,34 @@ def _stage(world: World, run_dir: RunDir, stage_dir: RunDir, cfg: RunConfig,
             stage_dir.set_status("RUNNING", run=cfg.key)
         summary = train()
         if world.is_main:
+            record_stage_weights(stage_dir.path)
             stage_dir.write_json("result.json", summary)
             stage_dir.set_status("DONE", run=cfg.key)
         return False, broadcast(world, summary if world.is_main else None)
+
+
+@dataclass
+class StageTraining:
+    """A stage's folder as its training sees it (harness.training.loop.StageFolder): its
+    notices (a checkpoint or stage weights that failed their check) also go to the run's
+    status and log, and to stderr, where a job's log shows them."""
+    stage: RunDir
+    run: RunDir
+
+    @property
+    def path(self) -> Path:
+        return self.stage.path
+
+    def log(self, **metrics) -> None:
+        self.stage.log(**metrics)
+
+    def metrics_log(self) -> list[dict]:
+        return self.stage.metrics_log()
+
+    def notice(self, message: str) -> None:
+        print(f"notice: {message}", file=sys.stderr, flush=True)
+        self.stage.notice(message)
+        self.run.notice(message)
 
 
 def until_paused(call, device: torch.device):
@@ -323,11 +360,13 @@ def selection_questions(cfg: RunConfig, selection: SelectionSplit, workdir: Path
     return questions, root
 
 
-def load_stage_weights(model: torch.nn.Module, stage_dir: Path) -> set[str]:
+def load_stage_weights(model: torch.nn.Module, stage_dir: Path, verify: bool = True
+                       ) -> set[str]:
     """Load a finished stage's consolidated weights (everything trained up to it) into
-    `model`; returns the names it set. Weights that name parameters the model lacks are an
+    `model`, checked against their recorded hashes unless `verify` is False (just checked or
+    written); returns the names it set. Weights that name parameters the model lacks are an
     error."""
-    loaded = read_stage_weights(stage_dir)
+    loaded = read_stage_weights(stage_dir, verify)
     unexpected = model.load_state_dict(loaded, strict=False).unexpected_keys
     if unexpected:
         raise RuntimeError(f"{stage_weights_path(stage_dir)} does not fit the model: "
@@ -381,7 +420,8 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             atomic_write_text(run_dir.path / "config.yaml",
                               yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             write_sources(run_dir, cfg)   # what its data was, by path and content
-            run_dir.set_status("RUNNING", name=cfg.name, ranks=world.size)
+            run_dir.set_status("RUNNING", name=cfg.name, ranks=world.size, notices=[])
+            run_dir.reserve()   # given back before the last status: room for it on a full disk
             hooks.started(cfg, run_dir)
         try:
             result = _run(cfg, workdir, run_dir, progress, stop_after, world, rung)
@@ -391,6 +431,7 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             reason = str(exc) if isinstance(exc, StageInterrupted) else \
                 f"{type(exc).__name__} (preempted, timed out or cancelled); checkpoint kept"
             if main:
+                run_dir.release()
                 run_dir.set_status("INTERRUPTED", reason=reason, name=cfg.name)
                 hooks.stopped(cfg, run_dir, "INTERRUPTED", reason)
             raise
@@ -399,16 +440,20 @@ def run(cfg: RunConfig, workdir: Path, progress: bool = True, stop_after: int | 
             # collective fail now rather than after NCCL's timeout (harness.training.
             # distributed.abort); rank 0 records why first.
             if not main:   # rank 0 owns the status: leave it this rank's traceback
-                atomic_write_text(run_dir.path / f"rank-{world.rank}.error",
-                                  traceback.format_exc())
+                with contextlib.suppress(OSError):   # a full disk may refuse even this
+                    atomic_write_text(run_dir.path / f"rank-{world.rank}.error",
+                                      traceback.format_exc())
                 abort(world)
                 await_main_record(run_dir)
                 raise
+            run_dir.release()
             reason = failure_reason(run_dir, exc)
             run_dir.set_status("FAILED", reason=reason, name=cfg.name)
             hooks.stopped(cfg, run_dir, "FAILED", reason)
             abort(world)
             raise
+        if main:
+            run_dir.release()
         if isinstance(result, PausedRun):
             if main:
                 r = result.rung
@@ -437,9 +482,33 @@ def await_main_record(run_dir: RunDir, wait_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def disk_full(exc: BaseException) -> OSError | None:
+    """The out-of-space error (ENOSPC, or EDQUOT: a quota, as on cluster scratch) behind
+    `exc`: itself, its cause or context, or one rank's failure inside DCP's
+    CheckpointException; None if there is none."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        failures = getattr(e, "failures", None)   # DCP's: rank -> (exception, its stack)
+        todo += [e.__cause__, e.__context__,
+                 *(f[0] for f in (failures.values() if isinstance(failures, dict) else ())
+                   if isinstance(f, tuple) and f and isinstance(f[0], BaseException))]
+    return None
+
+
 def failure_reason(run_dir: RunDir, exc: BaseException, wait_s: float = 3.0) -> str:
     """Rank 0's exception, and the traceback a failing rank left (rank 0 often only sees
     its peer vanish from a collective): the other ranks' own words are the cause."""
+    full = disk_full(exc)
+    if full is not None:   # the cause, and what to do, instead of a write's traceback
+        return (f"disk full ({full.strerror}) while writing {full.filename or 'a record'}: "
+                "the last complete checkpoint and records are intact; free space (or quota) "
+                "and run again to resume")
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, HarnessError):
         return reason
@@ -557,7 +626,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     experts = {e.key: e for e in cfg.model.experts}
     upstream: dict[str | None, str | None] = {}   # expert (None: joint) -> its last stage key
 
-    def train_joint(stage: StageConfig, stage_dir: RunDir, pause_at: int | None) -> dict:
+    def train_joint(stage: StageConfig, stage_dir: StageTraining, pause_at: int | None) -> dict:
         nonlocal trained_names
         collate = Collator(tokenizer, TEMPLATES.get(stage.template), transforms,
                            getattr(data, stage.data)[1])
@@ -587,7 +656,7 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
             save_stage_weights({n: state[n] for n in trained_names}, stage_dir.path)
         return _summary(res)
 
-    def fold_stage_lora(weights: dict, stage_dir: RunDir | None = None
+    def fold_stage_lora(weights: dict, stage_dir: StageTraining | None = None
                         ) -> tuple[dict, set[str]]:
         """The trained adapters (in `weights`, on rank 0) merged into the LLM and the LoRA
         layers removed on every rank; returns the stage's trained weights by their plain
@@ -607,7 +676,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
         names = {n.replace(".base_layer.", ".") for n in weights if not is_adapter(n)}
         return {n: state[n] for n in names | changed}, changed
 
-    def train_alone(stage: StageConfig, stage_dir: RunDir, expert: ExpertConfig) -> dict:
+    def train_alone(stage: StageConfig, stage_dir: StageTraining, expert: ExpertConfig
+                    ) -> dict:
         solo = build_solo(cfg.model, expert, cfg.seed, llm).to(world.device)
         collate = Collator(tokenizer, TEMPLATES.get(stage.template),
                            expert_transforms(solo.experts, cfg.data.image_aspect_ratio),
@@ -632,7 +702,8 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
                 save_stage_weights(paused.weights, folder.path)
         barrier(world)
         if not main:
-            unwrapped.load_state_dict(read_stage_weights(folder.path), strict=False)
+            unwrapped.load_state_dict(read_stage_weights(folder.path, verify=False),
+                                      strict=False)
         barrier(world)
         questions, root = selection
         evaluate("", questions, root, folder)
@@ -651,19 +722,21 @@ def _run(cfg: RunConfig, workdir: Path, run_dir: RunDir, progress: bool,
     for name, expert, key in keys:
         stage = stages[name]
         stage_dir = RunDir(inside(workdir / "stages", stage_dir_name(name, expert, key)))
+        training = StageTraining(stage_dir, run_dir)
         if expert:
-            train = functools.partial(train_alone, stage, stage_dir, experts[expert])
+            train = functools.partial(train_alone, stage, training, experts[expert])
         else:
             pause_at = (rung.step_of(total_steps(stage, len(datasets[stage.data])))
                         if rung is not None and key == last_stage else None)
-            train = functools.partial(train_joint, stage, stage_dir, pause_at)
+            train = functools.partial(train_joint, stage, training, pause_at)
         outcome = until_paused(functools.partial(_stage, world, run_dir, stage_dir, cfg, stage,
                                                  expert, upstream.get(expert), train),
                                world.device)
         if isinstance(outcome, StagePaused):
             return score_rung(stage, outcome)
         reused, summary = outcome
-        trained_names |= load_stage_weights(unwrapped, stage_dir.path)
+        # rank 0 checked them (a reuse) or wrote them just now
+        trained_names |= load_stage_weights(unwrapped, stage_dir.path, verify=False)
         upstream[expert] = key
         stages_record.append({"name": name, **({"expert": expert} if expert else {}),
                               "key": key, "reused": reused, "dir": str(stage_dir.path),

@@ -11,6 +11,7 @@ and not in flight is what `ablate run` submits (a paused one continues from its
 checkpoint)."""
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import os
@@ -41,6 +42,7 @@ class RunView:
     job_id: str | None = None
     log: str | None = None
     reason: str | None = None
+    notices: list[str] = dataclasses.field(default_factory=list)   # failed checks
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -174,7 +176,8 @@ def view_run(run: PlannedRun, workdir: Path, queue: dict[str, str] | None = None
     state = status["state"]
     job = _job(run_dir) if job is None else job
     v = RunView(run, run_dir, state, job_id=job.get("job_id"),
-                log=job.get("stderr") or job.get("dispatcher_log"), reason=status.get("reason"))
+                log=job.get("stderr") or job.get("dispatcher_log"), reason=status.get("reason"),
+                notices=list(status.get("notices", [])))
     busy = run_dir.busy
     flight = None if busy else _job_in_flight(job, queue)
     if state == "DONE":
@@ -235,7 +238,9 @@ def render(spec: ExperimentSpec, views: list[RunView]) -> str:
             lines.append(f"  #{i} {v.state}: {v.reason or 'no reason recorded'}")
             if v.log:
                 lines.append(f"      log: {v.log}")
-        elif v.state == "DONE" and not _mirrored(v.run_dir):
+        # a checkpoint or stage weights that failed their check, and what was used instead
+        lines += [f"  #{i} notice: {n}" for n in v.notices]
+        if v.state == "DONE" and not _mirrored(v.run_dir):
             failures = v.run_dir.tracking_failures()
             if failures:
                 lines.append(f"  #{i} not in MLflow yet: {len(failures)} tracking call(s) "

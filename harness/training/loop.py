@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from core.errors import HarnessError
+from core.files import atomic_write_text
 from harness.config.run_config import ParallelConfig, StageConfig, trainable_lrs
 from harness.data.batching import to_device
 from harness.training import checkpoint
@@ -42,13 +43,17 @@ from models.multimodal import MultimodalLM
 
 
 class StageFolder(Protocol):
-    """Where a stage's training writes: its folder (checkpoints) and its metrics log. The run
-    lifecycle's RunDir is one; training needs nothing else of it."""
+    """Where a stage's training writes: its folder (checkpoints), its metrics log, and its
+    notices (a checkpoint that failed its check and what was done instead: said in the log
+    and in the run's status). The run lifecycle's RunDir is one; training needs nothing else
+    of it."""
     path: Path
 
     def log(self, **metrics) -> None: ...
 
     def metrics_log(self) -> list[dict]: ...
+
+    def notice(self, message: str) -> None: ...
 
 
 
@@ -301,13 +306,16 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, total))
     scaler = torch.amp.GradScaler(world.device.type, enabled=precision == "fp16")
     start = 0
-    resume_from = checkpoint.latest(stage_dir.path)
+    resume_from = checkpoint.resume_point(stage_dir.path, world,
+                                          stage_dir.notice if world.is_main else None)
     if resume_from is not None:
         start = checkpoint.load(resume_from, world, wrapped, optimizer, scheduler, names)
-        if world.is_main:
-            kept = [m for m in stage_dir.metrics_log() if m.get("step", 0) <= start]
-            (stage_dir.path / "metrics.jsonl").write_text(
-                "".join(json.dumps(m) + "\n" for m in kept))
+    kept = []
+    if world.is_main:   # the log as of the step resumed from (a start over: its events)
+        kept = [m for m in stage_dir.metrics_log() if m.get("step", 0) <= start]
+        if kept or (stage_dir.path / "metrics.jsonl").exists():
+            atomic_write_text(stage_dir.path / "metrics.jsonl",
+                              "".join(json.dumps(m) + "\n" for m in kept))
     pausing = pause_at is not None and pause_at < total
     if pausing and start > pause_at:
         raise HarnessError(f"stage '{stage.name}' in {stage_dir.path} is checkpointed at step "
@@ -371,6 +379,9 @@ def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir,
             raise StageInterrupted(step + 1)
     bar.close()
     weights = checkpoint.full_trainable_state(world, wrapped, names)
+    if not times:   # resumed at its end (its weights rebuilt): the numbers its log has
+        times = [m["step_time"] for m in kept if "step_time" in m]
+        loss_value = next((m["loss"] for m in reversed(kept) if "loss" in m), loss_value)
     mean = sum(times) / len(times) if times else float("nan")
     return StageResult(total, loss_value, mean, stage.batch_size / mean if times else 0.0,
                        trainable, strategy.name, world.size, micro, accumulation, weights)
