@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -167,7 +168,9 @@ def test_a_planted_metadata_pickle_is_never_unpickled(base, tmp_path, forged_man
     assert not marker.exists()
     assert started_at(work, "align") == [0, 2]
     (said,) = notices(work, cfg)
-    assert ("io.open" if forged_manifest else ".metadata: 104 bytes, recorded") in said
+    # the planted pickle's size depends on the temporary folder's name
+    assert re.search(r"io\.open" if forged_manifest else r"\.metadata: \d+ bytes, recorded",
+                     said), said
     assert same_weights(weights(work), weights(root / "a"))
 
 
