@@ -105,3 +105,22 @@ def test_wrapper_is_left_out_of_the_key_when_unset():
     from core.identity import to_plain
     assert "wrapper" not in to_plain(ExpertConfig("sam"))
     assert to_plain(ExpertConfig("sam", wrapper="eagle"))["wrapper"] == "eagle"
+
+
+@pytest.mark.parametrize("wrapper,message", [("eagel", "Did you mean: eagle"),
+                                             ("eagle", "covers: clip-vit-hf, sam")])
+def test_a_bad_wrapper_in_a_config_names_file_line_and_field(tmp_path, wrapper, message):
+    from pathlib import Path
+
+    from core.errors import ConfigError
+    from harness.spec.run_file import load_run_config
+    base = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
+    old = "{id: clip-vit, preset: tiny, resolution: 64, layers: [-1], freeze: false}"
+    text = base.read_text()
+    assert old in text
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text.replace(old, old[:-1] + f", wrapper: {wrapper}}}"))
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert err.value.field == "model.experts[0].wrapper", str(err.value)
+    assert message in str(err.value) and err.value.line is not None
