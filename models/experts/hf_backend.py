@@ -289,6 +289,8 @@ class HFPix2Struct(HFExpert):
         # the processor's budget is not part of the model's config (from_pretrained keeps it)
         self.presets = {**self.presets, config.preset: {
             k: v for k, v in preset.items() if k != "max_patches"}}
+        # a stand-in's native side is the one asked for, not its patch table's floor to 16 px
+        self._stand_in_side = config.stand_in.resolution if config.stand_in else None
         super().__init__(config)
         self.max_patches = preset["max_patches"]
         if config.stand_in is not None:
@@ -305,7 +307,7 @@ class HFPix2Struct(HFExpert):
         return g * g + g
 
     def native_resolution(self) -> int:
-        return self.patch_size() * math.isqrt(self.hf_config.seq_len)
+        return self._stand_in_side or self.patch_size() * math.isqrt(self.hf_config.seq_len)
 
     @classmethod
     def narrowed(cls, preset: dict, stand_in: StandIn) -> dict:
