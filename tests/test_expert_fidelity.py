@@ -124,3 +124,17 @@ def test_a_bad_wrapper_in_a_config_names_file_line_and_field(tmp_path, wrapper, 
         load_run_config(path)
     assert err.value.field == "model.experts[0].wrapper", str(err.value)
     assert message in str(err.value) and err.value.line is not None
+
+
+@pytest.mark.parametrize("family,wrapper,resolution,want", [
+    ("clip-vit-hf", "eagle", 448, (1024, (32, 32))),           # the paper's 448 px
+    ("clip-vit-hf", "eagle-released", None, (1024, (24, 24))),  # the code's 336, to 32 by fusion
+    ("sam", "eagle", 1024, (256, (64, 64))),                     # the short neck's 256 channels
+])
+def test_eagle_wrappers_at_full_size(family, wrapper, resolution, want):
+    with torch.device("meta"):
+        e = build_expert(ExpertConfig(family, "large-336" if family != "sam" else "large",
+                                      resolution=resolution, wrapper=wrapper, freeze=False))
+        out = e(torch.empty(1, 3, e.resolution, e.resolution))
+    assert (e.layer_channels(e.depth), e.layer_grid(e.depth)) == want
+    assert out.maps[e.depth].shape[1:] == (want[0], *want[1])
