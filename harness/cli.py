@@ -242,18 +242,21 @@ def cmd_validate(args) -> int:
 
 def cmd_list(args) -> int:
     from harness.evaluation.benchmarks import BENCHMARKS
-    from models.experts import EXPERTS
+    from models.experts import EXPERTS, WRAPPERS
     from models.fusion import FUSIONS
     from models.llm import LLMS
     from models.projectors import PROJECTORS
     from models.templates import TEMPLATES
-    tables = {"experts": EXPERTS, "fusions": FUSIONS, "projectors": PROJECTORS, "llms": LLMS,
-              "templates": TEMPLATES, "benchmarks": BENCHMARKS}
+    tables = {"experts": EXPERTS, "wrappers": WRAPPERS, "fusions": FUSIONS,
+              "projectors": PROJECTORS, "llms": LLMS, "templates": TEMPLATES,
+              "benchmarks": BENCHMARKS}
     for kind in ([args.kind] if args.kind else list(tables)):
         print(f"{kind}:")
         for entry in tables[kind].entries():
             presets = getattr(entry.builder, "presets", None)
             extra = f"  [presets: {', '.join(presets)}]" if isinstance(presets, dict) else ""
+            if isinstance(entry.builder, dict):   # a wrapper: the expert families it covers
+                extra = f"  [experts: {', '.join(sorted(entry.builder))}]"
             print(f"  {entry.name:18s} {entry.summary}{extra}")
     return 0
 
@@ -567,10 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="+")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("list", help="list registered experts, fusions, projectors, LLMs, "
-                                    "templates and benchmarks")
-    p.add_argument("kind", nargs="?", choices=["experts", "fusions", "projectors", "llms",
-                                               "templates", "benchmarks"])
+    p = sub.add_parser("list", help="list registered experts, their paper wrappers, fusions, "
+                                    "projectors, LLMs, templates and benchmarks")
+    p.add_argument("kind", nargs="?", choices=["experts", "wrappers", "fusions", "projectors",
+                                               "llms", "templates", "benchmarks"])
     p.set_defaults(func=cmd_list)
     return parser
 

@@ -47,7 +47,9 @@ def measure(cfg: ExpertConfig) -> ExpertGeometry:
     grid = configured.layer_grid(deepest)[0]
     reduction = configured.resolution // grid
     tiling = cfg.tiling
-    return ExpertGeometry(reduction, grid, native.resolution // reduction,
+    # the native grid as the expert declares it: side // reduction for a patch or stride grid,
+    # the patch budget's grid for Pix2Struct (1024 px -> 45x45, where 1024 // 22 is 46)
+    return ExpertGeometry(reduction, grid, native.layer_grid(deepest)[0],
                           tiling.rows if tiling else 1, tiling.cols if tiling else 1)
 
 

@@ -34,7 +34,8 @@ from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.questions import BenchmarkFileError
 from harness.modelbuild import ExpertBuildError, build_architecture
 from harness.spec.data_identity import with_content
-from models.experts import EXPERTS
+from models.experts import EXPERTS, WRAPPERS
+from models.experts.wrappers import wrapper_families
 from models.fusion import FusionOptionError
 from models.fusion.context_routing import DEFAULT_CARDS
 from models.llm import LLMS
@@ -141,6 +142,13 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
         raise src.error("model.experts", "at least one expert is required")
     for i, expert in enumerate(cfg.model.experts):
         _check_id(src, f"model.experts[{i}].id", EXPERTS, expert.id)
+        if expert.wrapper is not None:
+            _check_id(src, f"model.experts[{i}].wrapper", WRAPPERS, expert.wrapper)
+            if expert.id not in wrapper_families(expert.wrapper):
+                raise src.error(f"model.experts[{i}].wrapper",
+                                f"wrapper '{expert.wrapper}' has no version for expert id "
+                                f"'{expert.id}'; it covers: "
+                                + ", ".join(wrapper_families(expert.wrapper)))
         if names.count(expert.key) > 1:
             raise src.error(f"model.experts[{i}]", f"expert name '{expert.key}' is used twice; "
                                                    "give each a distinct `name`")

@@ -85,7 +85,8 @@ class ExpertConfig:
 
     id: the family in the expert registry; preset: a named architecture of that family
     ("tiny" is the random-init CPU stand-in); pretrained: hub id or local path in the family's
-    own format (None = random init); resolution: input side in pixels (None = the preset's own).
+    own format (None = random init); resolution: input side in pixels (None = the preset's own);
+    wrapper: a paper's encoder wrapper on top of the library (None = the library's own).
     """
     id: str
     preset: str = "tiny"
@@ -102,6 +103,9 @@ class ExpertConfig:
     tiling: TilingConfig | None = None
     view: InputView | None = field(default=None, metadata=ADDED_OPTION)
     stand_in: StandIn | None = field(default=None, metadata=ADDED_OPTION)
+    # what a paper's released encoder wrapper changes on top of the library (models.experts
+    # .wrappers.WRAPPERS: e.g. "eagle"); None = the library's own model and processor
+    wrapper: str | None = field(default=None, metadata=ADDED_OPTION)
 
     @property
     def key(self) -> str:

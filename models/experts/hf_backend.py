@@ -238,35 +238,78 @@ class HFSAM(HFExpert):
         return maps
 
 
-class HFPix2Struct(HFExpert):
-    """Pix2Struct's encoder on variable-resolution flattened patches.
+def budget_grid(height: int, width: int, patch: int, max_patches: int) -> tuple[int, int]:
+    """The rows x cols of patches Pix2StructImageProcessor resizes an image to: the largest
+    grid of the image's aspect within `max_patches` (transformers
+    image_processing_pix2struct.py `extract_flattened_patches`: scale, then floor), kept in the
+    library's float arithmetic so the count is the library's to the patch."""
+    scale = math.sqrt(max_patches * (patch / height) * (patch / width))
+    rows = max(min(int(scale * height / patch), max_patches), 1)
+    cols = max(min(int(scale * width / patch), max_patches), 1)
+    return rows, cols
 
-    The image is standardized per image (Pix2Struct's own normalization, so the data side
-    passes plain [0, 1] pixels) and cut into patches laid out exactly as
-    Pix2StructImageProcessor does: [row id, col id, (ph, pw, C) pixels], ids 1-based."""
+
+class HFPix2Struct(HFExpert):
+    """Pix2Struct's encoder on variable-resolution flattened patches, as its image processor
+    makes them and as Eagle and MoVA read them.
+
+    The data side passes plain [0, 1] pixels at `resolution`. Here, as Pix2StructImageProcessor
+    does: per-image standardization on the 0-255 image (mean, std clamped at 1/sqrt(n)), a
+    bilinear antialiased resize to the largest patch grid within the processor's budget of
+    `max_patches` (2048 by default; 45x45 for a square image), patches laid out as [row id,
+    col id, (ph, pw, C) pixels] with 1-based ids, zero-padded to the budget. The feature is
+    the encoder's `last_hidden_state` (after its final LayerNorm) over the grid's tokens:
+    Eagle takes `last_hidden_state[:, :2025]` (pix2struct_encoder.py:110-112), MoVA
+    `last_hidden_state` (mova_encoder.py:335-338) with the processor's budget (:92-95).
+    Earlier hidden states (index < depth) are the blocks' outputs, before that LayerNorm."""
     model_cls, config_cls = Pix2StructVisionModel, Pix2StructVisionConfig
+    drops_remainder = True   # any side: the processor resizes to its patch grid
+    # the processor's budget is half the model's seq_len (2048 of 4096) for the released sizes
     presets = {
         "large": dict(hidden_size=1536, num_hidden_layers=18, num_attention_heads=24,
-                      d_ff=3968, d_kv=64, patch_embed_hidden_size=768, seq_len=4096),
+                      d_ff=3968, d_kv=64, patch_embed_hidden_size=768, seq_len=4096,
+                      max_patches=2048),
         "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, d_ff=2048,
-                     d_kv=64, patch_embed_hidden_size=768, seq_len=4096),
+                     d_kv=64, patch_embed_hidden_size=768, seq_len=4096, max_patches=2048),
         "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, d_ff=128,
-                     d_kv=32, patch_embed_hidden_size=192, seq_len=64),
+                     d_kv=32, patch_embed_hidden_size=192, seq_len=64, max_patches=32),
     }
 
     @classmethod
     def pixel_recipe(cls, config: ExpertConfig) -> PixelRecipe:
-        # plain [0, 1] pixels, stretched to the input; the processor's aspect-keeping patch
-        # budget is issue 31's item 2
+        # plain [0, 1] pixels at the input side: the processor's standardization and its
+        # resize to the patch budget happen in the expert (above), as its processor does them
         return PixelRecipe((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "stretch",
-                           source="ours: Pix2Struct standardizes per image in the expert")
+                           source="ours: Pix2Struct standardizes and resizes in the expert")
+
+    def __init__(self, config: ExpertConfig):
+        preset = pick(config.id, self.presets, config.preset)
+        # the processor's budget is not part of the model's config (from_pretrained keeps it)
+        self.presets = {**self.presets, config.preset: {
+            k: v for k, v in preset.items() if k != "max_patches"}}
+        # a stand-in's native side is the one asked for, not its patch table's floor to 16 px
+        self._stand_in_side = config.stand_in.resolution if config.stand_in else None
+        super().__init__(config)
+        self.max_patches = preset["max_patches"]
+        if config.stand_in is not None:
+            self.max_patches = self._stand_in_budget(preset)
+
+    def _stand_in_budget(self, preset: dict) -> int:
+        """A stand-in keeps the published pixels per grid cell: the published model's native
+        side over its budget grid (1024 // 45 = 22 px), so the rehearsal's geometry holds;
+        g*g + g patches floor to a g x g grid whatever the float rounding."""
+        patch = math.isqrt(preset["patch_embed_hidden_size"] // 3)
+        native = patch * math.isqrt(preset["seq_len"])
+        cell = native // budget_grid(native, native, patch, preset["max_patches"])[0]
+        g = max(1, self.resolution // cell)
+        return g * g + g
 
     def native_resolution(self) -> int:
-        return self.patch_size() * math.isqrt(self.hf_config.seq_len)
+        return self._stand_in_side or self.patch_size() * math.isqrt(self.hf_config.seq_len)
 
     @classmethod
     def narrowed(cls, preset: dict, stand_in: StandIn) -> dict:
-        # Pix2Struct's native side is its patch budget: seq_len patches of 16 px
+        # Pix2Struct's native side is its patch table: seq_len patches of 16 px
         out = super().narrowed(preset, stand_in)
         out.pop("image_size")
         patch = math.isqrt(preset["patch_embed_hidden_size"] // 3)
@@ -276,27 +319,39 @@ class HFPix2Struct(HFExpert):
     def patch_size(self) -> int:
         return math.isqrt(self.hf_config.patch_embed_hidden_size // 3)
 
-    def flattened_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+    def layer_grid(self, index: int) -> tuple[int, int]:
+        return budget_grid(self.resolution, self.resolution, self.patch_size(), self.max_patches)
+
+    def flattened_patches(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[b, 3, H, W] in [0, 1] -> (patches [b, max_patches, 2 + p*p*3], attention mask)."""
         b, c, height, width = pixels.shape
         p = self.patch_size()
-        flat = pixels.reshape(b, -1)
+        image = pixels.float() * 255   # the processor standardizes the 0-255 image
+        flat = image.reshape(b, -1)
         mean = flat.mean(1).view(b, 1, 1, 1)
         std = flat.std(1).clamp_min(1.0 / math.sqrt(flat.shape[1])).view(b, 1, 1, 1)
-        pixels = (pixels - mean) / std
-        rows, cols = height // p, width // p
-        patches = F.unfold(pixels, (p, p), stride=(p, p))            # [b, c*p*p, rows*cols]
+        image = (image - mean) / std
+        rows, cols = budget_grid(height, width, p, self.max_patches)
+        image = F.interpolate(image, size=(rows * p, cols * p), mode="bilinear",
+                              align_corners=False, antialias=True)
+        patches = F.unfold(image, (p, p), stride=(p, p))              # [b, c*p*p, rows*cols]
         patches = patches.reshape(b, c, p, p, rows * cols).permute(0, 4, 2, 3, 1)
         patches = patches.reshape(b, rows * cols, p * p * c)
         ids = torch.arange(rows * cols, device=pixels.device)
-        row_ids = (ids // cols + 1).to(pixels.dtype).view(1, -1, 1).expand(b, -1, 1)
-        col_ids = (ids % cols + 1).to(pixels.dtype).view(1, -1, 1).expand(b, -1, 1)
-        return torch.cat([row_ids, col_ids, patches], dim=-1)
+        row_ids = (ids // cols + 1).to(image.dtype).view(1, -1, 1).expand(b, -1, 1)
+        col_ids = (ids % cols + 1).to(image.dtype).view(1, -1, 1).expand(b, -1, 1)
+        patches = torch.cat([row_ids, col_ids, patches], dim=-1)
+        pad = self.max_patches - rows * cols
+        mask = torch.ones(b, rows * cols, device=pixels.device, dtype=pixels.dtype)
+        return (F.pad(patches, (0, 0, 0, pad)).to(pixels.dtype), F.pad(mask, (0, pad)))
 
     def _maps(self, pixels):
-        patches = self.flattened_patches(pixels)
-        mask = torch.ones(patches.shape[:2], device=pixels.device, dtype=pixels.dtype)
+        patches, mask = self.flattened_patches(pixels)
         out = self.model(flattened_patches=patches, attention_mask=mask,
                          output_hidden_states=True)
         h, w = self.layer_grid(0)
-        return {i: out.hidden_states[i].transpose(1, 2).reshape(pixels.shape[0], -1, h, w)
-                for i in self.layers}
+        maps = {}
+        for i in self.layers:
+            tokens = out.last_hidden_state if i == self.depth else out.hidden_states[i]
+            maps[i] = tokens[:, :h * w].transpose(1, 2).reshape(pixels.shape[0], -1, h, w)
+        return maps

@@ -86,9 +86,11 @@ class OpenClipViT(VisionExpert, BlockwiseViT):
         narrowed = None
         if config.stand_in is not None:   # the preset's depth and patch at a small width
             s = config.stand_in
-            narrowed = {**vision_cfg, "width": s.width, "head_width": 16,
-                        "image_size": s.resolution}
             resolution = config.resolution or s.resolution
+            # built at the side it runs at: a vision_cfg replaces open_clip's force_image_size,
+            # and a random-init table has nothing to interpolate
+            narrowed = {**vision_cfg, "width": s.width, "head_width": 16,
+                        "image_size": resolution}
         self.patch = vision_cfg["patch_size"]
         check_divisible(config.id, resolution, self.patch)
         self._depth = vision_cfg["layers"]

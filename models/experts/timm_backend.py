@@ -65,8 +65,12 @@ class TimmConvNeXt(ConvNeXtExpert, TimmExpert):
 
 
 class TimmEVA02(TimmExpert):
-    """EVA-02 from timm; index k is the output of block k. Eagle runs EVA-02-L at 1024 px with
-    16 px patches (64x64 tokens); timm resamples the 14 px patch embedding when loading."""
+    """EVA-02 from timm; index k is the output of block k. For Eagle this is a STAND-IN: Eagle
+    runs a ViTDet-style EVA-02-L/16 at 1024 px (NVlabs/EAGLE eva_vit.py:1160-1182: 16 px
+    patches, 16x16 windowed attention in all blocks but 2, 5, ..., 23, the COCO+O365
+    detection checkpoint, multi_backbone_channel_concatenation_encoder.py:51-58); ours is
+    timm's eva02_large_patch14_448 (global attention in every block) with its 14 px patch
+    embedding resampled to 16 px when loading: the same 64x64 tokens, not the same features."""
 
     presets = {
         "large-1024": Preset("eva02_large_patch14_448", 1024, {"patch_size": 16}),
