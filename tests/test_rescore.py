@@ -46,7 +46,7 @@ def test_a_benchmark_added_to_a_finished_spec_only_evaluates(tmp_path, monkeypat
     assert main(["run", str(spec), "--workdir", str(work), "--executor", "inline"]) == 0
     first, _ = run_dir(work, spec)
     stage_logs = {p: p.read_bytes() for p in (work / "stages").glob("*/metrics.jsonl")}
-    weights = {p: p.stat().st_mtime_ns for p in (work / "stages").glob("*/weights.*")}
+    weights = {p: p.stat().st_mtime_ns for p in (work / "stages").glob("*/weights.safetensors")}
     assert len(stage_logs) == len(weights) == 2   # align and sft, trained once
 
     write_spec(tmp_path / "spec", TWO_BENCHMARKS)   # the user adds a benchmark
@@ -58,7 +58,7 @@ def test_a_benchmark_added_to_a_finished_spec_only_evaluates(tmp_path, monkeypat
     stages = json.loads((second / "stages.json").read_text())
     assert [s["reused"] for s in stages] == [True, True]   # ... whose every stage is reused
     assert {p: p.read_bytes() for p in (work / "stages").glob("*/metrics.jsonl")} == stage_logs
-    assert {p: p.stat().st_mtime_ns for p in (work / "stages").glob("*/weights.*")} == weights
+    assert {p: p.stat().st_mtime_ns for p in (work / "stages").glob("*/weights.safetensors")} == weights
     scores = json.loads((second / "scores.json").read_text())
     assert set(scores) == {"synth-color", "synth-pope"}
     # the same weights answer the first benchmark exactly as before

@@ -53,7 +53,10 @@ def test_stale_rendezvous_variables_are_replaced(monkeypatch):
     for key, value in {**TASK, "MASTER_ADDR": "elsewhere", "RANK": "5"}.items():
         monkeypatch.setenv(key, value)
     for key in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+        # set, then removed: monkeypatch then restores what export_ranks writes here (a
+        # WORLD_SIZE left behind made later tests' runs wait for 16 ranks)
+        monkeypatch.setenv(key, "stale")
+        monkeypatch.delenv(key)
     export_ranks()
     assert {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")} == {
         "RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu01"}

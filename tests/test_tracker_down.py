@@ -85,7 +85,7 @@ def test_follow_prints_a_heartbeat_into_a_log(tmp_path, monkeypatch):
     (run,) = spec.runs
     polls = iter(["RUNNING"] * 4 + ["DONE"])
 
-    def view(spec, workdir):
+    def view(spec, workdir, **options):
         state = next(polls)
         rd = RunDir(tmp_path / "runs" / run.key)
         return [states.RunView(run, rd, state, "sft 5/10" if state == "RUNNING" else "")]
