@@ -265,6 +265,7 @@ if os.environ.get("RANK", os.environ.get("SLURM_PROCID")) == "1":
 """
 
 
+@pytest.mark.long   # 21 s: the failing-rank job beside it covers the default run
 @pytest.mark.slurm
 def test_a_two_task_slurm_job_whose_rank_1_is_killed_ends_failed(slurm_cluster, tmp_path,
                                                                  monkeypatch):

@@ -58,7 +58,8 @@ def test_a_benchmark_added_to_a_finished_spec_only_evaluates(tmp_path, monkeypat
     stages = json.loads((second / "stages.json").read_text())
     assert [s["reused"] for s in stages] == [True, True]   # ... whose every stage is reused
     assert {p: p.read_bytes() for p in (work / "stages").glob("*/metrics.jsonl")} == stage_logs
-    assert {p: p.stat().st_mtime_ns for p in (work / "stages").glob("*/weights.safetensors")} == weights
+    assert {p: p.stat().st_mtime_ns
+            for p in (work / "stages").glob("*/weights.safetensors")} == weights
     scores = json.loads((second / "scores.json").read_text())
     assert set(scores) == {"synth-color", "synth-pope"}
     # the same weights answer the first benchmark exactly as before

@@ -30,6 +30,7 @@ def _config(tmp_path, name, experts, fusion):
     return path
 
 
+@pytest.mark.long   # 20 s: the MoVA router's long acceptance covers routed runs too
 @pytest.mark.slow
 def test_labels_from_tiny_runs_drive_an_oracle_routed_mova_run(tmp_path, capsys):
     work = tmp_path / "work"

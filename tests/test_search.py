@@ -251,6 +251,7 @@ def test_prealigned_expert_weights_carry_into_the_combination(tmp_path):
     assert any(not torch.equal(init[k], pre_w[k]) for k in pre_w)  # training moved it
 
 
+@pytest.mark.long   # 23 s: the search's seed replicates; default run kept under 15 min
 def test_seeds_rank_by_the_mean_and_report_the_spread(tmp_path):
     path = write_search(tmp_path, seeds="[0, 1]", edit=("pool: [b, c]", "pool: [b]"),
                         prealign=False)
@@ -266,6 +267,7 @@ def test_seeds_rank_by_the_mean_and_report_the_spread(tmp_path):
     assert table[0]["seeds"] == 2 and table[0]["std"] == pytest.approx(cand.std, abs=0.01)
 
 
+@pytest.mark.long   # 19 s: optuna per arm; default run kept under 15 min
 def test_optuna_tunes_each_arm_and_a_rerun_asks_nothing_new(tmp_path):
     extra = textwrap.indent(textwrap.dedent("""\
         tune: {path: "stages[sft].lr", low: 1.0e-4, high: 3.0e-3, trials: 2, parallel: 2}
