@@ -23,7 +23,7 @@ import torch
 
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation, load_llava_json
-from harness.evaluation import fixtures
+from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 from harness.evaluation.generate import choose_by_likelihood, collect_questions, generate
 from harness.runs.pipeline import run
 from harness.runs.rebuild import load_trained_run
@@ -65,8 +65,8 @@ def _answers(run_dir: Path) -> list[tuple[str, str, str, str]]:
 def trained(tmp_path_factory):
     """(folder with the configs, the workdir, the run evaluated one question at a time)."""
     root = tmp_path_factory.mktemp("batching")
-    fixtures.gqa(root / "gqa")
-    fixtures.pope(root / "pope")
+    WRITERS["gqa"](root / "gqa")
+    WRITERS["pope"](root / "pope")
     cfg = load_run_config(_run_yaml(root, 1))
     result = run(cfg, root / "work", progress=False)
     return root, root / "work", result.path

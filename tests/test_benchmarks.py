@@ -11,6 +11,7 @@ import pytest
 from core.errors import DataError
 from harness.evaluation import fixtures as benchmark_files
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 from harness.evaluation.generate import Prediction, score
 from harness.evaluation.prompts import OPTION_LETTER, SHORT_ANSWER
 from harness.evaluation.questions import BenchmarkFileError
@@ -20,7 +21,7 @@ from harness.evaluation.scoring.text_metrics import anls_one, relaxed_match
 
 
 def load(name, tmp_path):
-    questions, images = benchmark_files.WRITERS[name](tmp_path / name)
+    questions, images = WRITERS[name](tmp_path / name)
     return BENCHMARKS.get(name).load(questions, images, tmp_path / "cache")
 
 
@@ -190,7 +191,7 @@ def _error(name, questions, images, tmp_path):
 
 
 def test_wrong_format_names_file_and_first_record(tmp_path):
-    tq, timages = benchmark_files.textvqa(tmp_path / "t")
+    tq, timages = WRITERS["textvqa"](tmp_path / "t")
     msg = _error("gqa", tq, timages, tmp_path)   # a TextVQA file given as GQA
     assert str(tq) in msg and "question dataset_name" in msg and "not GQA's format" in msg
     data = json.loads(tq.read_text())
@@ -198,34 +199,34 @@ def test_wrong_format_names_file_and_first_record(tmp_path):
     tq.write_text(json.dumps(data))
     msg = _error("textvqa", tq, timages, tmp_path)
     assert f"{tq}: data[1]: missing field 'answers'" in msg
-    gq, gimages = benchmark_files.gqa(tmp_path / "g")
+    gq, gimages = WRITERS["gqa"](tmp_path / "g")
     msg = _error("chartqa", gq, gimages, tmp_path)
     assert str(gq) in msg and "ChartQA's list" in msg
 
 
 def test_missing_image_names_file_and_record(tmp_path):
-    folder, images = benchmark_files.pope(tmp_path / "p")
+    folder, images = WRITERS["pope"](tmp_path / "p")
     (images / "COCO_val2014_2.jpg").unlink()
     msg = _error("pope", folder, images, tmp_path)
     assert f"{folder / 'coco_pope_random.json'}: line 3: image not found" in msg
-    base, _ = benchmark_files.mme(tmp_path / "m")
+    base, _ = WRITERS["mme"](tmp_path / "m")
     (base / "existence" / "e2.jpg").unlink()
     assert f"{base / 'existence' / 'e2.txt'}: image: image not found" in _error(
         "mme", base, None, tmp_path)
 
 
 def test_malformed_records_in_line_formats(tmp_path):
-    folder, images = benchmark_files.pope(tmp_path / "p")
+    folder, images = WRITERS["pope"](tmp_path / "p")
     path = folder / "coco_pope_popular.json"
     lines = path.read_text().splitlines()
     lines[1] = json.dumps({**json.loads(lines[1]), "label": "maybe"})
     path.write_text("\n".join(lines))
     assert f"{path}: line 2: label must be yes or no" in _error("pope", folder, images, tmp_path)
-    base, _ = benchmark_files.mme(tmp_path / "m")
+    base, _ = WRITERS["mme"](tmp_path / "m")
     (base / "existence" / "e1.txt").write_text("Is there a dog? Yes\n")
     assert f"{base / 'existence' / 'e1.txt'}: line 1: expected 'question<TAB>Yes'" in _error(
         "mme", base, None, tmp_path)
-    tsv, _ = benchmark_files.mmbench(tmp_path / "b")
+    tsv, _ = WRITERS["mmbench_dev"](tmp_path / "b")
     tsv.write_text(tsv.read_text().replace(benchmark_files.png_base64(), "not-base64!"))
     assert f"{tsv}: line 2 (index 100): `image` is not a base64-encoded image" in _error(
         "mmbench_dev", tsv, None, tmp_path)
@@ -250,8 +251,8 @@ def test_run_answers_real_files_by_generation_and_likelihood(tmp_path):
     POPE answered by likelihood over Yes/No; both scored by their benchmark's scorer."""
     from harness.runs.pipeline import run
     from harness.spec.run_file import load_run_config
-    benchmark_files.gqa(tmp_path / "gqa")
-    benchmark_files.pope(tmp_path / "pope")
+    WRITERS["gqa"](tmp_path / "gqa")
+    WRITERS["pope"](tmp_path / "pope")
     path = _run_yaml(tmp_path, """\
 eval:
   benchmarks: [synth-color, gqa, pope]

@@ -298,8 +298,8 @@ def test_a_cache_hit_does_not_read_the_file_again(tmp_path, monkeypatch):
 
 def _benchmark_run(tmp_path: Path, files: Path) -> Path:
     """tests/tiny.py's run evaluated on GQA (a question file) and POPE (a question folder),
-    their files in the official layouts (harness.evaluation.fixtures) under `files`."""
-    from harness.evaluation.fixtures import WRITERS
+    their files in the official layouts (harness.evaluation.benchmarks) under `files`."""
+    from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
     gqa = WRITERS["gqa"](files / "gqa")
     pope = WRITERS["pope"](files / "pope")
     eval_yaml = ("eval:\n  benchmarks: [gqa, pope]\n  batch_size: 8\n  max_new_tokens: 3\n"

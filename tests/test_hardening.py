@@ -173,7 +173,7 @@ def _real_data_config(tmp_path, sft_text: str) -> Path:
                  "synth-pope, synth-chart,\n               synth-text]")
     text = text.replace(synthetic, "  benchmarks: [pope]\n  sources: {pope: {questions: "
                                    "pope/coco, images: pope/val2014}}")
-    from harness.evaluation.fixtures import pope
+    from harness.evaluation.benchmarks.pope import write_fixture as pope
     pope(tmp_path / "pope")
     path = tmp_path / "cfg.yaml"
     path.write_text(text)

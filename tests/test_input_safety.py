@@ -18,8 +18,8 @@ import pytest
 from core.contained import OutsideWorkdir, inside, name_problem
 from core.errors import ConfigError
 from harness.cli import main
-from harness.evaluation import fixtures
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 from harness.evaluation.questions import BenchmarkFileError
 from harness.spec.run_file import load_run_config
 from tests.tiny import tiny_run_yaml
@@ -117,7 +117,7 @@ def test_the_manifest_path_refuses_a_name_read_back_unchecked(tmp_path):
 
 
 def _mmbench_with_index(tmp_path: Path, index: str) -> Path:
-    tsv, _ = fixtures.mmbench(tmp_path / "mmb")
+    tsv, _ = WRITERS["mmbench_dev"](tmp_path / "mmb")
     lines = tsv.read_text().splitlines()
     cells = lines[1].split("\t")
     cells[0] = index
@@ -141,7 +141,7 @@ def test_an_mmbench_index_that_is_not_digits_never_names_a_file(tmp_path, index)
 
 
 def test_checking_mmbench_writes_no_image(tmp_path):
-    tsv, _ = fixtures.mmbench(tmp_path / "mmb")
+    tsv, _ = WRITERS["mmbench_dev"](tmp_path / "mmb")
     before = sorted(tmp_path.rglob("*"))
     assert BENCHMARKS.get("mmbench_dev").check(tsv, None) == 9
     assert sorted(tmp_path.rglob("*")) == before
@@ -202,7 +202,7 @@ GQA_REC = '"{qid}": {{"imageId": "n1", "question": "q?", "answer": "a"}}'
 
 
 def _bad_gqa(root: Path, case: str) -> None:
-    fixtures.gqa(root)
+    WRITERS["gqa"](root)
     qfile = root / "testdev_balanced_questions.json"
     if case == "repeated key":
         qfile.write_text(_gqa_text(", ".join([GQA_REC.format(qid=201), GQA_REC.format(qid=201)])))
@@ -252,7 +252,7 @@ def test_a_bad_gqa_file_is_named_at_validate_and_plan(tmp_path, capsys, case):
 
 def test_a_halving_searchs_held_out_benchmark_file_is_checked_too(tmp_path):
     from tests.test_search import write_search
-    good, images = fixtures.gqa(tmp_path / "gqa")
+    good, images = WRITERS["gqa"](tmp_path / "gqa")
     _bad_gqa(tmp_path / "held_out", "repeated key")
     held_out = tmp_path / "held_out" / "testdev_balanced_questions.json"
     path = write_search(tmp_path, name="h", edit=(
@@ -287,7 +287,7 @@ eval:
 ])
 def test_textvqa_without_questions_or_with_a_repeated_id_is_named(tmp_path, capsys, data,
                                                                   message):
-    qfile, _ = fixtures.textvqa(tmp_path / "tv")
+    qfile, _ = WRITERS["textvqa"](tmp_path / "tv")
     qfile.write_text(json.dumps({"dataset_name": "textvqa", "data": data}))
     path = tmp_path / "run.yaml"
     path.write_text(_with_eval(tiny_run_yaml(sft_steps=2), TEXTVQA_EVAL))
@@ -297,7 +297,7 @@ def test_textvqa_without_questions_or_with_a_repeated_id_is_named(tmp_path, caps
 
 
 def test_a_repeated_pope_question_and_an_empty_split_are_named(tmp_path):
-    qdir, images = fixtures.pope(tmp_path / "pope")
+    qdir, images = WRITERS["pope"](tmp_path / "pope")
     split = qdir / "coco_pope_popular.json"
     first = split.read_text().splitlines()[0]
     split.write_text(first + "\n" + first + "\n")
@@ -309,9 +309,9 @@ def test_a_repeated_pope_question_and_an_empty_split_are_named(tmp_path):
 
 
 def test_good_benchmark_files_pass_validation_and_count(tmp_path):
-    qfile, images = fixtures.gqa(tmp_path / "gqa")
+    qfile, images = WRITERS["gqa"](tmp_path / "gqa")
     assert BENCHMARKS.get("gqa").check(qfile, images) == 2
-    qdir, images = fixtures.pope(tmp_path / "pope")
+    qdir, images = WRITERS["pope"](tmp_path / "pope")
     assert BENCHMARKS.get("pope").check(qdir, images) == 12
 
 

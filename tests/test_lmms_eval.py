@@ -21,8 +21,8 @@ else:
     pytest.importorskip("lmms_eval", reason="the lmms extra is not installed: "
                                             "pip install -e '.[lmms]'")
 
-from harness.evaluation import fixtures as benchmark_files  # noqa: E402
 from harness.evaluation.benchmarks import BENCHMARKS  # noqa: E402
+from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS  # noqa: E402
 from tests.tiny import tiny_run_yaml  # noqa: E402
 
 SPLITS = ("random", "popular", "adversarial")
@@ -98,7 +98,7 @@ def evaluated(tmp_path_factory):
     from harness.runs.pipeline import run
     from harness.spec.run_file import load_run_config
     root = tmp_path_factory.mktemp("lmms")
-    folder, images = benchmark_files.pope(root / "pope")
+    folder, images = WRITERS["pope"](root / "pope")
     text = tiny_run_yaml(sft_steps=2)
     text = text[:text.index("eval:")] + (
         f"eval: {{benchmarks: [pope], max_new_tokens: 3, "

@@ -9,6 +9,7 @@ import pytest
 
 from harness.evaluation import fixtures as benchmark_files
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 from harness.evaluation.generate import Prediction, score
 from harness.evaluation.prompts import LETTERS
 from harness.evaluation.scoring.answers import gqa_answer, normalize_vqa, vqa_score
@@ -145,7 +146,7 @@ def test_mme_is_calculation_pys_score(tmp_path):
     rng = random.Random(4)
     texts = ["Yes", "No", "yes.", "no.", "Yes, it is.", "No, it is not.", "I think no",
              "Nope", "maybe", "YES", "n", "y", "Yes\tNo", "nothing", "yesterday", "Not yes"]
-    base, _ = benchmark_files.mme(tmp_path)
+    base, _ = WRITERS["mme"](tmp_path)
     questions = BENCHMARKS.get("mme").load(base, None, tmp_path / "cache")
     for _ in range(100):
         answers = [rng.choice(texts).replace("\t", " ") for _ in questions]
@@ -164,7 +165,7 @@ def test_mme_prompt_is_llavas():
     """llava_mme.jsonl drops MME's " Please answer yes or no." for LLaVA's short-answer line:
     LLaVA's convert_answer_to_mme.py removes the latter and puts the former back to find
     each question's reference."""
-    from harness.evaluation.formats.mme import mme_question
+    from harness.evaluation.benchmarks.mme import mme_question
     for raw in ("Is there a dog in this image? Please answer yes or no.",
                 "Is there a dog in this image?  Please answer yes or no.",
                 "Is there a dog in this image?"):
@@ -234,7 +235,7 @@ def test_mmbench_letters_are_vlmevalkits_can_infer():
 def test_mmbench_circular_score_is_vlmevalkits(tmp_path):
     """On the official layout (copies as rows): random answers scored by our scorer and by
     VLMEvalKit's exact-matching circular evaluation give the same questions right."""
-    questions_path, _ = benchmark_files.mmbench(tmp_path)
+    questions_path, _ = WRITERS["mmbench_dev"](tmp_path)
     qs = BENCHMARKS.get("mmbench_dev").load(questions_path, None, tmp_path / "cache")
     rng = random.Random(7)
     for _ in range(300):
@@ -301,7 +302,7 @@ def test_prompts_are_llavas_question_files(tmp_path):
         "<image>\nIs it overcast?" + short]
 
     # pope/llava_pope_test.jsonl, question 1 (adversarial)
-    folder, images = benchmark_files.pope(tmp_path / "pope")
+    folder, images = WRITERS["pope"](tmp_path / "pope")
     line = '{"question_id": 1, "image": "COCO_val2014_0.jpg", "text": "Is there a snowboard ' \
            'in the image?", "label": "yes"}\n'
     for split in ("random", "popular", "adversarial"):
@@ -340,7 +341,7 @@ def test_prompts_are_llavas_question_files(tmp_path):
         "once part of the lichen?\nA. bilberry\nB. mushroom" + letter]
 
     # mmbench answers file: question 293's prompt, plus the instruction mmbench.sh asks for
-    tsv, _ = benchmark_files.mmbench(tmp_path / "mmb")
+    tsv, _ = WRITERS["mmbench_dev"](tmp_path / "mmb")
     header, first, *_ = tsv.read_text().splitlines()
     cells = first.split("\t")
     cells[0:8] = ["293", "Which material is this spatula made of?", "nan", "rubber", "cotton",

@@ -127,3 +127,20 @@ def image_at(images: Path, name: str, path: Path, where: str) -> str:
     if not image.is_file():
         raise bad_record(path, where, f"image not found: {image}")
     return str(image.resolve())
+
+
+def image_folder(images: Path | None, questions: Path, benchmark: str) -> Path:
+    """The benchmark's image folder, or an error naming its question file."""
+    if images is None or not images.is_dir():
+        raise BenchmarkFileError(f"{questions}: {benchmark} needs its image folder; "
+                                 f"not a folder: {images}")
+    return images
+
+
+def data_list(path: Path, benchmark: str) -> list:
+    """The `data` list of questions of the VQA-style files (TextVQA, DocVQA)."""
+    data = read_json(path, benchmark)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise BenchmarkFileError(f"{path}: expected {benchmark}'s object with a `data` list of "
+                                 "questions")
+    return data["data"]

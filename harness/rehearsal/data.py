@@ -4,7 +4,7 @@ rehearsal's own location, laid out as LLaVA's playground/data lays out the real 
     data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json + images/00000/000000012.jpg   (alignment)
     data/llava_v1_5_mix665k.json + coco/train2017, gqa/images, ocr_vqa/images,
         textvqa/train_images, vg/VG_100K                                          (fine-tuning)
-    data/eval/<benchmark>/...   each benchmark's official layout (harness.evaluation.fixtures)
+    data/eval/<benchmark>/...   each benchmark's official layout (harness.evaluation.benchmarks)
 
 The fine-tuning file has the real mix's quirks: multi-turn conversations, text-only
 (ShareGPT) records, `<image>` at the end of a turn, a conversation that opens with a gpt turn.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from harness.evaluation.fixtures import WRITERS
+from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220),
           "yellow": (230, 210, 40)}

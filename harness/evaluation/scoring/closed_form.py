@@ -6,10 +6,16 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from harness.evaluation.formats.mme import COGNITION, PERCEPTION
-from harness.evaluation.formats.pope import SPLITS
 from harness.evaluation.prompts import LETTERS
+from harness.evaluation.scoring.properties import closed_form
 from harness.evaluation.scoring.registry import SCORERS, yes_precision_recall
+
+# what the scores are grouped by, which the benchmarks' loaders read from their files too
+POPE_SPLITS = ("random", "popular", "adversarial")
+MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
+                  "landmark", "artwork", "OCR")
+MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation",
+                 "code_reasoning")
 
 
 def pope_label(answer: str) -> str:
@@ -26,6 +32,7 @@ def _binary(preds: list[str], golds: list[str]) -> dict[str, float]:
             **yes_precision_recall(preds, golds)}
 
 
+@closed_form
 @SCORERS.register("pope", "POPE accuracy, precision, recall, F1 and yes-ratio per split; "
                           "mean_f1 over the splits is what LLaVA-1.5 reports")
 def pope(predictions, references, meta=None):
@@ -33,7 +40,7 @@ def pope(predictions, references, meta=None):
     preds = [pope_label(p) for p in predictions]
     golds = [r[0].strip().lower() for r in references]
     per = [float(p == g) for p, g in zip(preds, golds)]
-    splits = [s for s in (*SPLITS, "all") if any(m["split"] == s for m in meta)]
+    splits = [s for s in (*POPE_SPLITS, "all") if any(m["split"] == s for m in meta)]
     metrics: dict[str, float] = {}
     for split in splits:
         idx = [i for i, m in enumerate(meta) if m["split"] == split]
@@ -59,6 +66,7 @@ def mme_label(answer: str) -> str:
     return "yes" if "yes" in head else "no" if "no" in head else "other"
 
 
+@closed_form
 @SCORERS.register("mme", "MME: per subtask accuracy + accuracy+ (both questions of an image "
                          "right), summed into perception (max 2000) and cognition (max 800)")
 def mme(predictions, references, meta=None):
@@ -76,8 +84,8 @@ def mme(predictions, references, meta=None):
         plus = [float(all(v)) for v in images.values()]
         plus_all += plus
         scores[task] = acc + 100 * sum(plus) / len(plus)
-    metrics = {"perception_points": sum(v for t, v in scores.items() if t in PERCEPTION),
-               "cognition_points": sum(v for t, v in scores.items() if t in COGNITION),
+    metrics = {"perception_points": sum(v for t, v in scores.items() if t in MME_PERCEPTION),
+               "cognition_points": sum(v for t, v in scores.items() if t in MME_COGNITION),
                "accuracy": sum(right) / len(right),
                "accuracy_plus": sum(plus_all) / len(plus_all)}
     metrics.update({f"{t}_points": v for t, v in scores.items()})
@@ -105,6 +113,7 @@ def _choice_metrics(letters: list[str | None], references) -> tuple[dict, list[f
             "unparsed": sum(letter is None for letter in letters) / len(per)}, per
 
 
+@closed_form
 @SCORERS.register("scienceqa_choice", "ScienceQA: the option letter as LLaVA-1.5's "
                                       "eval_science_qa.py reads it; anything else is wrong")
 def scienceqa_choice(predictions, references, meta=None):
@@ -118,6 +127,7 @@ def scienceqa_choice(predictions, references, meta=None):
     return _choice_metrics(letters, references)
 
 
+@closed_form
 @SCORERS.register("seed_choice", "SEED-Bench: the answer is exactly the option letter "
                                  "(LLaVA-1.5's scripts/convert_seed_for_submission.py)")
 def seed_choice(predictions, references, meta=None):
@@ -161,6 +171,7 @@ def mmbench_option(answer: str, options: dict[str, str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+@closed_form
 @SCORERS.register("circular_choice", "MMBench CircularEval: a question is right when every "
                                      "copy of it is; letters read by VLMEvalKit's exact "
                                      "matching, an answer its judge would read counts wrong")

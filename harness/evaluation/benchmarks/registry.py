@@ -1,26 +1,39 @@
-"""Benchmarks by id: where the questions come from and which scorer reads the answers.
+"""The benchmark registry and its record, apart from the modules that register into it (one per
+benchmark, in this package; importing harness.evaluation.benchmarks registers them all).
 
-The real benchmarks load their official local files (harness.evaluation.formats) from the
-paths a run gives under `eval.sources`; the synthetic ones select their questions from the
-run's generated eval data and stand in for the benchmark families their skills imitate.
+A benchmark names its scorer and headline; a real one also carries the loader of its official
+local files (the paths a run gives under `eval.sources`) and the writer of a small copy of
+them; a synthetic one selects its questions from the run's generated eval data and stands in
+for the benchmark family its skill imitates.
 
 Each benchmark names its `protocol` (how its headline is computed, after which official
 evaluation) and has a `revision` (harness.evaluation.revision: a hash of its scoring code and
-of this record); both go into every run's scores.json beside the number."""
+of its scoring record); both go into every run's scores.json beside the number."""
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.registry import Registry
 from harness.data.llava import Conversation
-from harness.data.synthetic import SKILLS
-from harness.evaluation.formats import LOADERS
 from harness.evaluation.questions import Question, checked
 from harness.evaluation.revision import scoring_revision
-from harness.evaluation.scoring import SCORERS
+from harness.evaluation.scoring import SCORERS, is_closed_form
 from models.templates import IMAGE_PLACEHOLDER
+
+# (questions: file or folder, images: folder or None, cache: folder for extracted images, or
+# None to read and check without writing anything: validation before a run exists)
+Loader = Callable[[Path, Path | None, Path | None], list[Question]]
+# (root folder) -> (questions path, images folder or None): the two values of a run's
+# eval.sources entry, small files in the benchmark's official layout
+FixtureWriter = Callable[[Path], tuple[Path, Path | None]]
+
+# marks the fields that are code, not scoring: reading or writing files changes no score, so
+# they stay out of the record the scoring revision hashes
+_CODE = {"code": True}
 
 
 @dataclass(frozen=True)
@@ -29,16 +42,31 @@ class Benchmark:
     scorer: str
     family: str
     main_metric: str = "accuracy"      # the headline: the number the benchmark's papers print
-    format: str | None = None          # a LOADERS id; None: synthetic, from the eval data
+    format: str | None = None          # its official file layout by name; None: synthetic
     max_new_tokens: int | None = None  # None: the run's eval.max_new_tokens
     # how the headline is computed, in words a reader can check against the official
     # evaluation ("LLaVA-1.5 eval_gqa: exact match after ..."); empty: the scorer's description
     protocol: str = ""
+    loader: Loader | None = field(default=None, compare=False, repr=False, metadata=_CODE)
+    fixture: FixtureWriter | None = field(default=None, compare=False, repr=False,
+                                          metadata=_CODE)
+
+    def __post_init__(self):
+        if (self.format is None) != (self.loader is None):
+            raise ValueError(f"benchmark '{self.name}': an official layout (`format`) and its "
+                             "`loader` go together; synthetic benchmarks have neither")
 
     @property
     def protocol_name(self) -> str:
         """The protocol as records state it: `protocol`, else the scorer's registry line."""
         return self.protocol or f"{self.scorer}: {SCORERS.summary(self.scorer)}"
+
+    @property
+    def scoring_record(self) -> dict:
+        """The record the revision hashes: every field but the code that reads and writes
+        files."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not f.metadata.get("code")}
 
     @property
     def revision(self) -> str:
@@ -64,13 +92,13 @@ class Benchmark:
 
     @property
     def needs_source(self) -> bool:
-        return self.format is not None
+        return self.loader is not None
 
     @property
     def closed(self) -> bool:
         """Its questions carry the allowed answers (yes/no, option letters), so likelihood can
-        rank them; synthetic questions carry none."""
-        return self.needs_source and self.scorer in CLOSED_SCORERS
+        rank them: its scorer is closed-form; synthetic questions carry none."""
+        return self.needs_source and is_closed_form(SCORERS.get(self.scorer))
 
     def select(self, records: list[Conversation]) -> list[Conversation]:
         return [r for r in records if r.extra.get("benchmark") == self.name]
@@ -80,8 +108,9 @@ class Benchmark:
         """The official files read by this benchmark's loader, every record checked (fields,
         images, ids unique, at least one question). cache None: read and check only, write
         nothing (MMBench's decoded images are not written)."""
-        return checked(LOADERS.get(self.format)(questions, images, cache), questions,
-                       self.family)
+        if self.loader is None:
+            raise TypeError(f"benchmark '{self.name}' is synthetic: it has no files to load")
+        return checked(self.loader(questions, images, cache), questions, self.family)
 
     def check(self, questions: Path, images: Path | None) -> int:
         """How many questions the files hold, read exactly as a run will read them, before
@@ -122,56 +151,12 @@ def _signature(path: Path) -> tuple:
 def _revision(bench: Benchmark) -> str:
     """Once per process: the sources do not change under a running harness, and a report
     asks for every benchmark of every run."""
-    return scoring_revision(bench, SCORERS.get(bench.scorer))
+    return scoring_revision(bench.scoring_record, SCORERS.get(bench.scorer))
 
-
-# scorers of questions with a closed set of allowed answers
-CLOSED_SCORERS = ("pope", "mme", "scienceqa_choice", "seed_choice", "circular_choice")
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
-for _skill in SKILLS.values():
-    BENCHMARKS.register(_skill.benchmark, f"synthetic '{_skill.name}' questions, imitating "
-                        f"{_skill.family}")(Benchmark(_skill.benchmark, _skill.scorer,
-                                                      _skill.family))
 
-_LLAVA = "LLaVA-1.5's evaluation"
-for _b in [
-    Benchmark("gqa", "gqa_exact_match", "GQA testdev-balanced", format="gqa",
-              protocol=f"{_LLAVA} (convert_gqa_for_eval.py + GQA eval.py): the answer with "
-                       "final periods stripped, lower-cased, equals the reference"),
-    Benchmark("textvqa", "vqa_accuracy", "TextVQA val (10 answers, VQA accuracy), the question "
-              "alone", format="textvqa",
-              protocol="lmms-eval's default prompt (no OCR tokens); EvalAI answer processor "
-                       "and VQA accuracy as LLaVA-1.5's m4c_evaluator.py"),
-    Benchmark("textvqa_ocr", "vqa_accuracy", "TextVQA val with the reference OCR tokens in the "
-              "prompt (LLaVA-1.5's 58.2)", format="textvqa_ocr",
-              protocol=f"{_LLAVA} (llava_textvqa_val_v051_ocr prompt with Rosetta OCR tokens, "
-                       "m4c_evaluator.py): EvalAI answer processor, VQA accuracy"),
-    Benchmark("pope", "pope", "POPE random/popular/adversarial", "mean_f1", format="pope",
-              protocol=f"{_LLAVA} (eval_pope.py): first sentence no/not -> no, else yes; mean "
-                       "of the three splits' F1"),
-    Benchmark("mme", "mme", "MME perception and cognition", "perception_points", format="mme",
-              protocol="MME eval_tool/calculation.py on LLaVA-1.5's prompt (llava_mme.jsonl): "
-                       "acc + acc+ per subtask, perception summed"),
-    Benchmark("scienceqa_img", "scienceqa_choice", "ScienceQA-IMG test", format="scienceqa",
-              protocol=f"{_LLAVA} (eval_science_qa.py): letter, 'X. ' or one 'The answer is "
-                       "X.'; accuracy on the questions with an image"),
-    Benchmark("mmbench_dev", "circular_choice", "MMBench dev, CircularEval",
-              format="mmbench",
-              protocol="VLMEvalKit e8e78f0 CircularEval with exact matching (can_infer); "
-                       "answers its LLM judge would read count wrong"),
-    Benchmark("seed_bench_img", "seed_choice", "SEED-Bench image", format="seed_bench",
-              protocol=f"{_LLAVA} (convert_seed_for_submission.py): the answer is the letter; "
-                       "accuracy on image questions"),
-    Benchmark("chartqa", "relaxed_accuracy", "ChartQA test (relaxed accuracy)",
-              "relaxed_accuracy", format="chartqa",
-              protocol="pix2struct metrics.py relaxed_correctness: numbers within 5%, else "
-                       "equal ignoring case"),
-    Benchmark("docvqa", "anls", "DocVQA val (ANLS)", "anls", format="docvqa", max_new_tokens=32,
-              protocol="DocVQA/RRC ANLS (as lmms-eval's anls): threshold 0.5 kept, distance "
-                       "over the longer raw string"),
-    Benchmark("ocrbench", "ocrbench", "OCRBench (points out of 1000)", "points",
-              format="ocrbench", max_new_tokens=64,
-              protocol="OCRBench scripts/LLaVA1_5.py: a reference contained in the answer"),
-]:
-    BENCHMARKS.register(_b.name, _b.family)(_b)
+
+def register_benchmark(bench: Benchmark) -> Benchmark:
+    """Registers `bench` under its name, its family as the line `ablate list` prints."""
+    return BENCHMARKS.register(bench.name, bench.family)(bench)

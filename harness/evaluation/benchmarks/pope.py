@@ -3,9 +3,11 @@ coco_pope_{random,popular,adversarial}.json ({question_id, image, text, label}) 
 images from COCO val2014. Each split is scored on its own; LLaVA-1.5 reports their mean F1."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from harness.evaluation.formats.registry import LOADERS
+from harness.evaluation.benchmarks.registry import Benchmark, register_benchmark
+from harness.evaluation.fixtures import png
 from harness.evaluation.prompts import short_answer
 from harness.evaluation.questions import (
     BenchmarkFileError,
@@ -15,21 +17,20 @@ from harness.evaluation.questions import (
     read_jsonl,
     require,
 )
+from harness.evaluation.scoring.closed_form import POPE_SPLITS
 
-SPLITS = ("random", "popular", "adversarial")
 
-
-@LOADERS.register("pope", "POPE folder with coco_pope_{random,popular,adversarial}.json (JSON "
-                          "lines: question_id, image, text, label yes|no); COCO val2014 images")
-def load_pope(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
+def load(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
+    """POPE folder with coco_pope_{random,popular,adversarial}.json (JSON lines: question_id,
+    image, text, label yes|no); COCO val2014 images."""
     if not questions.is_dir():
         raise BenchmarkFileError(f"{questions}: POPE takes the folder holding coco_pope_"
-                                 f"{{{','.join(SPLITS)}}}.json")
+                                 f"{{{','.join(POPE_SPLITS)}}}.json")
     if images is None or not images.is_dir():
         raise BenchmarkFileError(f"{questions}: POPE needs the COCO val2014 image folder; not a "
                                  f"folder: {images}")
     out = []
-    for split in SPLITS:
+    for split in POPE_SPLITS:
         path = questions / f"coco_pope_{split}.json"
         records = read_jsonl(path, "POPE")
         if not records:   # each split is scored on its own
@@ -45,3 +46,26 @@ def load_pope(questions: Path, images: Path | None, cache: Path | None) -> list[
                                 short_answer(rec["text"]), [rec["label"]], ["Yes", "No"],
                                 {"split": split, "image": rec["image"]}))
     return out
+
+
+def write_fixture(root: Path) -> tuple[Path, Path]:
+    """Four questions per split, the same images; labels yes, yes, no, no."""
+    folder = root / "coco"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("random", "popular", "adversarial"):
+        lines = [{"question_id": i + 1, "image": f"COCO_val2014_{i}.jpg",
+                  "text": f"Is there a {obj} in the image?", "label": label}
+                 for i, (obj, label) in enumerate([("dog", "yes"), ("cat", "yes"),
+                                                   ("car", "no"), ("tree", "no")])]
+        (folder / f"coco_pope_{split}.json").write_text(
+            "\n".join(json.dumps(x) for x in lines) + "\n")
+    for i in range(4):
+        png(root / "val2014" / f"COCO_val2014_{i}.jpg")
+    return folder, root / "val2014"
+
+
+POPE = register_benchmark(Benchmark(
+    "pope", "pope", "POPE random/popular/adversarial", "mean_f1", format="pope", loader=load,
+    fixture=write_fixture,
+    protocol="LLaVA-1.5's evaluation (eval_pope.py): first sentence no/not -> no, else yes; mean "
+             "of the three splits' F1"))

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.evaluation.formats.registry import LOADERS
+from harness.evaluation.benchmarks.registry import Benchmark, register_benchmark
+from harness.evaluation.fixtures import png
 from harness.evaluation.prompts import short_answer
 from harness.evaluation.questions import BenchmarkFileError, Question, bad_record
+from harness.evaluation.scoring.closed_form import MME_COGNITION, MME_PERCEPTION
 
-PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
-              "landmark", "artwork", "OCR")
-COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation",
-             "code_reasoning")
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
 
 
@@ -35,16 +33,16 @@ def _pairs(folder: Path) -> tuple[Path, Path]:
     return folder, folder
 
 
-@LOADERS.register("mme", "MME_Benchmark_release_version folder: <subtask>/*.txt with lines "
-                         "'question<TAB>Yes|No' beside (or in images/ for) each image")
-def load_mme(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
+def load(questions: Path, images: Path | None, cache: Path | None) -> list[Question]:
+    """MME_Benchmark_release_version folder: <subtask>/*.txt with lines 'question<TAB>Yes|No'
+    beside (or in images/ for) each image."""
     if not questions.is_dir():
         raise BenchmarkFileError(f"{questions}: MME takes the MME_Benchmark_release_version "
                                  "folder")
-    present = [t for t in (*PERCEPTION, *COGNITION) if (questions / t).is_dir()]
+    present = [t for t in (*MME_PERCEPTION, *MME_COGNITION) if (questions / t).is_dir()]
     if not present:
         raise BenchmarkFileError(f"{questions}: no MME subtask folder found (expected some of "
-                                 f"{', '.join((*PERCEPTION, *COGNITION))})")
+                                 f"{', '.join((*MME_PERCEPTION, *MME_COGNITION))})")
     out = []
     for task in present:
         qdir, idir = _pairs(questions / task)
@@ -68,3 +66,28 @@ def load_mme(questions: Path, images: Path | None, cache: Path | None) -> list[Q
                                     ["Yes", "No"],
                                     {"category": task, "image": f"{task}/{txt.stem}"}))
     return out
+
+
+def write_fixture(root: Path) -> tuple[Path, Path]:
+    """existence (perception, flat layout) with two images, code_reasoning (cognition) and
+    artwork (perception) in the images/ + questions_answers_YN/ layout, one image each."""
+    base = root / "MME_Benchmark_release_version"
+    for stem in ("e1", "e2"):
+        png(base / "existence" / f"{stem}.jpg")
+        (base / "existence" / f"{stem}.txt").write_text(
+            "Is there a dog in this image? Please answer yes or no.\tYes\n"
+            "Is there a cat in this image? Please answer yes or no.\tNo\n")
+    for task in ("code_reasoning", "artwork"):
+        png(base / task / "images" / "k1.png")
+        (base / task / "questions_answers_YN").mkdir(parents=True)
+        (base / task / "questions_answers_YN" / "k1.txt").write_text(
+            "Is the output 3? Please answer yes or no.\tYes\n"
+            "Is the output 4? Please answer yes or no.\tNo\n")
+    return base, None
+
+
+MME = register_benchmark(Benchmark(
+    "mme", "mme", "MME perception and cognition", "perception_points", format="mme",
+    loader=load, fixture=write_fixture,
+    protocol="MME eval_tool/calculation.py on LLaVA-1.5's prompt (llava_mme.jsonl): acc + acc+ "
+             "per subtask, perception summed"))
