@@ -9,7 +9,9 @@ tokens' summed loss divided by the number of answer tokens in the whole global b
 (counted before any forward and summed over ranks), so one process, 2 ranks and 1 process
 accumulating 2 micro-batches compute the same gradient. Resuming needs only the step: the
 checkpoint (harness.training.checkpoint) holds the sharded trainable parameters, optimizer,
-scheduler and RNG."""
+scheduler and RNG. A stage's training is one object (`StageRun`): what train_stage receives,
+with the batch split, the trainable groups and the strategy (harness.training.strategies,
+which prepares the model) worked out once."""
 from __future__ import annotations
 
 import contextlib
