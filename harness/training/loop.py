@@ -283,6 +283,23 @@ class StageRun:
                                   "".join(json.dumps(m) + "\n" for m in kept))
         return start, kept
 
+    def _step(self, prepared: PreparedModel, host_batches: list[dict], groups: list[dict],
+              optimizer, scaler) -> float:
+        """One optimizer step over this rank's micro-batches; the global batch's mean loss per
+        answer token."""
+        world = self.world
+        # counted on the host batches: on a GPU the count's per-sample reads would each sync
+        counts = torch.tensor([float(sum(
+            prepared.model.answer_tokens(b["input_ids"], b["attention_mask"], b["labels"],
+                                         b["has_image"])
+            for b in host_batches))], device=world.device)
+        batches = [to_device(b, world.device) for b in host_batches]
+        tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
+        summed = optimizer_step(prepared.wrapped, self.strategy, batches, tokens, world,
+                                self.precision, scaler, optimizer, groups,
+                                self.stage.grad_clip)
+        return float(all_reduce_sum(world, summed).item()) / tokens
+
     def _train(self, prepared: PreparedModel) -> StageResult:
         model, wrapped = prepared.model, prepared.wrapped
         stage, world, stage_dir, strategy = self.stage, self.world, self.stage_dir, self.strategy
@@ -322,17 +339,8 @@ class StageRun:
         clock = _CheckpointClock(self.parallel.checkpoint_minutes)
         for step, prepared_batches in zip(range(start, end), loader):
             t0 = time.perf_counter()
-            # counted on the host batches: on a GPU the count's per-sample reads would each sync
-            counts = torch.tensor([float(sum(
-                model.answer_tokens(b["input_ids"], b["attention_mask"], b["labels"],
-                                    b["has_image"])
-                for b in prepared_batches))], device=world.device)
-            batches = [to_device(b, world.device) for b in prepared_batches]
-            tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
-            summed = optimizer_step(wrapped, strategy, batches, tokens, world, self.precision,
-                                    scaler, optimizer, groups, stage.grad_clip)
+            loss_value = self._step(prepared, prepared_batches, groups, optimizer, scaler)
             scheduler.step()
-            loss_value = float(all_reduce_sum(world, summed).item()) / tokens
             times.append(time.perf_counter() - t0)
             done_here += 1
             if world.is_main:
