@@ -5,7 +5,7 @@ step, whether `ablate plan`'s memory estimate holds, and whether the loader keep
     python benchmarks/gpu_scale.py --cpu     # the scaled-down version (tested on every CI run)
 
 On a GPU it measures, through the harness's own model assembly (harness.modelbuild), stage
-preparation (harness.training.loop.stage_module: strategy, fp32 trainables, frozen weights
+preparation (harness.training.strategies: Strategy.prepare, fp32 trainables, frozen weights
 held in bf16, activation checkpointing of the LLM and of every trained expert), optimizer and
 step (harness.training.loop.optimizer_step, bf16 autocast):
 

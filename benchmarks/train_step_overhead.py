@@ -39,6 +39,7 @@ from harness.training.distributed import World, barrier, init_world, shard
 from harness.training.kernels import seed_kernels
 from harness.training.launch import free_port
 from harness.training.loop import stage_strategy
+from harness.training.strategies import strategy_choices
 from models.llm import load_llm
 from models.templates import TEMPLATES
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="steps per block")
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--nproc", type=int, default=1, help="ranks (gloo CPU processes)")
-    parser.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
+    parser.add_argument("--strategy", default="auto", choices=strategy_choices())
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per rank when --nproc > 1")
     args = parser.parse_args(argv)

@@ -1,6 +1,8 @@
 """Ranges of config fields, declared where the field is (`ranged(default, ge=1)`), so the one
 binder that reads YAML into these dataclasses (harness.config.schema) checks them with the field's
-file, line and path; nothing else re-checks a range. Metadata only: no harness import."""
+file, line and path; nothing else re-checks a range. Likewise a field that is a feature grid's
+side says so (`grid_side`), so the rehearsal scales it with the experts' grids without knowing
+any option by name. Metadata only: no harness import."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,6 +33,26 @@ def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
     if default_factory is not dataclasses.MISSING:
         kwargs["default_factory"] = default_factory
     return dataclasses.field(**kwargs)
+
+
+GRID_SIDE = "grid_side"
+
+
+def grid_side(default: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A `ranged` field that is the side of a feature grid, in cells (a fusion's common grid,
+    its output grid): `ablate rehearse` shrinks it with the spec's other grids, keeping their
+    order and divisibility (harness.rehearsal.geometry)."""
+    return ranged(default, metadata={GRID_SIDE: True}, **bounds)
+
+
+def grid_sides(options: Any) -> dict[str, int]:
+    """The grid sides `options` (a config dataclass) sets: field name -> side, for each field
+    marked `grid_side` that holds a positive side (None: not set)."""
+    if not dataclasses.is_dataclass(options):
+        return {}
+    return {f.name: value for f in dataclasses.fields(options)
+            if f.metadata.get(GRID_SIDE)
+            and isinstance(value := getattr(options, f.name), int) and value > 0}
 
 
 def range_error(value: Any, bounds: dict) -> str | None:

@@ -43,6 +43,9 @@ CASES = [
     # the expert whose resample method cannot reach the fusion's grid is the one named
     ("fusion: {id: channel_concat, grid: 8}", "fusion: {id: channel_concat, grid: 3}",
      "model.experts[1]", "average pooling"),
+    # checked against the strategy registry (harness.training.strategies), auto besides
+    ("seed: 0\n", "seed: 0\nparallel: {strategy: zero3}\n", "parallel.strategy",
+     "got 'zero3'; allowed values: 'auto', 'ddp', 'fsdp', 'single'"),
 ]
 
 

@@ -6,7 +6,7 @@ checkpointed and Eagle's trained ConvNeXt-XXL at 1024 px kept about 7.5 GiB per 
 import pytest
 import torch
 
-from harness.training.loop import _checkpointed
+from harness.training.preparation import checkpointed
 from models.experts import EXPERTS, ExpertConfig, build_expert
 
 FAMILIES = EXPERTS.names()
@@ -90,9 +90,9 @@ def test_a_stage_checkpoints_the_experts_it_trains_and_not_the_frozen_ones():
     trained = build_expert(ExpertConfig(id="convnext", resolution=64, freeze=False)).train()
     frozen = build_expert(ExpertConfig(id="clip-vit", resolution=64, freeze=True)).train()
     model = _Model({"trained": trained, "frozen": frozen})
-    with _checkpointed(model, True):
+    with checkpointed(model, True):
         assert all(s.grad_checkpointing for s in trained.trunk.stages)
         assert not frozen.checkpoint_blocks
     assert not any(s.grad_checkpointing for s in trained.trunk.stages)
-    with _checkpointed(model, False):
+    with checkpointed(model, False):
         assert not any(s.grad_checkpointing for s in trained.trunk.stages)

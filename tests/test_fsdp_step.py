@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.distributed.tensor import DTensor
 
-from harness.training.loop import _autocast, stage_module, stage_strategy
+from harness.training.loop import _autocast, stage_strategy
 from harness.training.step_probe import placeholder_batch
 from harness.training.strategies import decoder_layers
 from tests.gloo_rank import on_two_ranks, sft_on_rank
@@ -25,8 +25,7 @@ def _rank(rank: int, size: int, port: int, folder: str) -> None:
     strategy = stage_strategy("fsdp", world, model, stage, cfg.precision)
     gathered_dtypes = set()
     with contextlib.ExitStack() as scope:
-        trained, wrapped, _ = stage_module(model, strategy, world, cfg.precision,
-                                           cfg.parallel, scope)
+        trained, wrapped, _ = strategy.prepare(model, cfg.precision, cfg.parallel, scope)
         layer = decoder_layers(trained)[0]
         layer.register_forward_pre_hook(lambda m, *a: gathered_dtypes.update(
             str(p.dtype) for p in m.parameters()))

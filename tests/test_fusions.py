@@ -7,10 +7,12 @@ import pytest
 import torch
 
 import tests.reference_fusions as ref
+from core.fields import grid_sides
 from harness.config.run_config import FusionSpec, ModelConfig
 from harness.modelbuild import build_architecture
 from models.experts import ExpertConfig, ExpertOutput
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, TextContext
+from models.fusion.concat import ChannelConcatOptions, SequenceAppendOptions
 from models.fusion.dense_connector import DenseConnector, DenseConnectorOptions
 from models.fusion.mini_gemini import DeformableMiningOptions, PatchInfoMiningOptions
 from models.fusion.mova import MoVAOptions
@@ -24,6 +26,53 @@ def test_registry_has_every_strategy():
     assert set(FUSIONS.names()) >= {"sequence_append", "channel_concat", "mr_adapter",
                                     "patch_info_mining", "deformable_mining",
                                     "dense_connector", "mova"}
+
+
+# --- the registry's contract: every fusion's declared shape is the real one --------------------
+TINY_VIT = ExpertConfig("clip-vit", resolution=32, layers=[-1])
+TINY_CONVNEXT = ExpertConfig("convnext", resolution=64, layers=[2])
+TINY_SAM = ExpertConfig("sam", resolution=32, layers=[-1])
+# one tiny case per registered fusion (experts, options); a fusion registered without one
+# fails the contract test by its name
+CONTRACT_CASES = {
+    "sequence_append": ([TINY_VIT, TINY_CONVNEXT], {}),
+    "channel_concat": ([TINY_VIT, TINY_CONVNEXT], {"grid": 4}),
+    "mr_adapter": ([TINY_VIT, TINY_CONVNEXT], {}),
+    "patch_info_mining": ([TINY_VIT, TINY_CONVNEXT], {}),
+    "deformable_mining": ([TINY_VIT, TINY_CONVNEXT], {"heads": 2}),
+    "dense_connector": ([TINY_VIT], {"mode": "dci", "groups": 2, "downsample": 2}),
+    "mova": ([TINY_VIT, TINY_CONVNEXT, TINY_SAM], {"depth": 1, "router": "topk", "k": 1}),
+}
+TEXT_WIDTH = 16
+
+
+@pytest.mark.parametrize("fusion_id", FUSIONS.names())
+def test_declared_tokens_and_channels_are_what_the_fusion_produces(fusion_id):
+    assert fusion_id in CONTRACT_CASES, (f"fusion '{fusion_id}' has no tiny case in "
+                                         "tests/test_fusions.py:CONTRACT_CASES")
+    experts_cfg, options = CONTRACT_CASES[fusion_id]
+    torch.manual_seed(0)
+    experts, fusion = build_architecture(
+        ModelConfig(experts_cfg, FusionSpec(fusion_id, FUSIONS.get(fusion_id).Options(**options))),
+        text_width=TEXT_WIDTH)
+    pixels = {name: torch.randn(2, 3, *e.input_size) for name, e in experts.items()}
+    text = TextContext(torch.randn(2, 5, TEXT_WIDTH), torch.ones(2, 5, dtype=torch.long),
+                       ["s0", "s1"])
+    with torch.no_grad():
+        tokens = fusion.encode(experts, pixels, text)
+        projected = fusion.after_projector(torch.randn(2, fusion.num_tokens, TEXT_WIDTH))
+    assert tuple(tokens.shape) == (2, fusion.num_tokens, fusion.channels)
+    assert tuple(projected.shape) == (2, fusion.output_tokens, TEXT_WIDTH)
+
+
+def test_grid_options_are_marked_for_the_rehearsal():
+    """The rehearsal shrinks the option fields marked grid_side with the experts' grids
+    (harness.rehearsal.geometry); unset ones (None) are left alone."""
+    assert grid_sides(ChannelConcatOptions(grid=32)) == {"grid": 32}
+    assert grid_sides(SequenceAppendOptions(grid=24)) == {"grid": 24}
+    assert grid_sides(MoVAOptions(expert_grid=16)) == {"expert_grid": 16}
+    assert grid_sides(DenseConnectorOptions(downsample=12)) == {"downsample": 12}
+    assert grid_sides(ChannelConcatOptions()) == {} == grid_sides(None)
 
 
 # --- full-size shapes --------------------------------------------------------------------------

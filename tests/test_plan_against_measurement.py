@@ -1,5 +1,5 @@
 """`ablate plan`'s memory estimate held against what one training step allocates. The step is
-the loop's own (harness.training.step_probe: stage_module's preparation, the stage's
+the loop's own (harness.training.step_probe: the strategy's preparation, the stage's
 optimizer, optimizer_step under bf16 autocast with activation checkpointing), two steps so the
 AdamW moments exist; the measurement is torch's profiler's record of every host allocation and
 free, from the model's construction on, its running sum's peak. Three kinds of stage at reduced

@@ -17,8 +17,8 @@ from torch.distributed.tensor import DTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import harness.training.loop as loop
-from harness.training.loop import stage_module, stage_strategy
+import harness.training.strategies.fsdp as fsdp
+from harness.training.loop import stage_strategy
 from tests.gloo_rank import on_two_ranks, sft_on_rank
 from tests.tiny import tiny_run_yaml
 
@@ -67,12 +67,11 @@ def _rank(rank: int, size: int, port: int, folder: str, deep_copy: bool) -> None
     strategy = stage_strategy("fsdp", world, model, stage)
     allocations = _Allocations()
     # deep_copy: what the stage did before, a whole copy of the model to shard
-    copying = (mock.patch.object(loop, "meta_copy", copy.deepcopy) if deep_copy
+    copying = (mock.patch.object(fsdp, "meta_copy", copy.deepcopy) if deep_copy
                else contextlib.nullcontext())
     with contextlib.ExitStack() as scope, copying:
         with allocations:
-            trained, _, _ = stage_module(model, strategy, world, cfg.precision, cfg.parallel,
-                                         scope)
+            trained, _, _ = strategy.prepare(model, cfg.precision, cfg.parallel, scope)
         gathered = get_model_state_dict(trained, options=StateDictOptions(
             full_state_dict=True))
         buffers = dict(trained.named_buffers())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-import harness.training.loop as loop
+import harness.training.strategies.fsdp as fsdp
 from harness.data.batching import Collator, expert_transforms
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
@@ -44,13 +44,13 @@ def _rank(rank: int, size: int, port: int, folder: str) -> None:
                        expert_transforms(model.experts, cfg.data.image_aspect_ratio),
                        data.sft[1])
     copies = []
-    real = loop.meta_copy
+    real = fsdp.meta_copy
 
     def watched(source):
         made = real(source)
         copies.append(weakref.ref(made))
         return made
-    loop.meta_copy = watched
+    fsdp.meta_copy = watched
 
     def train(folder: str, pause_at: int | None = None):
         return train_stage(model, stage, records, collate, RunDir(tmp / folder), cfg.seed,

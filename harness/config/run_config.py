@@ -225,20 +225,21 @@ class EvalConfig:
 @dataclass(frozen=True)
 class ParallelConfig:
     """How a run uses its hardware, which is not part of its identity (a run finished on 8
-    GPUs is reused by a spec run on 4): strategy auto | single | ddp | fsdp
-    (harness.training.strategies), micro_batch (samples per rank and forward; None: the
-    stage's batch over the ranks, no accumulation), activation checkpointing on the LLM's
-    decoder layers; loader_workers: processes per rank that decode and resize images ahead
-    of the step (0: in the training process), prefetch_steps: steps each worker prepares
-    ahead; checkpoint_minutes: also checkpoint when this long has passed since the last one
-    (beside every stage's checkpoint_every steps), so a preempted job loses at most that;
+    GPUs is reused by a spec run on 4): strategy `auto` or a registered strategy's id
+    (harness.training.strategies; checked when the config is read), micro_batch (samples
+    per rank and forward; None: the stage's batch over the ranks, no accumulation),
+    activation checkpointing on the LLM's decoder layers; loader_workers: processes per
+    rank that decode and resize images ahead of the step (0: in the training process),
+    prefetch_steps: steps each worker prepares ahead; checkpoint_minutes: also checkpoint
+    when this long has passed since the last one (beside every stage's checkpoint_every
+    steps), so a preempted job loses at most that;
     frozen_weights: `compute` holds a stage's frozen Linear and Conv weights in the run's
     compute dtype while it trains under bf16/fp16 autocast (the same numbers, half the
     memory: harness.training.frozen), `as_loaded` keeps them as they were loaded;
     deterministic: deterministic kernels (bit-for-bit repeatable, slower on a GPU, where torch
     also fills new tensors with NaN); unset: on for a CPU run, off on CUDA
     (harness.training.kernels)."""
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    strategy: str = "auto"
     micro_batch: int | None = ranged(None, ge=1)
     activation_checkpointing: bool = False
     loader_workers: int = ranged(0, ge=0, le=64)

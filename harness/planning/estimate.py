@@ -217,10 +217,11 @@ def _frozen_bytes_per_param(cfg: RunConfig, part: str) -> int:
 def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | None = None
                  ) -> MemoryEstimate | None:
     """The stage on `ranks` GPUs with the run's `parallel` settings (None when the LLM's
-    config is not readable here). FSDP shards parameters, gradients and optimizer state over
-    the ranks; DDP and one rank hold them whole."""
+    config is not readable here). A strategy that shards state (FSDP) divides parameters,
+    gradients and optimizer state over the ranks and holds gathered ones besides; DDP and one
+    rank hold them whole."""
     from harness.training import split
-    from harness.training.strategies import AUTO_FSDP_PARAMETERS
+    from harness.training.strategies import pick
     if expert is not None:
         lone = next(e for e in cfg.model.experts if e.key == expert)
         cfg = dataclasses.replace(cfg, model=solo_config(cfg.model, lone))
@@ -229,11 +230,8 @@ def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | N
     if cost.llm_params is None or hf is None:
         return None
     total_params = cost.llm_params + cost.vision_params + (cost.projector_params or 0)
-    strategy = cfg.parallel.strategy
-    if strategy == "auto":
-        strategy = ("single" if ranks == 1 else
-                    "fsdp" if total_params >= AUTO_FSDP_PARAMETERS else "ddp")
-    shard = ranks if strategy == "fsdp" else 1
+    strategy = pick(cfg.parallel.strategy, ranks, total_params)   # as the stage will
+    shard = strategy.state_shards(ranks)
     sizes = {"llm": cost.llm_params, "projector": cost.projector_params or 0,
              **cost.part_params, "lora": lora_params(hf, stage.lora) if stage.lora else 0}
     trained = set(trainable_lrs(cfg.model.experts, stage))
@@ -251,6 +249,6 @@ def stage_memory(cfg: RunConfig, stage: StageConfig, ranks: int, expert: str | N
     vision = micro * vision_activation_bytes(cfg, stage)
     gathered = (fsdp_gathered_bytes(cfg, hf, total_params, "llm" in trained)
                 if shard > 1 else 0.0)
-    return MemoryEstimate(strategy, (4 * trainable + frozen_bytes) / shard / gb,
+    return MemoryEstimate(strategy.name, (4 * trainable + frozen_bytes) / shard / gb,
                           4 * trainable / shard / gb, 8 * trainable / shard / gb,
                           (kept + logits + vision) / gb, gathered / gb)

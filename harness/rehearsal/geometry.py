@@ -3,7 +3,8 @@
 Every expert of a spec has a grid (its input side over its patch or stride), a native grid
 (the side its position embeddings were made for) and, when tiled, tile grids that stitch into
 a larger one; fusions name grids too (channel concatenation's common grid, MoVA's expert
-grid, Efficient Dense Connector's output grid). The rehearsal maps every such side q to
+grid, Efficient Dense Connector's output grid: each option field marked
+`core.fields.grid_side`). The rehearsal maps every such side q to
 max(2, round(q / f)) with one factor f for the whole spec, the smallest f that keeps its
 largest grid within TARGET, raised until the map keeps what the spec's design depends on:
   - order: q1 < q2 stays strictly smaller, so an interpolated expert stays interpolated (grid
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.fields import grid_sides
 from models.experts import ExpertConfig, build_expert
 
 TARGET = 8          # the largest grid side of a rehearsal, where the spec allows
@@ -82,9 +84,6 @@ class GridScale:
         return ", ".join(f"{q}->{self(q)}" for q in self.sides)
 
 
-FUSION_GRID_OPTIONS = ("grid", "expert_grid", "downsample")
-
-
 def spec_scale(experts: Iterable[ExpertConfig], fusion_options: Iterable) -> tuple[
         GridScale, dict[str, ExpertGeometry]]:
     """One scale for every expert and fusion grid a spec uses, and each expert's geometry
@@ -95,10 +94,7 @@ def spec_scale(experts: Iterable[ExpertConfig], fusion_options: Iterable) -> tup
         sides |= {g.grid, g.native_grid, g.grid * g.rows, g.grid * g.cols}
         tiles |= {(g.grid, g.rows), (g.grid, g.cols)} - {(g.grid, 1)}
     for options in fusion_options:
-        for name in FUSION_GRID_OPTIONS:
-            value = getattr(options, name, None)
-            if isinstance(value, int) and value > 0:
-                sides.add(value)
+        sides |= set(grid_sides(options).values())   # the option fields marked grid_side
     for t, n in tiles:
         sides.add(t * n)
     return GridScale(sides, tiles), geometry

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.fields import grid_sides
 from harness.config.run_config import BenchmarkSource, DatasetRef, FusionSpec, RunConfig
 from harness.config.yamlio import Located
 from harness.rehearsal.data import write_routing_labels
@@ -70,12 +71,10 @@ def stand_in(expert: ExpertConfig, geo: ExpertGeometry, scale: GridScale) -> Exp
 
 
 def shrink_fusion(fusion: FusionSpec, scale: GridScale) -> FusionSpec:
-    from harness.rehearsal.geometry import FUSION_GRID_OPTIONS
     options = fusion.options
     if options is None:
         return fusion
-    changed = {name: scale(getattr(options, name)) for name in FUSION_GRID_OPTIONS
-               if isinstance(getattr(options, name, None), int) and getattr(options, name) > 0}
+    changed = {name: scale(side) for name, side in grid_sides(options).items()}
     return FusionSpec(fusion.id, dataclasses.replace(options, **changed))
 
 

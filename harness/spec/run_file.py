@@ -34,6 +34,7 @@ from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.questions import BenchmarkFileError
 from harness.modelbuild import ExpertBuildError, build_architecture
 from harness.spec.data_identity import with_content
+from harness.training.strategies import strategy_choices
 from models.experts import EXPERTS, WRAPPERS
 from models.experts.wrappers import wrapper_families
 from models.fusion import FusionOptionError
@@ -180,6 +181,9 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
             raise src.error(f"stages[{i}].lora", "a per-expert stage keeps the LLM frozen; "
                                                  "LoRA adapters belong to a joint stage")
     _validate_routing_stages(cfg, src)
+    if cfg.parallel.strategy not in strategy_choices():
+        raise src.error("parallel.strategy", f"got {cfg.parallel.strategy!r}; allowed values: "
+                        + ", ".join(repr(c) for c in strategy_choices()))
     _validate_micro_batch(cfg, src)
     _validate_eval(cfg.eval, src, check_files)
     _validate_data(cfg, src, check_files)

@@ -9,11 +9,12 @@ tokens' summed loss divided by the number of answer tokens in the whole global b
 (counted before any forward and summed over ranks), so one process, 2 ranks and 1 process
 accumulating 2 micro-batches compute the same gradient. Resuming needs only the step: the
 checkpoint (harness.training.checkpoint) holds the sharded trainable parameters, optimizer,
-scheduler and RNG."""
+scheduler and RNG. A stage's training is one object (`StageRun`): what train_stage receives,
+with the batch split, the trainable groups and the strategy (harness.training.strategies,
+which prepares the model) worked out once."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import time
@@ -31,13 +32,10 @@ from harness.config.run_config import ParallelConfig, StageConfig, trainable_lrs
 from harness.data.batching import to_device
 from harness.training import checkpoint
 from harness.training.distributed import World, all_reduce_sum, broadcast
-from harness.training.frozen import frozen_bytes, held_in
 from harness.training.kernels import COMPUTE_DTYPES, autocast
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.memory import release
-from harness.training.sharded_load import load_local_shards, meta_copy
-from harness.training.strategies import choose, upcast_trainable
-from models.llm import set_activation_checkpointing
+from harness.training.strategies import PreparedModel, Strategy, choose
 from models.lora import is_adapter
 from models.multimodal import MultimodalLM
 
@@ -61,11 +59,18 @@ class BatchSplitError(HarnessError):
     """A global batch that the ranks and micro-batch do not divide."""
 
 
-def param_groups(model: MultimodalLM, stage: StageConfig) -> list[dict]:
-    """Freeze everything, then unfreeze the stage's modules, each with its learning rate."""
+def stage_lrs(model: MultimodalLM, stage: StageConfig) -> dict[str, float]:
+    """What `stage` trains of `model`, each group with its learning rate."""
+    return trainable_lrs([e.config for e in model.experts.values()], stage)
+
+
+def param_groups(model: MultimodalLM, stage: StageConfig,
+                 lrs: dict[str, float] | None = None) -> list[dict]:
+    """Freeze everything, then unfreeze the stage's modules, each with its learning rate
+    (`lrs`: stage_lrs's, when the caller has them already)."""
     model.requires_grad_(False)
     groups = []
-    lrs = trainable_lrs([e.config for e in model.experts.values()], stage)
+    lrs = stage_lrs(model, stage) if lrs is None else lrs
     for name, lr in lrs.items():
         if name == "lora":   # the adapters models.lora.add_lora put into the LLM
             params = [p for n, p in model.llm.named_parameters() if is_adapter(n)]
@@ -151,50 +156,11 @@ def _autocast(world: World, precision: str):
     return autocast(world.device, precision, cache_enabled=False)
 
 
-@contextlib.contextmanager
-def _on_host(model: torch.nn.Module, world: World):
-    """The caller's model in host memory while a sharded copy of it trains (the copy's
-    shards are allocated on the GPU), so the GPU holds only this rank's shards; back on its
-    device afterwards. Nothing to do on a CPU."""
-    if world.device.type == "cpu":
-        yield
-        return
-    model.to("cpu")
-    try:
-        yield
-    finally:
-        model.to(world.device)
-
-
-@contextlib.contextmanager
-def _checkpointed(model: MultimodalLM, enabled: bool):
-    """Activation checkpointing (non-reentrant) for the stage, on the LLM's decoder layers and
-    on the blocks of every expert that trains: each block keeps only its input and recomputes
-    the rest in backward. Frozen experts need none (they run without autograd's record).
-    Through each library's own switch, so parameter names (and checkpoints, weights) stay
-    those of the plain model."""
-    if not enabled:
-        yield
-        return
-    switches = []
-    if getattr(model.llm, "supports_gradient_checkpointing", False):
-        switches.append(functools.partial(set_activation_checkpointing, model.llm))
-    switches += [expert.set_activation_checkpointing for expert in model.experts.values()
-                 if any(p.requires_grad for p in expert.parameters())]
-    for switch in switches:
-        switch(True)
-    try:
-        yield
-    finally:
-        for switch in switches:
-            switch(False)
-
-
 def stage_strategy(name: str, world: World, model: MultimodalLM, stage: StageConfig,
-                   precision: str = "no"):
+                   precision: str = "no", lrs: dict[str, float] | None = None) -> Strategy:
     """The strategy `stage` trains `model` with (`name`: the run's parallel.strategy); it
     reshards after forward only when the LLM trains."""
-    trained = trainable_lrs([e.config for e in model.experts.values()], stage)
+    trained = stage_lrs(model, stage) if lrs is None else lrs
     return choose(name, world, model, llm_trains="llm" in trained,
                   compute_dtype=COMPUTE_DTYPES.get(precision))
 
@@ -210,46 +176,8 @@ def train_stage(model: MultimodalLM, stage: StageConfig, dataset: list, collate,
     its steps, so continuing later ends where an uninterrupted stage would. A strategy that
     shards the module in place trains a copy, so the caller's model stays whole for
     evaluation."""
-    micro, accumulation = split(stage, world.size, parallel.micro_batch)
-    strategy = stage_strategy(parallel.strategy, world, model, stage, precision)
-    param_groups(model, stage)                       # which parameters train
-    try:
-        with contextlib.ExitStack() as scope:
-            model, wrapped, frozen = stage_module(model, strategy, world, precision,
-                                                  parallel, scope)
-            return _train(model, wrapped, frozen, strategy, stage, dataset, collate,
-                          stage_dir, seed, world, precision, micro, accumulation, parallel,
-                          stop_after, progress, pause_at)
-    finally:
-        # the sharded copy sits in reference cycles: freed here, not when the collector
-        # next happens to run, so its shards leave the GPU before evaluation or next stage
-        model = wrapped = None
-        release(world.device)
-
-
-def stage_module(model: MultimodalLM, strategy, world: World, precision: str,
-                 parallel: ParallelConfig, scope: contextlib.ExitStack):
-    """(the model the stage trains, the module the loop calls, the frozen bytes by dtype):
-    trainable parameters in fp32 and frozen ones in the compute dtype under autocast,
-    activation checkpointing on, wrapped by the strategy, until `scope` closes. A strategy
-    that shards in place gets a copy built on the meta device and loaded shard by shard
-    (harness.training.sharded_load), so a rank never holds the model twice or what trains
-    whole in fp32; the caller's model waits meanwhile, in host memory on a GPU."""
-    source = None
-    if strategy.wraps_in_place:
-        scope.enter_context(_on_host(model, world))
-        source, model = model, meta_copy(model)
-    if precision != "no":
-        upcast_trainable(model)
-        if parallel.frozen_weights == "compute":
-            scope.enter_context(held_in(model, COMPUTE_DTYPES[precision],
-                                        restore=source is None))
-    scope.enter_context(_checkpointed(model, parallel.activation_checkpointing))
-    frozen = frozen_bytes(model)                     # whole, before any sharding
-    wrapped = strategy.wrap(model)
-    if source is not None:
-        load_local_shards(model, source, world.device)
-    return model, wrapped, frozen
+    return StageRun(model, stage, dataset, collate, stage_dir, seed, world, parallel,
+                    precision, stop_after, progress, pause_at).run()
 
 
 def stage_optimizer(groups: list[dict], stage: StageConfig, world: World, strategy
@@ -258,7 +186,7 @@ def stage_optimizer(groups: list[dict], stage: StageConfig, world: World, strate
     kernel per step instead of the multi-tensor path's temporaries, a whole fp32 copy of a
     moment in flight (about 27 GB for a 7B LLM on one GPU, derived). FSDP's shards keep the
     default path, whose temporaries are one shard's."""
-    fused = world.device.type == "cuda" and not strategy.wraps_in_place
+    fused = world.device.type == "cuda" and not strategy.shards_state
     return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay,
                              fused=fused or None)
 
@@ -295,96 +223,160 @@ class _CheckpointClock:
         return due
 
 
-def _train(model, wrapped, frozen, strategy, stage, dataset, collate, stage_dir, seed, world,
-           precision, micro, accumulation, parallel, stop_after, progress, pause_at
-           ) -> StageResult:
-    groups = param_groups(model, stage)              # the (possibly sharded) parameters
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
-    optimizer = stage_optimizer(groups, stage, world, strategy)
-    total = total_steps(stage, len(dataset))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, total))
-    scaler = torch.amp.GradScaler(world.device.type, enabled=precision == "fp16")
-    start = 0
-    resume_from = checkpoint.resume_point(stage_dir.path, world,
-                                          stage_dir.notice if world.is_main else None)
-    if resume_from is not None:
-        start = checkpoint.load(resume_from, world, wrapped, optimizer, scheduler, names)
-    kept = []
-    if world.is_main:   # the log as of the step resumed from (a start over: its events)
-        kept = [m for m in stage_dir.metrics_log() if m.get("step", 0) <= start]
-        if kept or (stage_dir.path / "metrics.jsonl").exists():
-            atomic_write_text(stage_dir.path / "metrics.jsonl",
-                              "".join(json.dumps(m) + "\n" for m in kept))
-    pausing = pause_at is not None and pause_at < total
-    if pausing and start > pause_at:
-        raise HarnessError(f"stage '{stage.name}' in {stage_dir.path} is checkpointed at step "
-                           f"{start}, past the rung at step {pause_at}: the rung's checkpoint "
-                           "is gone, so its score cannot be measured")
-    if pausing and start == pause_at:   # paused here before: the rung's weights are at hand
-        raise StagePaused(start, total, checkpoint.full_trainable_state(world, wrapped, names))
-    end = pause_at if pausing else total
-    if world.is_main:
-        stage_dir.log(event="start", step=start, total=total, trainable=trainable,
-                      strategy=strategy.name, ranks=world.size, micro_batch=micro,
-                      accumulation=accumulation, frozen_bytes=frozen)
-    wrapped.train()
-    bar = tqdm(total=total, initial=start, desc=stage.name,
-               disable=not (progress and world.is_main), dynamic_ncols=True, leave=False)
-    times, loss_value, done_here = [], float("nan"), 0
-    order = step_order(dataset, stage.batch_size, seed, stage.group_by_modality)
-    loader = step_batches(StepBatches(dataset, collate, order, world.rank, micro, accumulation),
-                          start, end, parallel.loader_workers, parallel.prefetch_steps,
-                          pin_memory=world.device.type == "cuda")
-    clock = _CheckpointClock(parallel.checkpoint_minutes)
-    for step, prepared in zip(range(start, end), loader):
-        t0 = time.perf_counter()
-        # counted on the host batches: on a GPU the count's per-sample reads would each sync
-        counts = torch.tensor([float(sum(model.answer_tokens(b["input_ids"], b["attention_mask"],
-                                                            b["labels"], b["has_image"])
-                                         for b in prepared))], device=world.device)
-        batches = [to_device(b, world.device) for b in prepared]
-        tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
-        summed = optimizer_step(wrapped, strategy, batches, tokens, world, precision, scaler,
-                                optimizer, groups, stage.grad_clip)
-        scheduler.step()
-        loss_value = float(all_reduce_sum(world, summed).item()) / tokens
-        times.append(time.perf_counter() - t0)
-        done_here += 1
+@dataclass
+class StageRun:
+    """One stage's training on this rank, as train_stage receives it. Built once per stage:
+    its batch split, what it trains (the learning rates, worked out once) and its strategy
+    (`strategy`: None chooses it from parallel.strategy; a test may hand one in)."""
+    model: MultimodalLM
+    stage: StageConfig
+    dataset: list
+    collate: Callable
+    stage_dir: StageFolder
+    seed: int
+    world: World
+    parallel: ParallelConfig
+    precision: str = "no"
+    stop_after: int | None = None
+    progress: bool = True
+    pause_at: int | None = None
+    strategy: Strategy | None = None
+
+    def __post_init__(self):
+        self.micro, self.accumulation = split(self.stage, self.world.size,
+                                              self.parallel.micro_batch)
+        self.lrs = stage_lrs(self.model, self.stage)
+        if self.strategy is None:
+            self.strategy = stage_strategy(self.parallel.strategy, self.world, self.model,
+                                           self.stage, self.precision, self.lrs)
+
+    def run(self) -> StageResult:
+        """Train (or resume) the stage: the caller's model is prepared by the strategy for
+        the stage's scope, and given back as it was when the stage ends."""
+        param_groups(self.model, self.stage, self.lrs)     # which parameters train
+        prepared = None
+        try:
+            with contextlib.ExitStack() as scope:
+                prepared = self.strategy.prepare(self.model, self.precision, self.parallel,
+                                                 scope)
+                return self._train(prepared)
+        finally:
+            # the sharded copy sits in reference cycles: freed here, not when the collector
+            # next happens to run, so its shards leave the GPU before evaluation or next stage
+            prepared = None
+            release(self.world.device)
+
+    def _resume(self, wrapped, optimizer, scheduler, names: set[str]) -> tuple[int, list]:
+        """(the step to start from, the metrics log kept up to it): the last good checkpoint
+        loaded, and the log rewritten as of that step (a start over: its events only)."""
+        world, stage_dir = self.world, self.stage_dir
+        start = 0
+        resume_from = checkpoint.resume_point(stage_dir.path, world,
+                                              stage_dir.notice if world.is_main else None)
+        if resume_from is not None:
+            start = checkpoint.load(resume_from, world, wrapped, optimizer, scheduler, names)
+        kept = []
         if world.is_main:
-            stage_dir.log(step=step + 1, loss=loss_value, lr=scheduler.get_last_lr()[0],
-                          step_time=times[-1])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}",
-                        samples_s=f"{stage.batch_size / times[-1]:.0f}")
-        finished = step + 1 == total
-        rung = pausing and step + 1 == pause_at
-        reason = ("final" if finished else "rung" if rung
-                  else "steps" if (step + 1) % stage.checkpoint_every == 0
-                  else "stop" if done_here == stop_after
-                  else "minutes" if clock.due(world, step, times[-1])
-                  else None)
-        if reason:
-            checkpoint.save(stage_dir.path, world, wrapped, optimizer, scheduler, step + 1,
-                            names)
-            clock.saved()
-            if world.is_main:
-                stage_dir.log(event="checkpoint", step=step + 1, reason=reason)
-        if rung:
-            bar.close()
-            raise StagePaused(step + 1, total,
+            kept = [m for m in stage_dir.metrics_log() if m.get("step", 0) <= start]
+            if kept or (stage_dir.path / "metrics.jsonl").exists():
+                atomic_write_text(stage_dir.path / "metrics.jsonl",
+                                  "".join(json.dumps(m) + "\n" for m in kept))
+        return start, kept
+
+    def _step(self, prepared: PreparedModel, host_batches: list[dict], groups: list[dict],
+              optimizer, scaler) -> float:
+        """One optimizer step over this rank's micro-batches; the global batch's mean loss per
+        answer token."""
+        world = self.world
+        # counted on the host batches: on a GPU the count's per-sample reads would each sync
+        counts = torch.tensor([float(sum(
+            prepared.model.answer_tokens(b["input_ids"], b["attention_mask"], b["labels"],
+                                         b["has_image"])
+            for b in host_batches))], device=world.device)
+        batches = [to_device(b, world.device) for b in host_batches]
+        tokens = max(float(all_reduce_sum(world, counts).item()), 1.0)
+        summed = optimizer_step(prepared.wrapped, self.strategy, batches, tokens, world,
+                                self.precision, scaler, optimizer, groups,
+                                self.stage.grad_clip)
+        return float(all_reduce_sum(world, summed).item()) / tokens
+
+    def _train(self, prepared: PreparedModel) -> StageResult:
+        model, wrapped = prepared.model, prepared.wrapped
+        stage, world, stage_dir, strategy = self.stage, self.world, self.stage_dir, self.strategy
+        micro, accumulation, pause_at = self.micro, self.accumulation, self.pause_at
+        groups = param_groups(model, stage, self.lrs)    # the (possibly sharded) parameters
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
+        optimizer = stage_optimizer(groups, stage, world, strategy)
+        total = total_steps(stage, len(self.dataset))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, total))
+        scaler = torch.amp.GradScaler(world.device.type, enabled=self.precision == "fp16")
+        start, kept = self._resume(wrapped, optimizer, scheduler, names)
+        pausing = pause_at is not None and pause_at < total
+        if pausing and start > pause_at:
+            raise HarnessError(f"stage '{stage.name}' in {stage_dir.path} is checkpointed at "
+                               f"step {start}, past the rung at step {pause_at}: the rung's "
+                               "checkpoint is gone, so its score cannot be measured")
+        if pausing and start == pause_at:   # paused here before: the rung's weights are at hand
+            raise StagePaused(start, total,
                               checkpoint.full_trainable_state(world, wrapped, names))
-        if done_here == stop_after and not finished:
-            bar.close()
-            raise StageInterrupted(step + 1)
-    bar.close()
-    weights = checkpoint.full_trainable_state(world, wrapped, names)
-    if not times:   # resumed at its end (its weights rebuilt): the numbers its log has
-        times = [m["step_time"] for m in kept if "step_time" in m]
-        loss_value = next((m["loss"] for m in reversed(kept) if "loss" in m), loss_value)
-    mean = sum(times) / len(times) if times else float("nan")
-    return StageResult(total, loss_value, mean, stage.batch_size / mean if times else 0.0,
-                       trainable, strategy.name, world.size, micro, accumulation, weights)
+        end = pause_at if pausing else total
+        if world.is_main:
+            stage_dir.log(event="start", step=start, total=total, trainable=trainable,
+                          strategy=strategy.name, ranks=world.size, micro_batch=micro,
+                          accumulation=accumulation, frozen_bytes=prepared.frozen)
+        wrapped.train()
+        bar = tqdm(total=total, initial=start, desc=stage.name,
+                   disable=not (self.progress and world.is_main), dynamic_ncols=True,
+                   leave=False)
+        times, loss_value, done_here = [], float("nan"), 0
+        order = step_order(self.dataset, stage.batch_size, self.seed, stage.group_by_modality)
+        loader = step_batches(StepBatches(self.dataset, self.collate, order, world.rank, micro,
+                                          accumulation),
+                              start, end, self.parallel.loader_workers,
+                              self.parallel.prefetch_steps,
+                              pin_memory=world.device.type == "cuda")
+        clock = _CheckpointClock(self.parallel.checkpoint_minutes)
+        for step, prepared_batches in zip(range(start, end), loader):
+            t0 = time.perf_counter()
+            loss_value = self._step(prepared, prepared_batches, groups, optimizer, scaler)
+            scheduler.step()
+            times.append(time.perf_counter() - t0)
+            done_here += 1
+            if world.is_main:
+                stage_dir.log(step=step + 1, loss=loss_value, lr=scheduler.get_last_lr()[0],
+                              step_time=times[-1])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}",
+                            samples_s=f"{stage.batch_size / times[-1]:.0f}")
+            finished = step + 1 == total
+            rung = pausing and step + 1 == pause_at
+            reason = ("final" if finished else "rung" if rung
+                      else "steps" if (step + 1) % stage.checkpoint_every == 0
+                      else "stop" if done_here == self.stop_after
+                      else "minutes" if clock.due(world, step, times[-1])
+                      else None)
+            if reason:
+                checkpoint.save(stage_dir.path, world, wrapped, optimizer, scheduler, step + 1,
+                                names)
+                clock.saved()
+                if world.is_main:
+                    stage_dir.log(event="checkpoint", step=step + 1, reason=reason)
+            if rung:
+                bar.close()
+                raise StagePaused(step + 1, total,
+                                  checkpoint.full_trainable_state(world, wrapped, names))
+            if done_here == self.stop_after and not finished:
+                bar.close()
+                raise StageInterrupted(step + 1)
+        bar.close()
+        weights = checkpoint.full_trainable_state(world, wrapped, names)
+        if not times:   # resumed at its end (its weights rebuilt): the numbers its log has
+            times = [m["step_time"] for m in kept if "step_time" in m]
+            loss_value = next((m["loss"] for m in reversed(kept) if "loss" in m), loss_value)
+        mean = sum(times) / len(times) if times else float("nan")
+        return StageResult(total, loss_value, mean, stage.batch_size / mean if times else 0.0,
+                           trainable, strategy.name, world.size, micro, accumulation, weights)
 
 
 def optimizer_step(wrapped, strategy, batches: list[dict], tokens: float, world: World,

@@ -1,6 +1,6 @@
 """One training step of a stage, measured outside a run: what benchmarks/gpu_scale.py times
 on a GPU and what the tests hold `ablate plan`'s memory estimate against on a CPU. Nothing
-here is a second training loop: the step is the loop's own (stage_module's preparation, the
+here is a second training loop: the step is the loop's own (the strategy's preparation, the
 stage's optimizer, optimizer_step under the run's autocast); only the batch is made up, of
 random tokens after one <image> placeholder and random pixels, and the LLM may be a random
 one of a real model's shape."""
@@ -15,7 +15,6 @@ from harness.training.distributed import World
 from harness.training.loop import (
     optimizer_step,
     param_groups,
-    stage_module,
     stage_optimizer,
     stage_strategy,
 )
@@ -81,7 +80,7 @@ class LLMInputLength:
 
 class TrainingStep:
     """One optimizer step of `stage` as harness.training.loop runs it on one rank, on `batch`
-    again and again: the stage's trainable groups, stage_module's preparation, the stage's
+    again and again: the stage's trainable groups, the strategy's preparation, the stage's
     optimizer, optimizer_step under the `precision`'s autocast. A context: leaving it gives
     the stage back (the model's loaded weights restored)."""
 
@@ -91,8 +90,8 @@ class TrainingStep:
         self.scope = contextlib.ExitStack()
         param_groups(model, stage)
         self.strategy = stage_strategy(parallel.strategy, world, model, stage, precision)
-        self.model, self.wrapped, _ = stage_module(model, self.strategy, world, precision,
-                                                   parallel, self.scope)
+        self.model, self.wrapped, _ = self.strategy.prepare(model, precision, parallel,
+                                                            self.scope)
         self.groups = param_groups(self.model, stage)
         self.optimizer = stage_optimizer(self.groups, stage, world, self.strategy)
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=precision == "fp16")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.fields import ranged
+from core.fields import grid_side, ranged
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, TextContext
 from models.fusion.resample import resample, resampled_channels
 
@@ -18,7 +18,7 @@ class ChannelConcatOptions:
     resize onto it maps corner to corner, as Eagle's encoder resizes
     (F.interpolate(..., mode="bilinear", align_corners=True)); false resizes by pixel
     centres (align_corners=False)."""
-    grid: int | None = ranged(None, ge=1)
+    grid: int | None = grid_side(None, ge=1)
     align_corners: bool = True
 
 
@@ -57,7 +57,7 @@ class ChannelConcat(Fusion):
 @dataclass(frozen=True)
 class SequenceAppendOptions:
     width: int | None = ranged(None, ge=1)   # common token width; None = the widest input
-    grid: int | None = ranged(None, ge=1)    # optional common grid per input; None: own
+    grid: int | None = grid_side(None, ge=1)    # optional common grid per input; None: own
 
 
 class SequenceAppend(Fusion):

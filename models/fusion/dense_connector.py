@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.fields import ranged
+from core.fields import grid_side, ranged
 from models.experts.base import VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError
 
@@ -42,7 +42,7 @@ class DenseConnectorOptions:
     final: int | None = ranged(None, ge=1)  # paper numbering; None = the expert's depth
     alpha: int = ranged(8, ge=1)            # sti: pooling kernel and stride
     learned: bool = False                   # Table 6's parameterized variants
-    downsample: int | None = ranged(None, ge=1)  # Efficient DC: grid side of the output
+    downsample: int | None = grid_side(None, ge=1)  # Efficient DC: grid side of the output
     # dci: the groups split paper layers 1..groups_up_to (None: 1..final). The official code
     # on SigLIP-so400m drops its last block, takes hidden state 26 (final: 27) and averages
     # layers 1-13 and 14-26 (hidden 0-12, 13-25): groups_up_to: 26

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.fields import ranged
+from core.fields import grid_side, ranged
 from core.identity import ADDED_OPTION
 from models.experts.base import VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
@@ -53,7 +53,7 @@ class MoVAOptions:
     unlabeled: str = "all"           # oracle, llm in training, a sample the file lacks:
                                      # all | none | error
     labels_sha256: str | None = None  # set by the harness: `labels`' content hash (identity)
-    expert_grid: int | None = ranged(None, ge=1)  # experts' tokens on it; None: the base's
+    expert_grid: int | None = grid_side(None, ge=1)  # experts' tokens on it; None: the base's
     # llm router: each routed expert's model card (the harness fills in DEFAULT_CARDS), the
     # experts used when the router's answer names none, the routing answer's token budget,
     # and the routing LoRA on the LLM
