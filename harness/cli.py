@@ -310,7 +310,7 @@ def report_manifest(path: str | Path, workdir: Path):
     nor the training code). Where the spec file has changed since, or was never submitted,
     the spec is loaded as it is now; if that fails (its data is gone, say), the submitted
     manifest still reports the records that exist."""
-    from analysis.manifest import read_manifest, spec_name
+    from analysis.report_manifest import read_manifest, spec_name
     submitted = read_manifest(workdir, spec_name(path))
     if submitted is not None and not submitted.spec_changed():
         return submitted
@@ -328,7 +328,7 @@ def _current_manifest(path: str | Path):
     if is_search_spec(path):
         return search_manifest(load_search_spec(path))
     from harness.spec import load_spec
-    from harness.spec.manifest import experiment_manifest
+    from harness.spec.experiment_manifest import experiment_manifest
     return experiment_manifest(load_spec(path))
 
 

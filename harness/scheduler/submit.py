@@ -20,8 +20,8 @@ from harness.scheduler.executors import Executor, ExecutorOptions, build_executo
 from harness.scheduler.job import RunJob, TrackingTarget
 from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, RunView, view_runs, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
+from harness.spec.experiment_manifest import record_spec
 from harness.spec.lock import check_artifacts
-from harness.spec.manifest import record_spec
 from harness.tracking.mirror import MlflowMirror, mirror_again, tracking_record
 from harness.tracking.store import check_reachable, open_store
 from harness.training.loop import BatchSplitError, split
@@ -122,7 +122,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
             record: bool = True, rung: Rung | None = None,
             gpus_per_job: int | None = None) -> Submission:
     """The submission of `spec`'s runs that are not done. `record`: write the spec's manifest
-    beside the records (analysis.manifest) once every check has passed; a search's round
+    beside the records (analysis.report_manifest) once every check has passed; a search's round
     batches, which are not specs of their own, pass False. `rung`: every job pauses its run's
     last stage there (successive halving); the caller leaves out runs already scored at it.
     `gpus_per_job`: the local executor's GPUs per job (None: one where runs use a GPU)."""
