@@ -6,7 +6,7 @@ three figures; a search spec gives the lineage, one candidate table per round an
 plot. A report renders whatever exists: runs that failed or never ran are named, with their
 reason, and their rows show dashes.
 
-A report reads records only: the spec's manifest (analysis.manifest, written when the spec
+A report reads records only: the spec's manifest (analysis.report_manifest, written when the spec
 was submitted), the run directories or MLflow, and a search's round files. It needs neither
 the spec's data nor the training code."""
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from analysis import lineage, plots
-from analysis.manifest import SpecManifest, manifest_path, read_manifest, spec_name
 from analysis.records import Records, from_mlflow, from_run_dirs
 from analysis.render import FORMATS, SUFFIX, render
+from analysis.report_manifest import SpecManifest, manifest_path, read_manifest, spec_name
 from analysis.tables import Table, ablation_tables
 from core.errors import HarnessError
 from core.record_names import default_uri

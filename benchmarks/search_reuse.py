@@ -104,9 +104,9 @@ def main() -> int:
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--max-parallel", type=int, default=2)
     args = parser.parse_args()
-    from harness.cli import _quiet_libraries
+    from harness.cli import quiet_libraries
     from harness.search import load_search_spec
-    _quiet_libraries()
+    quiet_libraries()
     halving_spec = load_search_spec(args.spec)
     if halving_spec.halving is None:
         parser.error(f"{args.spec} has no search.halving section")

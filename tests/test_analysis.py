@@ -22,7 +22,7 @@ from harness.cli import main, report_manifest
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.scores import headlines
 from harness.spec import load_spec
-from harness.spec.manifest import experiment_manifest
+from harness.spec.experiment_manifest import experiment_manifest
 
 HAND = """\
 name: hand

@@ -17,7 +17,7 @@ import pytest
 
 from core.errors import ConfigError
 from harness.cli import main
-from harness.rehearsal.data import write_benchmarks, write_training_data
+from harness.rehearsal.generated_data import write_benchmarks, write_training_data
 from harness.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from core.manifest import entry, read_manifest, write_manifest
+from core.file_manifest import entry, read_manifest, write_manifest
 from harness.runs import rundir
 from harness.runs.pipeline import run
 from harness.spec.run_file import load_run_config

@@ -161,7 +161,7 @@ def test_unknown_expert_in_the_base_is_blamed_on_the_base(tmp_path, capsys):
 
 # --- data files read before anything runs ------------------------------------------------------
 def _real_data_config(tmp_path, sft_text: str) -> Path:
-    from harness.rehearsal.data import write_align
+    from harness.rehearsal.generated_data import write_align
     align, images = write_align(tmp_path / "data", 8, random.Random(0))
     sft = tmp_path / "data" / "sft.json"
     sft.write_text(sft_text)

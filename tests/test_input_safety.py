@@ -111,7 +111,7 @@ def test_inside_keeps_every_written_path_in_its_folder(tmp_path):
 def test_the_manifest_path_refuses_a_name_read_back_unchecked(tmp_path):
     """A name that reached the writer without the schema (a hand-edited manifest, an old
     record) is stopped where the path is made."""
-    from analysis.manifest import manifest_path
+    from analysis.report_manifest import manifest_path
     with pytest.raises(OutsideWorkdir):
         manifest_path(tmp_path, "../../escaped")
 

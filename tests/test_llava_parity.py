@@ -15,7 +15,7 @@ from PIL import Image
 
 from harness.data.batching import ImageTransform, pad_to_square
 from harness.data.llava import load_llava_json
-from harness.rehearsal.data import write_align, write_sft
+from harness.rehearsal.generated_data import write_align, write_sft
 from models.llm import train_tokenizer
 from models.templates import TEMPLATES, VICUNA_SYSTEM
 

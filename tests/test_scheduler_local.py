@@ -81,8 +81,8 @@ def test_grid_on_local_executor_records_everything_and_reruns_for_free(tiny_spec
 
     # the report reads the same records from MLflow as from the run directories: the two
     # seeds of each learning rate are one row, with the spread and the paired interval
-    from analysis.manifest import read_manifest
     from analysis.report import read_records
+    from analysis.report_manifest import read_manifest
     manifest = read_manifest(work, spec.name)       # written by the submission
     dirs, store = read_records(manifest, work), read_records(manifest, work, "mlflow")
     a, b = dirs.runs, store.runs

@@ -179,7 +179,7 @@ class PlantedSearch(GreedySearch):
         self.planted, self.asked = planted, []
 
     def evaluate(self, arms, what):
-        from harness.search.arms import Arm, SeedRun
+        from harness.search.round_types import Arm, SeedRun
         self.asked.append([tuple(e) for e, _ in arms])
         return [Arm(e, added, [SeedRun(f"k{i}", seed, v, {"synth-color": v, "synth-pope": v},
                                        {"synth-color": v / 100, "synth-pope": v / 100})

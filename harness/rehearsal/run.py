@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.contained import inside
 from core.files import file_lock
-from harness.rehearsal.data import write_benchmarks, write_training_data
+from harness.rehearsal.generated_data import write_benchmarks, write_training_data
 from harness.rehearsal.geometry import spec_scale
 from harness.rehearsal.shrink import Sizes, shrink
 from harness.runs.rundir import RunDir
@@ -165,7 +165,7 @@ def check_real_data(configs, stream) -> list[str]:
 
 def _report(spec: ExperimentSpec, workdir: Path, lines: list[RunLine], stream) -> Path | None:
     from analysis.report import experiment_report
-    from harness.spec.manifest import experiment_manifest
+    from harness.spec.experiment_manifest import experiment_manifest
     if spec.report is None or not any(line.state == "DONE" for line in lines):
         return None
     report = experiment_report(experiment_manifest(spec), workdir)

@@ -6,7 +6,7 @@
 - fusion grid options scale the same way; every other fusion option stays;
 - the LLM becomes a tiny random-init model of its architecture, with a locally trained
   tokenizer that behaves as the real one (Vicuna/Llama-2: sentencepiece-style), in its dtype;
-- the datasets and benchmark files become the generated ones (harness.rehearsal.data);
+- the datasets and benchmark files become the generated ones (harness.rehearsal.generated_data);
 - every stage keeps its recipe with its steps capped and its batch made small; evaluation
   keeps its benchmarks, likelihood answers and template with small batches;
 - the device becomes this machine's CPU.
@@ -21,7 +21,7 @@ from core.errors import ConfigError
 from core.fields import grid_sides
 from harness.config.run_config import BenchmarkSource, DatasetRef, FusionSpec, RunConfig
 from harness.config.yamlio import Located
-from harness.rehearsal.data import write_routing_labels
+from harness.rehearsal.generated_data import write_routing_labels
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
 from harness.spec.run_file import parse_run_config
 from models.experts import ExpertConfig

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from core.errors import HarnessError
+from core.file_manifest import ManifestError, check_files, entry, read_manifest, write_manifest
 from core.files import atomic_write_text, is_locked
-from core.manifest import ManifestError, check_files, entry, read_manifest, write_manifest
 
 # A finished stage's consolidated weights (everything trained up to it), in safetensors:
 # nothing is unpickled to reuse or export them, and any tool reads them. Stages finished
@@ -25,7 +25,7 @@ STAGE_WEIGHTS = "weights.safetensors"
 LEGACY_STAGE_WEIGHTS = "weights.pt"
 # A LoRA stage's adapters as they trained (peft's names), kept beside its merged weights
 ADAPTER_WEIGHTS = "adapter.safetensors"
-# Their sizes and sha256 as they were when the stage finished (core.manifest)
+# Their sizes and sha256 as they were when the stage finished (core.file_manifest)
 WEIGHTS_MANIFEST = "weights.manifest.json"
 # Held by a run in flight, given back before its last status is written: on a full disk, the
 # room that status needs

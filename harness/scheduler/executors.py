@@ -26,7 +26,7 @@ from core.registry import Registry
 from harness.config.profiles import SlurmProfile, load_profile
 from harness.runs.rundir import RunDir
 from harness.scheduler.gpu_slots import GpuSlots, gpu_slots, visible_gpus
-from harness.scheduler.job import RunJob
+from harness.scheduler.job import QueuedJob
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30   # local jobs have no time limit worth the name
 
@@ -70,7 +70,7 @@ class Executor(ABC):
         return None
 
     @abstractmethod
-    def submit(self, jobs: list[tuple[RunDir, RunJob]]) -> None: ...
+    def submit(self, jobs: list[QueuedJob]) -> None: ...
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")

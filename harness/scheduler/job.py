@@ -10,12 +10,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import submitit
 
 from harness.config.run_config import RunConfig
 from harness.config.selection import Rung
 from harness.scheduler.ranks import job_ranks
+
+if TYPE_CHECKING:   # the run directory's module loads torch, which the job defers
+    from harness.runs.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -72,3 +76,10 @@ class RunJob(submitit.helpers.Checkpointable):
                      rung=self.rung)
         return {"key": result.key, "name": result.name, "scores": result.scores,
                 **({"rung": result.rung} if getattr(result, "rung", None) else {})}
+
+
+class QueuedJob(NamedTuple):
+    """A run's job and the run directory it works in: what an executor submits, and where it
+    records the job (job.json)."""
+    run_dir: RunDir
+    job: RunJob

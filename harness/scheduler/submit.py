@@ -1,9 +1,9 @@
 """`ablate run`: from a validated spec to submitted jobs. Everything that can be wrong (the
 executor's profile, the cluster's partitions, the tracking store) is checked before the first
 job is submitted or the first record written. Runs that are done or in flight are skipped;
-a done run scored by other code than today's is scored again from its predictions
-(harness.evaluation.rescore); done runs missing from this tracking store, or scored again, are
-mirrored into it without any training."""
+done runs are brought up to date in the records first (harness.scheduler.backfill: scored
+again where the scoring code changed, mirrored into a store that lacks them), without any
+training."""
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -12,18 +12,18 @@ from pathlib import Path
 
 from core.errors import ConfigError
 from core.files import try_file_lock
-from core.record_names import default_uri, mlflow_name
+from core.record_names import default_uri
 from harness.config.run_config import device_problem
 from harness.config.selection import Rung
-from harness.evaluation.rescore import Rescored, rescore_finished
+from harness.evaluation.rescore import Rescored
+from harness.scheduler import backfill
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
-from harness.scheduler.job import RunJob, TrackingTarget
+from harness.scheduler.job import QueuedJob, RunJob, TrackingTarget
 from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, RunView, view_runs, view_spec
 from harness.spec import ExperimentSpec, PlannedRun
+from harness.spec.experiment_manifest import record_spec
 from harness.spec.lock import check_artifacts
-from harness.spec.manifest import record_spec
-from harness.tracking.mirror import MlflowMirror, mirror_again, tracking_record
-from harness.tracking.store import check_reachable, open_store
+from harness.tracking.store import check_reachable
 from harness.training.loop import BatchSplitError, split
 
 ON_THIS_MACHINE = ("inline", "local")   # executors whose jobs run where `ablate` runs
@@ -40,7 +40,7 @@ class Submission:
     mirrored: list[PlannedRun] = field(default_factory=list)
     rescored: list[Rescored] = field(default_factory=list)
     not_rescored: list[str] = field(default_factory=list)   # why, per run that could not be
-    jobs: list[tuple] = field(default_factory=list)
+    jobs: list[QueuedJob] = field(default_factory=list)
 
     claims: ExitStack = field(default_factory=ExitStack)   # the submitted runs' claims
 
@@ -80,11 +80,6 @@ def claim(views: list[RunView], workdir: Path) -> tuple[ExitStack, list[RunView]
     return held, still, elsewhere
 
 
-def run_tags(spec: ExperimentSpec, run: PlannedRun, executor: str) -> dict[str, str]:
-    return {"spec": spec.name, "spec_file": spec.file, "executor": executor,
-            **{mlflow_name(f"axis.{k}"): v for k, v in run.labels.items()}}
-
-
 def preflight(runs: list[PlannedRun], spec_file: str, workdir: Path, executor_name: str,
               max_parallel: int = 1, profile: str | None = None,
               tracking_uri: str | None = None, gpus_per_job: int | None = None
@@ -122,7 +117,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
             record: bool = True, rung: Rung | None = None,
             gpus_per_job: int | None = None) -> Submission:
     """The submission of `spec`'s runs that are not done. `record`: write the spec's manifest
-    beside the records (analysis.manifest) once every check has passed; a search's round
+    beside the records (analysis.report_manifest) once every check has passed; a search's round
     batches, which are not specs of their own, pass False. `rung`: every job pauses its run's
     last stage there (successive halving); the caller leaves out runs already scored at it.
     `gpus_per_job`: the local executor's GPUs per job (None: one where runs use a GPU)."""
@@ -133,52 +128,37 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     if record:
         record_spec(spec, workdir)
     views = view_spec(spec, workdir, explain=False)
-    todo = []
+    todo = [v for v in views if v.state in SUBMITTABLE]
     for v in views:
-        if v.state in SUBMITTABLE:
-            todo.append(v)
-        elif v.state in IN_FLIGHT:
-            submission.in_flight.append(v.run)
-        else:
-            submission.done.append(v.run)
+        if v.state not in SUBMITTABLE:
+            (submission.in_flight if v.state in IN_FLIGHT else submission.done).append(v.run)
     finished = [v for v in views if v.state == "DONE"]
-    submission.rescored, submission.not_rescored = rescore_finished([v.run_dir.path
-                                                                     for v in finished])
-    rescored = {r.run for r in submission.rescored}
-    for v in finished:
-        if v.run_dir.path in rescored:
-            mirror_again(v.run_dir)
-    unmirrored = [v for v in views if v.state == "DONE"
-                  and not tracking_record(v.run_dir).get(uri, {}).get("complete")]
-    if not todo and not unmirrored:
+    submission.rescored, submission.not_rescored = backfill.rescore_done(
+        [v.run_dir.path for v in finished])
+    missing = backfill.unmirrored(finished, uri)   # after re-scoring, which unlogs what it scores
+    if not todo and not missing:
         return submission
     submission.claims, todo, elsewhere = claim(todo, workdir)
     for v in elsewhere:
         (submission.done if v.state == "DONE" else submission.in_flight).append(v.run)
     try:
-        _prepare_jobs(submission, spec, workdir, uri, todo, unmirrored, rung)
+        workdir.mkdir(parents=True, exist_ok=True)
+        experiment_id = backfill.open_experiment(uri, workdir, spec.name)
+        submission.mirrored = backfill.mirror_done(missing, spec, uri, experiment_id,
+                                                   executor.name)
+        target = TrackingTarget(uri, experiment_id)
+        submission.jobs = [queue(spec, v, executor, target, workdir, rung) for v in todo]
+        submission.submitted = [v.run for v in todo]
     except BaseException:
         submission.release()
         raise
     return submission
 
 
-def _prepare_jobs(submission: Submission, spec: ExperimentSpec, workdir: Path, uri: str,
-                  todo: list[RunView], unmirrored: list[RunView], rung: Rung | None) -> None:
-    executor = submission.executor
-    workdir.mkdir(parents=True, exist_ok=True)
-    store = open_store(uri)
-    artifacts = workdir / "mlartifacts" if uri.startswith("sqlite:") else None
-    experiment_id = store.experiment(spec.name, artifacts)
-    for v in unmirrored:
-        tags = run_tags(spec, v.run, executor.name)
-        MlflowMirror(uri, experiment_id, tags).finished(v.run.config, v.run_dir)
-        submission.mirrored.append(v.run)
-    target = TrackingTarget(uri, experiment_id)
-    submission.jobs = [(v.run_dir, RunJob(v.run.config, str(workdir), target,
-                                      run_tags(spec, v.run, executor.name), executor.threads(),
-                                      rung=rung))
-                   for v in todo]
-    for run_dir, _ in submission.jobs:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
-    submission.submitted = [v.run for v in todo]
+def queue(spec: ExperimentSpec, view: RunView, executor: Executor, target: TrackingTarget,
+          workdir: Path, rung: Rung | None) -> QueuedJob:
+    """The job of one run about to be submitted, its run directory made."""
+    view.run_dir.path.mkdir(parents=True, exist_ok=True)
+    job = RunJob(view.run.config, str(workdir), target,
+                 backfill.run_tags(spec, view.run, executor.name), executor.threads(), rung=rung)
+    return QueuedJob(view.run_dir, job)

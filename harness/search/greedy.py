@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.lineage import candidate_frame, lineage_frame
-from analysis.manifest import write_manifest
+from analysis.report_manifest import write_manifest
 from core.contained import inside
 from core.errors import HarnessError
 from core.files import atomic_write_text, file_lock
@@ -31,8 +31,8 @@ from harness.runs.pipeline import PausedRun, RunResult, load_paused, load_result
 from harness.runs.rundir import RunDir
 from harness.scheduler.states import follow, view_spec
 from harness.scheduler.submit import preflight, prepare
-from harness.search.arms import Arm, Round, SeedRun
 from harness.search.halving import HalvingRound
+from harness.search.round_types import Arm, Round, SeedRun
 from harness.search.search_spec import (
     SearchSpec,
     normalized,

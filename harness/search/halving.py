@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from harness.config.selection import Rung
 from harness.runs.pipeline import PausedRun
-from harness.search.arms import Arm, ArmRunner
+from harness.search.round_types import Arm, ArmRunner
 from harness.search.search_spec import SearchSpec, selection_objective
 from harness.spec import PlannedRun
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.manifest import SpecManifest, file_sha256
+from analysis.report_manifest import SpecManifest, file_sha256
 from core.contained import SAFE_NAME, inside, name_problem
 from core.errors import ConfigError
 from core.fields import ranged
@@ -49,7 +49,7 @@ from harness.config.schema import bind_dataclass
 from harness.config.selection import SelectionSplit
 from harness.config.yamlio import Located, load_yaml
 from harness.evaluation.benchmarks import BENCHMARKS
-from harness.spec.expand import Override, PlannedRun, _base, _compose, check_expert_ids
+from harness.spec.expand import Override, PlannedRun, apply_overrides, check_expert_ids, load_base
 from harness.spec.run_file import check_benchmark_files, parse_run_config
 
 
@@ -178,7 +178,7 @@ class SearchSpec:
             labels[path] = f"{value:.3g}" if isinstance(value, float) else str(value)
             overrides.append(Override(path, value, "search.tune", "search tuning"))
         suffix = ",".join(f"{k}={v}" for k, v in labels.items())
-        composed = _compose(self._base, overrides, self._src, f"{self.name}[{suffix}]")
+        composed = apply_overrides(self._base, overrides, self._src, f"{self.name}[{suffix}]")
         try:
             cfg = parse_run_config(self._with_experts(composed, experts),
                                    self.check_files)
@@ -299,7 +299,7 @@ def load_search_spec(path: str | Path, check_files: bool = True) -> SearchSpec:
         t = s.tune
         if not t.low < t.high or (t.log and t.low <= 0):
             raise src.error("search.tune", "need low < high (and low > 0 on a log scale)")
-    base = _base(spec, src)
+    base = load_base(spec, src)
     if not isinstance(base.data, dict):
         raise base.error("", "a run config must be a mapping")
     check_expert_ids(base)
@@ -414,6 +414,6 @@ def searched_runs(spec: SearchSpec, workdir: Path) -> list[PlannedRun]:
 
 
 def search_manifest(spec: SearchSpec) -> SpecManifest:
-    """What the search's report needs besides its round files (analysis.manifest)."""
+    """What the search's report needs besides its round files (analysis.report_manifest)."""
     return SpecManifest("search", spec.name, spec.description, spec.file,
                         file_sha256(Path(spec.file)))

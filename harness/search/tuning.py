@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from core.identity import content_hash
-from harness.search.arms import Arm, ArmRunner
+from harness.search.round_types import Arm, ArmRunner
 from harness.search.search_spec import SearchSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -212,7 +212,8 @@ def _exclusions(spec: SpecFile, axes: dict[str, list[AxisValue]], has_variants: 
     return rules
 
 
-def _base(spec: SpecFile, src: Located) -> Located:
+def load_base(spec: SpecFile, src: Located) -> Located:
+    """The spec's base run config, read from its file or inline, with its lines."""
     if isinstance(spec.base, str):
         path = src.resolve("base", spec.base)
         if not path.is_file():
@@ -238,8 +239,8 @@ def check_expert_ids(base: Located) -> None:
                              str(UnknownIdError(EXPERTS.kind, eid, EXPERTS.names())))
 
 
-def _compose(base: Located, overrides: list[Override], spec_src: Located, name: str
-             ) -> Located:
+def apply_overrides(base: Located, overrides: list[Override], spec_src: Located, name: str
+                    ) -> Located:
     """The base with the overrides applied, with each field's line and file pointing at
     where it was written."""
     data = copy.deepcopy(base.data)
@@ -277,12 +278,12 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
     active_cache().new_snapshot()   # every run's data fingerprinted as it is now, once
     src = load_yaml(path)
     spec = bind_dataclass(SpecFile, src.data, src, "")   # its name checked by the schema
-    base = _base(spec, src)
+    base = load_base(spec, src)
     if not isinstance(base.data, dict):
         raise base.error("", "a run config must be a mapping")
     check_expert_ids(base)
     if spec.set:  # applied to the base first, so variants and axes may refine what it sets
-        base = _compose(base, [Override(p, v, f"set.{p}", "spec `set`")
+        base = apply_overrides(base, [Override(p, v, f"set.{p}", "spec `set`")
                                for p, v in spec.set.items()], src, spec.name)
     axes = {name: _axis_values(name, axis, src) for name, axis in spec.axes.items()}
     if "variant" in axes:
@@ -322,8 +323,8 @@ def load_spec(path: str | Path, check_files: bool = True) -> ExperimentSpec:
         overrides = [ov for _, value in picked for ov in value.overrides]
         suffix = ",".join(f"{k}={v}" for k, v in labels.items())
         name = f"{spec.name}[{suffix}]" if suffix else spec.name
-        cfg = apply_lock(parse_run_config(_compose(base, overrides, src, name), check_files),
-                         pins)
+        composed = apply_overrides(base, overrides, src, name)
+        cfg = apply_lock(parse_run_config(composed, check_files), pins)
         run = PlannedRun(name, labels, cfg)
         if cfg.key in by_key:
             raise ConfigError(f"runs {by_key[cfg.key].name} and {name} resolve to the same "

@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from core.manifest import ManifestError, check_files, entry, read_manifest, write_manifest
+from core.file_manifest import ManifestError, check_files, entry, read_manifest, write_manifest
 from harness.training.distributed import World, barrier, broadcast, gather_to_main
 from harness.training.safe_dcp import (
     SafeLoadPlanner,

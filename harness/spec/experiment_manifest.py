@@ -1,4 +1,4 @@
-"""A loaded experiment spec -> its manifest (analysis.manifest), written when the spec is
+"""A loaded experiment spec -> its manifest (analysis.report_manifest), written when the spec is
 submitted so that its report needs only the records. (A search writes its own:
 harness.search.search_spec.search_manifest.)"""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.arms import arm_id
-from analysis.manifest import SpecManifest, file_sha256, write_manifest
 from analysis.records import RunRef
+from analysis.report_manifest import SpecManifest, file_sha256, write_manifest
 from harness.spec.expand import ExperimentSpec
 
 
