@@ -147,7 +147,7 @@ class Trainer:
         return evaluate_sharded(answerer, WorldRanks(self.world),
                                 self.questions if questions is None else questions,
                                 self.image_root if image_root is None else image_root,
-                                folder or self.run_dir, tag, log)
+                                self.run_dir if folder is None else folder, tag, log)
 
     def train_stages(self) -> PausedRun | None:
         """Each stage in order, reused or trained (a per-expert stage once per expert), its
