@@ -31,7 +31,7 @@ from harness.config.run_config import ParallelConfig
 from harness.data.batching import Collator, ImageTransform, to_device
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
-from harness.runs.pipeline import resolve_data
+from harness.runs.inputs import resolve_data
 from harness.runs.rundir import RunDir
 from harness.spec.run_file import load_run_config
 from harness.training import batch_indices, param_groups, train_stage

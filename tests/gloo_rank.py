@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from harness.modelbuild import build_model
-from harness.runs.pipeline import resolve_data
+from harness.runs.inputs import resolve_data
 from harness.spec.run_file import load_run_config
 from harness.training import param_groups
 from harness.training.distributed import World, init_world

@@ -20,8 +20,9 @@ from harness.data.fingerprints import FingerprintCache
 from harness.data.llava import Conversation
 from harness.data.synthetic import ensure_synthetic
 from harness.runs.data_changes import recorded_runs
-from harness.runs.pipeline import run, stage_dir_name, stage_keys
+from harness.runs.pipeline import run
 from harness.runs.rundir import RunDir
+from harness.runs.stages import stage_dir_name, stage_keys
 from harness.scheduler.states import view_spec
 from harness.spec import load_spec
 from harness.spec.check_data import check_spec_data

@@ -154,8 +154,8 @@ if os.environ.get("RANK", os.environ.get("SLURM_PROCID")) == "1":
         threading.Thread(target=time.sleep, args=(600,)).start()
         raise RuntimeError("rank 1 broke on purpose")
     loop.train_stage = failing
-    import harness.runs.pipeline as pipeline
-    pipeline.train_stage = failing
+    import harness.runs.trainer as trainer
+    trainer.train_stage = failing
 """
 
 
@@ -258,10 +258,10 @@ SIGKILLED_SITE = """\
 import os, signal
 if os.environ.get("RANK", os.environ.get("SLURM_PROCID")) == "1":
     import harness.training.loop as loop
-    import harness.runs.pipeline as pipeline
+    import harness.runs.trainer as trainer
     def killed(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)   # no handler, no traceback: gone mid-run
-    loop.train_stage = pipeline.train_stage = killed
+    loop.train_stage = trainer.train_stage = killed
 """
 
 

@@ -250,7 +250,8 @@ def test_an_llm_routed_run_names_its_experts_in_lmms_eval_as_in_its_own_evaluati
     from harness.data.llava import Conversation, load_llava_json
     from harness.downstream.lmms_eval_model import AblateRun
     from harness.evaluation.generate import collect_questions
-    from harness.runs.pipeline import resolve_data, run
+    from harness.runs.inputs import resolve_data
+    from harness.runs.pipeline import run
     from harness.spec.run_file import load_run_config
     from tests.test_llm_router import router_yaml
 

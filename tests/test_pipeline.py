@@ -100,11 +100,11 @@ def test_identity_is_content_not_name(cfg):
 
 
 def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
-    from harness.runs import pipeline
+    from harness.runs import trainer
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
-    monkeypatch.setattr(pipeline, "train_stage", boom)
+    monkeypatch.setattr(trainer, "train_stage", boom)
     with pytest.raises(RuntimeError):
         run(cfg, tmp_path, progress=False)
     status = json.loads((tmp_path / "runs" / cfg.key / "status.json").read_text())
@@ -113,7 +113,7 @@ def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
 
 def test_learning_rate_precedence(cfg, tmp_path):
     from harness.modelbuild import build_model
-    from harness.runs.pipeline import resolve_data
+    from harness.runs.inputs import resolve_data
     from harness.training import param_groups
     data = resolve_data(cfg, tmp_path)
     model, _ = build_model(cfg.model, cfg.seed, tmp_path / "llm", data.corpus)

@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from harness.cli import main
+from harness.evaluation import sharded
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.generate import Prediction, score
 from harness.evaluation.revision import scoring_revision
-from harness.runs import pipeline
+from harness.runs import pipeline, trainer
 from harness.spec import load_spec
 from tests.tiny import tiny_run_yaml
 
@@ -50,7 +51,7 @@ def test_a_benchmark_added_to_a_finished_spec_only_evaluates(tmp_path, monkeypat
     assert len(stage_logs) == len(weights) == 2   # align and sft, trained once
 
     write_spec(tmp_path / "spec", TWO_BENCHMARKS)   # the user adds a benchmark
-    monkeypatch.setattr(pipeline, "train_stage", refuse("train_stage"))
+    monkeypatch.setattr(trainer, "train_stage", refuse("train_stage"))
     capsys.readouterr()
     assert main(["run", str(spec), "--workdir", str(work), "--executor", "inline"]) == 0
     second, _ = run_dir(work, spec)
@@ -103,8 +104,8 @@ def test_a_changed_scorer_rescores_the_stored_predictions(tmp_path, monkeypatch,
     untouched = json.loads((run / "scores.json").read_text())["synth-pope"]
     lines = make_stale(run)
     # nothing may be built, trained or generated from here on
-    for module, name in ((pipeline, "build_model"), (pipeline, "train_stage"),
-                         (pipeline, "generate"), (pipeline, "choose_by_likelihood"),
+    for module, name in ((trainer, "build_model"), (trainer, "train_stage"),
+                         (sharded, "generate"), (sharded, "choose_by_likelihood"),
                          (importlib.import_module("harness.evaluation.generate"), "generate")):
         monkeypatch.setattr(module, name, refuse(name))
     capsys.readouterr()

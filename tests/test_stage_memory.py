@@ -16,8 +16,9 @@ import harness.training.strategies.fsdp as fsdp
 from harness.data.batching import Collator, expert_transforms
 from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
-from harness.runs.pipeline import resolve_data, until_paused
+from harness.runs.inputs import resolve_data
 from harness.runs.rundir import RunDir
+from harness.runs.stages import until_paused
 from harness.spec.run_file import load_run_config
 from harness.training import StagePaused, train_stage
 from harness.training.distributed import init_world

@@ -7,7 +7,7 @@ import io
 import json
 
 from harness.cli import main
-from harness.runs import pipeline
+from harness.runs import trainer
 from harness.runs.rundir import RunDir
 from harness.scheduler import states
 from harness.spec import load_spec
@@ -47,7 +47,7 @@ def test_a_run_finishes_with_its_tracker_down_and_is_back_filled(tmp_path, monke
     assert "not in MLflow yet: 2 tracking call(s) failed" in capsys.readouterr().out
 
     monkeypatch.undo()   # the tracker is back
-    monkeypatch.setattr(pipeline, "train_stage", refuse("train_stage"))
+    monkeypatch.setattr(trainer, "train_stage", refuse("train_stage"))
     assert main(["run", str(spec), "--workdir", str(work), "--executor", "inline"]) == 0
     from mlflow.tracking import MlflowClient
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")

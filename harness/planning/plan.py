@@ -12,8 +12,8 @@ import pandas as pd
 from core.errors import HarnessError
 from harness.config.profiles import GpuThroughput, SlurmProfile, load_profile
 from harness.planning.estimate import TEXT_TOKENS, architecture_cost, stage_flops, stage_memory
-from harness.runs.pipeline import stage_dir_name, stage_keys
 from harness.runs.rundir import RunDir
+from harness.runs.stages import stage_dir_name, stage_keys
 from harness.scheduler.gpu_slots import GpuSlotError, visible_gpus
 from harness.scheduler.states import view_spec
 from harness.spec import ExperimentSpec

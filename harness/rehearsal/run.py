@@ -63,7 +63,7 @@ class RehearsalResult:
 
 def run_line(run: PlannedRun, workdir: Path, key: str | None = None) -> RunLine:
     from harness.evaluation.scores import read_scores
-    from harness.runs.pipeline import stage_label
+    from harness.runs.stages import stage_label
     key = key or run.key
     d = RunDir(workdir / "runs" / key)
     status = d.read_json("status.json") if (d.path / "status.json").exists() else {}

@@ -24,7 +24,7 @@ class TrainedRun:
     config: object      # harness.config.run_config.RunConfig
     model: torch.nn.Module
     tokenizer: object
-    data: object        # harness.runs.pipeline.ResolvedData
+    data: object        # harness.runs.inputs.ResolvedData
 
     @property
     def device(self) -> torch.device:
@@ -37,7 +37,7 @@ class TrainedRun:
 
     def eval_template(self):
         """The conversation template the run was evaluated in."""
-        from harness.runs.pipeline import evaluation_template
+        from harness.runs.inputs import evaluation_template
         return evaluation_template(self.config)
 
 
@@ -75,7 +75,8 @@ def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
     """A finished run rebuilt from its directory (WORKDIR/runs/<key>): its resolved config,
     the model with every trained stage's weights (in eval mode, on `device`), its data."""
     from harness.modelbuild import build_model
-    from harness.runs.pipeline import load_stage_weights, resolve_data
+    from harness.runs.inputs import resolve_data
+    from harness.runs.stages import load_stage_weights
     from harness.spec.run_file import load_run_config
 
     run_dir = RunDir(Path(run_path))

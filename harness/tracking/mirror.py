@@ -18,8 +18,9 @@ from typing import Any
 from core.record_names import HEADLINE_TAG, flatten, mlflow_name
 from harness.config.run_config import RunConfig
 from harness.evaluation.scores import average, read_scores
-from harness.runs.pipeline import RunHooks, stage_label
+from harness.runs.pipeline import RunHooks
 from harness.runs.rundir import RunDir
+from harness.runs.stages import stage_label
 from harness.tracking.store import open_store, retry
 
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
