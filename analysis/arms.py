@@ -25,7 +25,7 @@ def arm_ids(runs_labels: list[dict[str, str]], arm_axes: list[str]) -> list[str]
 
 @dataclass(frozen=True)
 class TableLayout:
-    """How a spec lays out its table (harness.spec.report_section resolves it when the spec loads):
+    """How a spec lays out its table (harness.specs.report_section resolves it when the spec loads):
     the axes that tell arms apart (not seeds), the arms in spec order, the baseline arm, the
     benchmark columns, and the published table beside ours (analysis.reference.ReferenceMap)."""
     arm_axes: list[str]

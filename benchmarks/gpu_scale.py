@@ -65,7 +65,7 @@ from harness.data.batching import ASPECT_RATIOS, Collator, ImageTransform
 from harness.data.llava import Conversation
 from harness.modelbuild import assemble
 from harness.planning.estimate import TEXT_TOKENS, stage_memory
-from harness.spec.run_file import parse_run_config
+from harness.specs.run_file import parse_run_config
 from harness.training.distributed import World
 from harness.training.loader import StepBatches, step_batches, step_order
 from harness.training.memory import release

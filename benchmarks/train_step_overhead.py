@@ -33,7 +33,7 @@ from harness.data.llava import load_llava_json
 from harness.modelbuild import build_model
 from harness.runs.inputs import resolve_data
 from harness.runs.rundir import RunDir
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import batch_indices, param_groups, train_stage
 from harness.training.distributed import World, barrier, init_world, shard
 from harness.training.kernels import seed_kernels

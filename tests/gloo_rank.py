@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from harness.modelbuild import build_model
 from harness.runs.inputs import resolve_data
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import param_groups
 from harness.training.distributed import World, init_world
 from harness.training.kernels import seed_kernels

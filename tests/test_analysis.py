@@ -21,8 +21,8 @@ from core.errors import ConfigError
 from harness.cli import main, report_manifest
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.scores import headlines
-from harness.spec import load_spec
-from harness.spec.experiment_manifest import experiment_manifest
+from harness.specs import load_spec
+from harness.specs.experiment_manifest import experiment_manifest
 
 HAND = """\
 name: hand

@@ -18,7 +18,7 @@ import pytest
 from core.errors import ConfigError
 from harness.cli import main
 from harness.rehearsal.generated_data import write_benchmarks, write_training_data
-from harness.spec import load_spec
+from harness.specs import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "models", "analysis", "harness")
@@ -31,7 +31,7 @@ LAYERS = [
     {"models", "analysis"},
     {"harness.config", "harness.data"},
     {"harness.evaluation", "harness.modelbuild", "harness.training"},
-    {"harness.spec"},
+    {"harness.specs"},
     {"harness.runs"},
     {"harness.tracking", "harness.downstream"},
     {"harness.scheduler"},

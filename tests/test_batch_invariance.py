@@ -27,7 +27,7 @@ from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 from harness.evaluation.generate import choose_by_likelihood, collect_questions, generate
 from harness.runs.pipeline import run
 from harness.runs.rebuild import load_trained_run
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from tests.tiny import tiny_run_yaml
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -250,7 +250,7 @@ def test_run_answers_real_files_by_generation_and_likelihood(tmp_path):
     """A tiny run evaluated on GQA and POPE files in their official layouts: GQA generated,
     POPE answered by likelihood over Yes/No; both scored by their benchmark's scorer."""
     from harness.runs.pipeline import run
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     WRITERS["gqa"](tmp_path / "gqa")
     WRITERS["pope"](tmp_path / "pope")
     path = _run_yaml(tmp_path, """\
@@ -291,7 +291,7 @@ eval:
 ])
 def test_bad_eval_sections_are_config_errors(tmp_path, eval_yaml, field, message):
     from core.errors import ConfigError
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     (tmp_path / "q.json").write_text("{}")
     with pytest.raises(ConfigError) as err:
         load_run_config(_run_yaml(tmp_path, eval_yaml))

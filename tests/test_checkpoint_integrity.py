@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from core.file_manifest import entry, read_manifest, write_manifest
 from harness.runs import rundir
 from harness.runs.pipeline import run
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
 from harness.training.safe_dcp import UnsafeCheckpoint, read_metadata
 from tests.tiny import tiny_run_yaml

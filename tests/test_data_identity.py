@@ -24,9 +24,9 @@ from harness.runs.pipeline import run
 from harness.runs.rundir import RunDir
 from harness.runs.stages import stage_dir_name, stage_keys
 from harness.scheduler.states import view_spec
-from harness.spec import load_spec
-from harness.spec.check_data import check_spec_data
-from harness.spec.run_file import load_run_config
+from harness.specs import load_spec
+from harness.specs.check_data import check_spec_data
+from harness.specs.run_file import load_run_config
 from tests.tiny import tiny_run_yaml
 
 
@@ -158,7 +158,7 @@ def test_synthetic_runs_keep_their_keys():
     from core.identity import content_hash
     from harness.config.run_config import identity_form
     from harness.config.yamlio import Located
-    from harness.spec.run_file import parse_run_config
+    from harness.specs.run_file import parse_run_config
     cfg = parse_run_config(Located(yaml.safe_load(tiny_run_yaml()), {}, "tiny.yaml"))
     plain = cfg.to_dict()
     assert identity_form(plain) == {k: v for k, v in plain.items()

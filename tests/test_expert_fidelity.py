@@ -115,7 +115,7 @@ def test_a_bad_wrapper_in_a_config_names_file_line_and_field(tmp_path, wrapper, 
     from pathlib import Path
 
     from core.errors import ConfigError
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     base = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
     old = "{id: clip-vit, preset: tiny, resolution: 64, layers: [-1], freeze: false}"
     text = base.read_text()

@@ -249,7 +249,7 @@ def test_written_configs_read_back_and_old_resize_runs_keep_their_key(tmp_path):
 
     from harness.config.yamlio import Located
     from harness.runs.rebuild import keyed_as
-    from harness.spec.run_file import parse_run_config
+    from harness.specs.run_file import parse_run_config
     from tests.tiny import tiny_run_yaml
     (tmp_path / "run.yaml").write_text(tiny_run_yaml())
     base = yaml.safe_load(tiny_run_yaml())
@@ -275,7 +275,7 @@ def test_a_wrong_aspect_names_the_file_field_and_the_choices(tmp_path):
 
     from core.errors import ConfigError
     from harness.config.yamlio import load_yaml
-    from harness.spec.run_file import parse_run_config
+    from harness.specs.run_file import parse_run_config
     from tests.tiny import tiny_run_yaml
     data = yaml.safe_load(tiny_run_yaml())
     data["data"]["image_aspect_ratio"] = "square"

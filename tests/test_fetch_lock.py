@@ -12,7 +12,7 @@ import huggingface_hub.constants
 import pytest
 
 from harness.cli import main
-from harness.spec import load_spec
+from harness.specs import load_spec
 from models.experts import ExpertConfig, build_expert
 from models.hub import pinned_llm
 from models.llm import LLMConfig, write_tiny_llama

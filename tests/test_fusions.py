@@ -321,7 +321,7 @@ def test_bad_fusion_options_are_named_with_their_line(tmp_path, experts, fusion,
 
     from core.errors import ConfigError
     from harness.cli import main
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     text = Path(BASE).read_text()
     start = text.index("  experts:\n") + len("  experts:\n")
     end = text.index("  fusion:")
@@ -360,7 +360,7 @@ TRAINING_CASES = {
 @pytest.mark.parametrize("case", list(TRAINING_CASES))
 def test_every_strategy_trains_with_decreasing_loss_and_records_its_cost(case, tmp_path):
     from harness.runs.pipeline import run
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     from tests.tiny import tiny_run_yaml
     experts, fusion = TRAINING_CASES[case]
     path = tmp_path / "run.yaml"

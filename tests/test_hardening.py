@@ -14,7 +14,7 @@ import pytest
 
 from core.errors import ConfigError
 from harness.cli import main
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 
 BASE = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
 

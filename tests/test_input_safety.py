@@ -21,7 +21,7 @@ from harness.cli import main
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.benchmarks import FIXTURE_WRITERS as WRITERS
 from harness.evaluation.questions import BenchmarkFileError
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from tests.tiny import tiny_run_yaml
 
 ROOT = Path(__file__).parent.parent

@@ -45,7 +45,7 @@ def test_parallel_deterministic_is_read_from_the_config(tmp_path):
     import pytest
 
     from core.errors import ConfigError
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     from tests.tiny import tiny_run_yaml
     text = tiny_run_yaml()
     for value, want in (("", None), ("parallel: {deterministic: false}\n", False),

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from core.errors import ConfigError
 from harness.downstream.routing_labels import skill_labels
 from harness.runs.pipeline import run
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
 from models.fusion.context_routing import parse_routing, routing_question
 from models.router_lora import RouterLoRAOptions, RoutingLoRA
@@ -204,7 +204,7 @@ def test_on_the_known_answer_testbed_the_router_beats_chance_and_random_routing(
 
     from harness.cli import main
     from harness.evaluation.scores import average, read_scores
-    from harness.spec import load_spec
+    from harness.specs import load_spec
     spec_path = (Path(__file__).parent.parent / "experiments" / "tiny"
                  / "mova_router_known_answer.yaml")
     work = tmp_path / "w"

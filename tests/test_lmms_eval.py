@@ -96,7 +96,7 @@ metric_list:
 def evaluated(tmp_path_factory):
     """A tiny run evaluated on POPE by its own pipeline, then by lmms-eval's CLI."""
     from harness.runs.pipeline import run
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     root = tmp_path_factory.mktemp("lmms")
     folder, images = WRITERS["pope"](root / "pope")
     text = tiny_run_yaml(sft_steps=2)
@@ -252,7 +252,7 @@ def test_an_llm_routed_run_names_its_experts_in_lmms_eval_as_in_its_own_evaluati
     from harness.evaluation.generate import collect_questions
     from harness.runs.inputs import resolve_data
     from harness.runs.pipeline import run
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     from tests.test_llm_router import router_yaml
 
     path = tmp_path / "routed.yaml"

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from core.errors import ConfigError
 from harness.runs.pipeline import run
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
 from tests.tiny import tiny_run_yaml
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.spec import load_spec
+from harness.specs import load_spec
 from harness.training.launch import free_port
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ from nbclient import NotebookClient
 from analysis.report_manifest import write_manifest
 from harness.search import load_search_spec
 from harness.search.search_spec import search_manifest
-from harness.spec import load_spec
-from harness.spec.experiment_manifest import record_spec
+from harness.specs import load_spec
+from harness.specs.experiment_manifest import record_spec
 from tests.test_analysis import HAND, ROUNDS, SCORES, SPEED, write_run
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "analysis" / "notebooks"

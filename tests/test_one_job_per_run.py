@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.scheduler import executors, states, submit
-from harness.spec import load_spec
+from harness.specs import load_spec
 
 SUBMITTERS = 3
 TWO_RUNS = """\

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from harness.runs.pipeline import run
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
 from tests.tiny import tiny_run_yaml
 

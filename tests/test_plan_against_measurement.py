@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from harness.config.yamlio import load_yaml
 from harness.modelbuild import assemble
 from harness.planning.estimate import TEXT_TOKENS, stage_memory
-from harness.spec.run_file import parse_run_config
+from harness.specs.run_file import parse_run_config
 from harness.training.distributed import World
 from harness.training.step_probe import TrainingStep, placeholder_batch, random_llama
 from tests.tiny import tiny_run_yaml

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from harness.cli import main
 from harness.planning.estimate import stage_memory
-from harness.spec import load_spec
+from harness.specs import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 DC = ROOT / "experiments" / "dense_connector_table1.yaml"

@@ -15,7 +15,7 @@ from harness.rehearsal.geometry import GridScale
 from harness.rehearsal.run import Shrinker
 from harness.rehearsal.shrink import Sizes
 from harness.search import is_search_spec, load_search_spec
-from harness.spec import load_spec
+from harness.specs import load_spec
 from models.experts import build_expert
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.generate import Prediction, score
 from harness.evaluation.revision import scoring_revision
 from harness.runs import pipeline, trainer
-from harness.spec import load_spec
+from harness.specs import load_spec
 from tests.tiny import tiny_run_yaml
 
 ONE_BENCHMARK = "benchmarks: [synth-color]"

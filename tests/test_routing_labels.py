@@ -41,7 +41,7 @@ def test_labels_from_tiny_runs_drive_an_oracle_routed_mova_run(tmp_path, capsys)
     assert main(["train", *map(str, runs.values()), "--workdir", str(work),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     dirs = {n: work / "runs" / load_run_config(p).key for n, p in runs.items()}
     labels_path = tmp_path / "labels.json"
     assert main(["routing-labels", "--base", str(dirs["base"]), "--expert",
@@ -76,7 +76,7 @@ def test_routing_labels_refuses_an_unfinished_run(tmp_path, capsys):
 
 
 def test_labels_file_is_pinned_by_content(tmp_path):
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"s": ["sam"]}))
     fusion = "{id: mova, router: oracle, labels: labels.json}"   # relative to the config

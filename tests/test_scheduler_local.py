@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.spec import load_spec
+from harness.specs import load_spec
 
 
 def mlflow_runs(workdir, experiment):

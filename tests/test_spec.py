@@ -5,8 +5,8 @@ import textwrap
 import pytest
 
 from core.errors import ConfigError
-from harness.spec import load_spec
-from harness.spec.paths import PathError, canonical, overlaps
+from harness.specs import load_spec
+from harness.specs.paths import PathError, canonical, overlaps
 
 BASE = """\
 name: base

@@ -19,7 +19,7 @@ from harness.modelbuild import build_model
 from harness.runs.inputs import resolve_data
 from harness.runs.rundir import RunDir
 from harness.runs.stages import until_paused
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import StagePaused, train_stage
 from harness.training.distributed import init_world
 from harness.training.kernels import seed_kernels

@@ -18,7 +18,7 @@ from harness.data.batching import Collator, expert_transforms
 from harness.data.llava import load_llava_json
 from harness.data.synthetic import corpus, ensure_synthetic
 from harness.modelbuild import build_model
-from harness.spec.run_file import load_run_config
+from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
 from harness.training.distributed import World
 from harness.training.kernels import seed_kernels

@@ -10,7 +10,7 @@ from harness.cli import main
 from harness.runs import trainer
 from harness.runs.rundir import RunDir
 from harness.scheduler import states
-from harness.spec import load_spec
+from harness.specs import load_spec
 from harness.tracking import mirror, store
 from tests.tiny import tiny_run_yaml
 

@@ -47,8 +47,8 @@ def _current_manifest(path: str | Path):
     from harness.search.search_spec import search_manifest
     if is_search_spec(path):
         return search_manifest(load_search_spec(path))
-    from harness.spec import load_spec
-    from harness.spec.experiment_manifest import experiment_manifest
+    from harness.specs import load_spec
+    from harness.specs.experiment_manifest import experiment_manifest
     return experiment_manifest(load_spec(path))
 
 

@@ -25,7 +25,7 @@ def train(args) -> int:
     from harness.config.run_config import device_problem
     from harness.runs.pipeline import run
     from harness.runs.results import results_table
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     from harness.training import split
     from harness.training.distributed import env_world_size
     configs = [load_run_config(p) for p in args.configs]  # validate all before running any
@@ -60,7 +60,7 @@ def validate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args) -> int:
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     for path in args.configs:
         cfg = load_run_config(path)
         print(f"{path}: ok (run {cfg.key}, {len(cfg.stages)} stages, "

@@ -18,8 +18,8 @@ def fetch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def fetch_models(args) -> int:
-    from harness.spec import load_spec
-    from harness.spec.lock import fetch
+    from harness.specs import load_spec
+    from harness.specs.lock import fetch
     spec = load_spec(args.spec, check_files=False)   # models only: data may live elsewhere
     path = fetch([r.config for r in spec.runs], spec.file, update=args.update)
     print(f"pinned in {path}: runs of {spec.name} now build from these commits, offline")
@@ -39,7 +39,7 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
 def plan(args) -> int:
     from harness.planning.plan import PlanDoesNotFit, plan_table, search_plan
     from harness.search import is_search_spec, load_search_spec
-    from harness.spec import load_spec
+    from harness.specs import load_spec
     failure = None
     try:
         if is_search_spec(args.spec):
@@ -65,7 +65,7 @@ def _spec_configs(path: str, check_files: bool = True) -> list:
     """The run configs of an experiment spec, or of a search spec's first round (its start
     with each candidate: every data source the search will use)."""
     from harness.search import is_search_spec, load_search_spec
-    from harness.spec import load_spec
+    from harness.specs import load_spec
     if is_search_spec(path):
         search = load_search_spec(path, check_files=check_files)
         return [search.run(search.start + [e], search.seeds[0]).config for e in search.pool]
@@ -73,7 +73,7 @@ def _spec_configs(path: str, check_files: bool = True) -> list:
 
 
 def _print_data_check(configs: list, workers: int | None) -> int:
-    from harness.spec.check_data import check_spec_data
+    from harness.specs.check_data import check_spec_data
     report = check_spec_data(configs, workers, progress=sys.stderr.isatty())
     print("check-data:\n" + "\n".join("  " + line for line in report.lines))
     return 1 if report.bad else 0

@@ -32,7 +32,7 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from harness.scheduler.states import follow, render, view_spec
     from harness.scheduler.submit import prepare
-    from harness.spec import load_spec
+    from harness.specs import load_spec
     spec = load_spec(args.spec)  # every run validated before anything is submitted
     submission = prepare(spec, Path(args.workdir), args.executor, args.max_parallel,
                          args.profile or spec.slurm_profile, args.tracking_uri,
@@ -85,7 +85,7 @@ def _print_results(views) -> None:
 def status(args) -> int:
     from harness.scheduler.states import render, view_spec
     from harness.search import is_search_spec, load_search_spec
-    from harness.spec import ExperimentSpec, load_spec
+    from harness.specs import ExperimentSpec, load_spec
     if is_search_spec(args.spec):   # the runs the search has submitted so far
         from harness.search.search_spec import searched_runs
         search = load_search_spec(args.spec)

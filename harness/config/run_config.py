@@ -1,7 +1,7 @@
 """The run config's types: one fully resolved training + evaluation run (model, data, stages,
 evaluation, parallelism), its identity (`RunConfig.key`), and the pure transforms of it the
 run needs (the architecture's hashed form, a stage's learning rates, a lone expert's model).
-Reading and validating YAML into these types is harness.spec.run_file."""
+Reading and validating YAML into these types is harness.specs.run_file."""
 from __future__ import annotations
 
 import copy

@@ -93,7 +93,7 @@ def skill_labels(synthetic, experts_by_skill: dict[str, list[str]]) -> dict[str,
 
 def write_skill_labels(run_config: str | Path, experts_by_skill: dict[str, list[str]],
                        out: str | Path) -> dict[str, list[str]]:
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
     cfg = load_run_config(run_config)
     if cfg.data.synthetic is None:
         raise HarnessError(f"{run_config}: skill labels need synthetic data (data.synthetic)")

@@ -16,7 +16,7 @@ from harness.runs.rundir import RunDir
 from harness.runs.stages import stage_dir_name, stage_keys
 from harness.scheduler.gpu_slots import GpuSlotError, visible_gpus
 from harness.scheduler.states import view_spec
-from harness.spec import ExperimentSpec
+from harness.specs import ExperimentSpec
 
 
 class PlanDoesNotFit(HarnessError):

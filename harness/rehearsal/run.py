@@ -19,7 +19,7 @@ from harness.rehearsal.generated_data import write_benchmarks, write_training_da
 from harness.rehearsal.geometry import spec_scale
 from harness.rehearsal.shrink import Sizes, shrink
 from harness.runs.rundir import RunDir
-from harness.spec import ExperimentSpec, PlannedRun
+from harness.specs import ExperimentSpec, PlannedRun
 
 SUFFIX = "-rehearsal"
 
@@ -127,7 +127,7 @@ def rehearse(path: str | Path, workdir: Path, executor: str = "inline", only: st
                                 started)
     from harness.scheduler.states import follow
     from harness.scheduler.submit import prepare
-    from harness.spec import load_spec
+    from harness.specs import load_spec
     full = load_spec(path, check_files=False)
     problems = check_real_data([r.config for r in full.runs], stream)
     shrinker = Shrinker((r.config for r in full.runs), workdir, sizes)
@@ -157,7 +157,7 @@ def check_real_data(configs, stream) -> list[str]:
     """The spec's own data, where it is on this machine, decoded image by image (`ablate
     check-data`), before the rehearsal runs on generated data: a bad image is named now,
     not mid-stage of the real run. Returns the report's lines if any image is bad."""
-    from harness.spec.check_data import check_spec_data
+    from harness.specs.check_data import check_spec_data
     report = check_spec_data(configs, progress=False)
     stream.write("check-data: " + "\n  ".join(report.lines) + "\n")
     return report.lines if report.bad else []
@@ -165,7 +165,7 @@ def check_real_data(configs, stream) -> list[str]:
 
 def _report(spec: ExperimentSpec, workdir: Path, lines: list[RunLine], stream) -> Path | None:
     from analysis.report import experiment_report
-    from harness.spec.experiment_manifest import experiment_manifest
+    from harness.specs.experiment_manifest import experiment_manifest
     if spec.report is None or not any(line.state == "DONE" for line in lines):
         return None
     report = experiment_report(experiment_manifest(spec), workdir)

@@ -23,7 +23,7 @@ from harness.config.run_config import BenchmarkSource, DatasetRef, FusionSpec, R
 from harness.config.yamlio import Located
 from harness.rehearsal.generated_data import write_routing_labels
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
-from harness.spec.run_file import parse_run_config
+from harness.specs.run_file import parse_run_config
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
 from models.llm import LLMConfig, llm_config

@@ -43,7 +43,7 @@ def verify_unchanged(cfg: RunConfig) -> None:
     (edited between submission and the job's start): training it would file new data under
     the old key."""
     from harness.data.fingerprints import active_cache
-    from harness.spec.data_identity import with_content
+    from harness.specs.data_identity import with_content
     active_cache().new_snapshot()
     now = sources_of(to_plain(with_content(cfg, check_files=True)))
     changed = [name for name, was in sources_of(to_plain(cfg)).items()

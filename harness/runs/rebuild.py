@@ -77,7 +77,7 @@ def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
     from harness.modelbuild import build_model
     from harness.runs.inputs import resolve_data
     from harness.runs.stages import load_stage_weights
-    from harness.spec.run_file import load_run_config
+    from harness.specs.run_file import load_run_config
 
     run_dir = RunDir(Path(run_path))
     status = run_dir.path / "status.json"

@@ -15,7 +15,7 @@ from harness.evaluation.rescore import Rescored, rescore_finished
 
 if TYPE_CHECKING:
     from harness.scheduler.states import RunView
-    from harness.spec import ExperimentSpec, PlannedRun
+    from harness.specs import ExperimentSpec, PlannedRun
 
 
 def rescore_done(run_paths: list[Path]) -> tuple[list[Rescored], list[str]]:

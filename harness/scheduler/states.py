@@ -26,7 +26,7 @@ from pathlib import Path
 from harness.evaluation.scores import average, read_scores
 from harness.runs.data_changes import data_note, recorded_runs
 from harness.runs.rundir import RunDir
-from harness.spec import ExperimentSpec, PlannedRun
+from harness.specs import ExperimentSpec, PlannedRun
 
 IN_FLIGHT = {"RUNNING", "STARTING", "QUEUED"}
 FINAL = {"DONE", "FAILED", "INTERRUPTED", "LOST", "PAUSED"}

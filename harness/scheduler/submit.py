@@ -20,9 +20,9 @@ from harness.scheduler import backfill
 from harness.scheduler.executors import Executor, ExecutorOptions, build_executor
 from harness.scheduler.job import QueuedJob, RunJob, TrackingTarget
 from harness.scheduler.states import IN_FLIGHT, SUBMITTABLE, RunView, view_runs, view_spec
-from harness.spec import ExperimentSpec, PlannedRun
-from harness.spec.experiment_manifest import record_spec
-from harness.spec.lock import check_artifacts
+from harness.specs import ExperimentSpec, PlannedRun
+from harness.specs.experiment_manifest import record_spec
+from harness.specs.lock import check_artifacts
 from harness.tracking.store import check_reachable
 from harness.training.loop import BatchSplitError, split
 

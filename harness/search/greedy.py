@@ -41,7 +41,7 @@ from harness.search.search_spec import (
     search_manifest,
 )
 from harness.search.tuning import Tuner
-from harness.spec import ExperimentSpec, PlannedRun
+from harness.specs import ExperimentSpec, PlannedRun
 
 
 class SearchFailed(HarnessError):

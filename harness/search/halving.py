@@ -19,7 +19,7 @@ from harness.config.selection import Rung
 from harness.runs.pipeline import PausedRun
 from harness.search.round_types import Arm, ArmRunner
 from harness.search.search_spec import SearchSpec, selection_objective
-from harness.spec import PlannedRun
+from harness.specs import PlannedRun
 
 
 class HalvingRound:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from analysis.stats import mean_std
 from harness.config.selection import Rung
 from harness.runs.pipeline import PausedRun, RunResult
-from harness.spec import PlannedRun
+from harness.specs import PlannedRun
 
 
 class ArmRunner(Protocol):

@@ -49,8 +49,8 @@ from harness.config.schema import bind_dataclass
 from harness.config.selection import SelectionSplit
 from harness.config.yamlio import Located, load_yaml
 from harness.evaluation.benchmarks import BENCHMARKS
-from harness.spec.expand import Override, PlannedRun, apply_overrides, check_expert_ids, load_base
-from harness.spec.run_file import check_benchmark_files, parse_run_config
+from harness.specs.expand import Override, PlannedRun, apply_overrides, check_expert_ids, load_base
+from harness.specs.run_file import check_benchmark_files, parse_run_config
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ from core.fields import ranged
 from harness.config.run_config import RunConfig
 from harness.config.schema import bind_dataclass
 from harness.config.yamlio import Located, load_yaml
-from harness.spec import paths
-from harness.spec.lock import apply_lock, read_lock
-from harness.spec.report_section import ReportSection, resolve_report
-from harness.spec.run_file import parse_run_config
+from harness.specs import paths
+from harness.specs.lock import apply_lock, read_lock
+from harness.specs.report_section import ReportSection, resolve_report
+from harness.specs.run_file import parse_run_config
 
 
 @dataclass(frozen=True)

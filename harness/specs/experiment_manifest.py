@@ -8,7 +8,7 @@ from pathlib import Path
 from analysis.arms import arm_id
 from analysis.records import RunRef
 from analysis.report_manifest import SpecManifest, file_sha256, write_manifest
-from harness.spec.expand import ExperimentSpec
+from harness.specs.expand import ExperimentSpec
 
 
 def experiment_manifest(spec: ExperimentSpec) -> SpecManifest:

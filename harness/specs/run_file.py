@@ -33,7 +33,7 @@ from harness.data.synthetic import SKILLS
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.questions import BenchmarkFileError
 from harness.modelbuild import ExpertBuildError, build_architecture
-from harness.spec.data_identity import with_content
+from harness.specs.data_identity import with_content
 from harness.training.strategies import strategy_choices
 from models.experts import EXPERTS, WRAPPERS
 from models.experts.wrappers import wrapper_families

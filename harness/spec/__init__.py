@@ -1,5 +1,0 @@
-"""Experiment specs: a base run plus axes, zips, exclusions and named variants, expanded into
-validated, content-hashed run configs (see harness.spec.expand for the file format)."""
-from harness.spec.expand import ExperimentSpec, PlannedRun, load_spec
-
-__all__ = ["ExperimentSpec", "PlannedRun", "load_spec"]
