@@ -129,10 +129,12 @@ def image_at(images: Path, name: str, path: Path, where: str) -> str:
     return str(image.resolve())
 
 
-def image_folder(images: Path | None, questions: Path, benchmark: str) -> Path:
-    """The benchmark's image folder, or an error naming its question file."""
+def image_folder(images: Path | None, questions: Path, benchmark: str,
+                 folder: str = "its image folder") -> Path:
+    """The benchmark's image folder, or an error naming its question file and, in `folder`,
+    which folder the benchmark takes."""
     if images is None or not images.is_dir():
-        raise BenchmarkFileError(f"{questions}: {benchmark} needs its image folder; "
+        raise BenchmarkFileError(f"{questions}: {benchmark} needs {folder}; "
                                  f"not a folder: {images}")
     return images
 

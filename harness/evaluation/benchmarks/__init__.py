@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from harness.evaluation.benchmarks.registry import BENCHMARKS, Benchmark, FixtureWriter, Loader
+from harness.evaluation.benchmarks.registry import BENCHMARKS, FixtureWriter
 
 # a module of this package that holds no benchmark
 _NOT_A_BENCHMARK = {"registry"}
@@ -23,5 +23,4 @@ for _name in BENCHMARK_MODULES:
 FIXTURE_WRITERS: dict[str, FixtureWriter] = {
     e.name: e.builder.fixture for e in BENCHMARKS.entries() if e.builder.fixture is not None}
 
-__all__ = ["BENCHMARKS", "BENCHMARK_MODULES", "FIXTURE_WRITERS", "Benchmark", "FixtureWriter",
-           "Loader"]
+__all__ = ["BENCHMARKS", "BENCHMARK_MODULES", "FIXTURE_WRITERS"]

@@ -14,6 +14,7 @@ from harness.evaluation.questions import (
     Question,
     bad_record,
     image_at,
+    image_folder,
     read_jsonl,
     require,
 )
@@ -26,9 +27,7 @@ def load(questions: Path, images: Path | None, cache: Path | None) -> list[Quest
     if not questions.is_dir():
         raise BenchmarkFileError(f"{questions}: POPE takes the folder holding coco_pope_"
                                  f"{{{','.join(POPE_SPLITS)}}}.json")
-    if images is None or not images.is_dir():
-        raise BenchmarkFileError(f"{questions}: POPE needs the COCO val2014 image folder; not a "
-                                 f"folder: {images}")
+    images = image_folder(images, questions, "POPE", "the COCO val2014 image folder")
     out = []
     for split in POPE_SPLITS:
         path = questions / f"coco_pope_{split}.json"
@@ -52,7 +51,7 @@ def write_fixture(root: Path) -> tuple[Path, Path]:
     """Four questions per split, the same images; labels yes, yes, no, no."""
     folder = root / "coco"
     folder.mkdir(parents=True, exist_ok=True)
-    for split in ("random", "popular", "adversarial"):
+    for split in POPE_SPLITS:
         lines = [{"question_id": i + 1, "image": f"COCO_val2014_{i}.jpg",
                   "text": f"Is there a {obj} in the image?", "label": label}
                  for i, (obj, label) in enumerate([("dog", "yes"), ("cat", "yes"),

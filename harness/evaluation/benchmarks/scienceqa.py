@@ -15,6 +15,7 @@ from harness.evaluation.questions import (
     Question,
     bad_record,
     image_at,
+    image_folder,
     read_json,
     require,
 )
@@ -26,9 +27,8 @@ def load(questions: Path, images: Path | None, cache: Path | None) -> list[Quest
     data = read_json(questions, "ScienceQA")
     if not isinstance(data, dict):
         raise BenchmarkFileError(f"{questions}: expected ScienceQA's object pid -> problem")
-    if images is None or not images.is_dir():
-        raise BenchmarkFileError(f"{questions}: ScienceQA-IMG needs the test image folder "
-                                 f"(<pid>/image.png); not a folder: {images}")
+    images = image_folder(images, questions, "ScienceQA-IMG",
+                          "the test image folder (<pid>/image.png)")
     out = []
     for pid, rec in data.items():
         where = f"problem {pid}"

@@ -15,6 +15,7 @@ from harness.evaluation.questions import (
     Question,
     bad_record,
     image_at,
+    image_folder,
     read_json,
     require,
 )
@@ -27,9 +28,7 @@ def load(questions: Path, images: Path | None, cache: Path | None) -> list[Quest
     if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
         raise BenchmarkFileError(f"{questions}: expected SEED-Bench's object with a "
                                  "`questions` list")
-    if images is None or not images.is_dir():
-        raise BenchmarkFileError(f"{questions}: SEED-Bench needs its image folder "
-                                 f"(SEED-Bench-image); not a folder: {images}")
+    images = image_folder(images, questions, "SEED-Bench", "its image folder (SEED-Bench-image)")
     out = []
     keys = {"question_id": (str, int), "question": str, "answer": str, "data_id": str,
             "data_type": str, **{f"choice_{c}": str for c in "abcd"}}
