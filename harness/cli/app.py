@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     from harness.data.fingerprints import use_workdir
     # data fingerprints are cached in the work directory the command works in
-    use_workdir(getattr(args, "workdir", None) or command.default_workdir)
+    use_workdir(getattr(args, "workdir", None))
     if command.loads_models:   # a report reads records only
         _quiet_models()
     try:

@@ -15,8 +15,6 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]   # the exit code
     loads_models: bool = True   # False: it reads records only, model libraries stay unloaded
-    # where data fingerprints are cached when the command has no --workdir given
-    default_workdir: str | None = None
 
 
 def wide():

@@ -5,13 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli.arguments import DEFAULT_REHEARSAL_WORKDIR, EXECUTOR_CHOICES, positive, workdir
+from harness.cli.arguments import DEFAULT_REHEARSAL_WORKDIR, EXECUTOR_CHOICES, positive
+from harness.cli.arguments import workdir as workdir_argument
 from harness.cli.command import Command
 
 
 def rehearse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment or search spec YAML")
-    p.add_argument("--workdir", default=None, type=workdir,
+    p.add_argument("--workdir", default=DEFAULT_REHEARSAL_WORKDIR, type=workdir_argument,
                    help=f"rehearsal work directory (default "
                                                    f"./{DEFAULT_REHEARSAL_WORKDIR}, apart "
                                                    f"from real records)")
@@ -29,7 +30,7 @@ def rehearse_arguments(p: argparse.ArgumentParser) -> None:
 def rehearse_spec(args) -> int:
     from harness.rehearsal import rehearse
     from harness.rehearsal.shrink import Sizes
-    workdir = Path(args.workdir or DEFAULT_REHEARSAL_WORKDIR)
+    workdir = Path(args.workdir)
     result = rehearse(args.spec, workdir, args.executor, args.run, args.max_parallel,
                       args.profile, Sizes(steps=args.steps))
     print(f"\n{result.spec}: {len(result.lines)} runs rehearsed in {result.seconds:.0f} s "
@@ -52,5 +53,4 @@ def rehearse_spec(args) -> int:
 REHEARSE = Command("rehearse", "every run of a spec (experiment or search) end to end on this "
                                "CPU in minutes: tiny stand-ins of its experts and LLM, generated "
                                "data in the real formats, its stages with capped steps, its "
-                               "report", rehearse_arguments, rehearse_spec,
-                   default_workdir=DEFAULT_REHEARSAL_WORKDIR)
+                               "report", rehearse_arguments, rehearse_spec)

@@ -28,6 +28,12 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
     return False, tp
 
 
+def not_among(value: Any, allowed: typing.Sequence[Any], src: Located, path: str) -> Exception:
+    """The error for a choice outside `allowed`, naming the file, line, field and each allowed
+    value: the binder's for a Literal field, and validation's for a choice held in a registry."""
+    return src.error(path, f"got {value!r}; allowed values: " + ", ".join(repr(a) for a in allowed))
+
+
 def bind(tp: Any, value: Any, src: Located, path: str) -> Any:
     """Convert `value` (from `src` at `path`) to type `tp`, raising ConfigError on mismatch."""
     if tp is Any:
@@ -48,8 +54,7 @@ def bind(tp: Any, value: Any, src: Located, path: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise src.error(path, f"got {value!r}; allowed values: "
-                                  + ", ".join(repr(a) for a in allowed))
+            raise not_among(value, allowed, src, path)
         return value
     if origin in (list, tuple):
         if not isinstance(value, list):

@@ -26,7 +26,7 @@ def rescore_done(run_paths: list[Path]) -> tuple[list[Rescored], list[str]]:
     if rescored:
         from harness.runs.rundir import RunDir
         from harness.tracking.mirror import mirror_again
-        for path in {item.run for item in rescored}:
+        for path in dict.fromkeys(item.run for item in rescored):   # once each, in order
             mirror_again(RunDir(path))
     return rescored, problems
 

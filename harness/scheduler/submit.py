@@ -128,9 +128,11 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     if record:
         record_spec(spec, workdir)
     views = view_spec(spec, workdir, explain=False)
-    todo = [v for v in views if v.state in SUBMITTABLE]
+    todo = []
     for v in views:
-        if v.state not in SUBMITTABLE:
+        if v.state in SUBMITTABLE:
+            todo.append(v)
+        else:
             (submission.in_flight if v.state in IN_FLIGHT else submission.done).append(v.run)
     finished = [v for v in views if v.state == "DONE"]
     submission.rescored, submission.not_rescored = backfill.rescore_done(
@@ -147,7 +149,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
         submission.mirrored = backfill.mirror_done(missing, spec, uri, experiment_id,
                                                    executor.name)
         target = TrackingTarget(uri, experiment_id)
-        submission.jobs = [queue(spec, v, executor, target, workdir, rung) for v in todo]
+        submission.jobs = [_queue(spec, v, executor, target, workdir, rung) for v in todo]
         submission.submitted = [v.run for v in todo]
     except BaseException:
         submission.release()
@@ -155,7 +157,7 @@ def prepare(spec: ExperimentSpec, workdir: Path, executor_name: str, max_paralle
     return submission
 
 
-def queue(spec: ExperimentSpec, view: RunView, executor: Executor, target: TrackingTarget,
+def _queue(spec: ExperimentSpec, view: RunView, executor: Executor, target: TrackingTarget,
           workdir: Path, rung: Rung | None) -> QueuedJob:
     """The job of one run about to be submitted, its run directory made."""
     view.run_dir.path.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from harness.config.run_config import (
     RunConfig,
     architecture_dict,
 )
-from harness.config.schema import bind
+from harness.config.schema import bind, not_among
 from harness.config.yamlio import Located, load_yaml
 from harness.data.fingerprints import active_cache
 from harness.data.llava import check_llava_file
@@ -182,8 +182,7 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
                                                  "LoRA adapters belong to a joint stage")
     _validate_routing_stages(cfg, src)
     if cfg.parallel.strategy not in strategy_choices():
-        raise src.error("parallel.strategy", f"got {cfg.parallel.strategy!r}; allowed values: "
-                        + ", ".join(repr(c) for c in strategy_choices()))
+        raise not_among(cfg.parallel.strategy, strategy_choices(), src, "parallel.strategy")
     _validate_micro_batch(cfg, src)
     _validate_eval(cfg.eval, src, check_files)
     _validate_data(cfg, src, check_files)
