@@ -149,6 +149,13 @@ class Trainer:
                                 self.image_root if image_root is None else image_root,
                                 self.run_dir if folder is None else folder, tag, log)
 
+    def _collator(self, stage: StageConfig, transforms: dict | None = None) -> Collator:
+        """Batches of `stage`'s records in its template, images through `transforms` (the
+        run's experts' by default)."""
+        return Collator(self.tokenizer, TEMPLATES.get(stage.template),
+                        self.transforms if transforms is None else transforms,
+                        getattr(self.data, stage.data)[1])
+
     def train_stages(self) -> PausedRun | None:
         """Each stage in order, reused or trained (a per-expert stage once per expert), its
         weights loaded into the model; stages.json written. A PausedRun once the last stage
@@ -194,8 +201,7 @@ class Trainer:
         and the ones it builds on): the rest of the model is reproducible from its
         initialization."""
         model, cfg = self.model, self.cfg
-        collate = Collator(self.tokenizer, TEMPLATES.get(stage.template), self.transforms,
-                           getattr(self.data, stage.data)[1])
+        collate = self._collator(stage)
         if stage.lora is not None:
             lo = stage.lora
             add_lora(model.llm, lo.rank, lo.alpha, lo.dropout, lo.targets)
@@ -247,9 +253,8 @@ class Trainer:
         (harness.modelbuild.build_solo)."""
         cfg = self.cfg
         solo = build_solo(cfg.model, expert, cfg.seed, self.llm).to(self.world.device)
-        collate = Collator(self.tokenizer, TEMPLATES.get(stage.template),
-                           expert_transforms(solo.experts, cfg.data.image_aspect_ratio),
-                           getattr(self.data, stage.data)[1])
+        collate = self._collator(stage, expert_transforms(solo.experts,
+                                                          cfg.data.image_aspect_ratio))
         res = train_stage(solo, stage, self.datasets[stage.data], collate, stage_dir,
                           cfg.seed, self.world, cfg.parallel, cfg.precision,
                           stop_after=self.stop_after, progress=self.progress)
@@ -291,8 +296,7 @@ class Trainer:
         stage's speed and what it trained, the LLM router's passes, memory and wall time."""
         cfg, model, records = self.cfg, self.model, self.stages_record
         last = cfg.stages[-1]
-        one = Collator(self.tokenizer, TEMPLATES.get(last.template), self.transforms,
-                       getattr(self.data, last.data)[1])
+        one = self._collator(last)
         sample = next(r for r in self.datasets[last.data] if r.image is not None)
         batch = to_device(one([sample]), self.world.device)
         cost = {"parameters": parameter_counts(model),

@@ -15,6 +15,7 @@ from harness.training.distributed import World
 from harness.training.loop import (
     optimizer_step,
     param_groups,
+    stage_lrs,
     stage_optimizer,
     stage_strategy,
 )
@@ -88,11 +89,12 @@ class TrainingStep:
                  world: World, batch: dict, precision: str = "bf16"):
         self.world, self.precision = world, precision
         self.scope = contextlib.ExitStack()
-        param_groups(model, stage)
-        self.strategy = stage_strategy(parallel.strategy, world, model, stage, precision)
+        lrs = stage_lrs(model, stage)   # worked out once, as a stage run does
+        param_groups(model, stage, lrs)
+        self.strategy = stage_strategy(parallel.strategy, world, model, stage, precision, lrs)
         self.model, self.wrapped, _ = self.strategy.prepare(model, precision, parallel,
                                                             self.scope)
-        self.groups = param_groups(self.model, stage)
+        self.groups = param_groups(self.model, stage, lrs)
         self.optimizer = stage_optimizer(self.groups, stage, world, self.strategy)
         self.scaler = torch.amp.GradScaler(world.device.type, enabled=precision == "fp16")
         self.batch, self.grad_clip = batch, stage.grad_clip

@@ -18,12 +18,11 @@ from harness.training.strategies import ddp, fsdp, single  # noqa: F401  (they r
 from harness.training.strategies.base import PreparedModel, Strategy
 from harness.training.strategies.fsdp import decoder_layers
 from harness.training.strategies.registry import (
-    AUTO_FSDP_PARAMETERS,
     STRATEGIES,
     choose,
     pick,
     strategy_choices,
 )
 
-__all__ = ["AUTO_FSDP_PARAMETERS", "STRATEGIES", "PreparedModel", "Strategy", "choose",
+__all__ = ["STRATEGIES", "PreparedModel", "Strategy", "choose",
            "decoder_layers", "pick", "strategy_choices"]
