@@ -1,4 +1,4 @@
-"""What stage reuse and successive halving save a greedy search: the known-answer search three
+"""What stage reuse and successive halving save a greedy search: the known-answer search four
 ways in one run, each in its own working directory, at most --max-parallel runs at a time,
 one torch thread each:
 
@@ -8,15 +8,21 @@ one torch thread each:
                    pre-alignment is trained once per run that contains it)
   reuse            `ablate search` without halving: finished runs and stages are reused
   reuse + halving  `ablate search` with the spec's successive halving (rungs on a held-out
-                   selection split)
+                   selection split; the best fraction goes on)
+  reuse + evidence `ablate search` with rungs decided by evidence (--evidence-spec: every
+                   candidate whose paired interval against the rung's leader does not show it
+                   behind by more than min_gain goes on)
 
 Compute is reported two ways: measured training seconds (the steps each stage actually
 trained x their step times, from the stage records, so a candidate stopped at a rung counts
 only the steps it trained) and estimated training FLOPs (harness.planning.estimate, the plan's
 formula, scaled by the fraction of its steps each stage trained). Wall time includes
-evaluation (the rungs' selection split too).
+evaluation (the rungs' selection split too). Last, the learning curves the rungs read: each
+candidate's selection scores per skill at every rung it reached (evidence way), which say how
+early a rung can decide.
 
     python benchmarks/search_reuse.py [--spec experiments/tiny/greedy_known_answer_halving.yaml]
+        [--evidence-spec experiments/tiny/greedy_known_answer_evidence.yaml]
         [--workdir bench-work] [--max-parallel 2]"""
 from __future__ import annotations
 
@@ -93,6 +99,22 @@ def _describe(stages: list[dict]) -> str:
     return ", ".join(f"{k} x{v:.2g}" for k, v in sorted(per.items()))
 
 
+def learning_curves(workdir: Path) -> list[dict]:
+    """Every rung record under workdir: the run's experts, the rung's step of its total and
+    the selection split's score per benchmark."""
+    searches = list((workdir / "searches").glob("*/runs.json"))
+    experts = {r["key"]: "+".join(r["experts"]) for f in searches
+               for r in json.loads(f.read_text())}
+    out = []
+    for rung in sorted((workdir / "runs").glob("*/rungs/*/rung.json")):
+        record = json.loads(rung.read_text())
+        scores = json.loads((rung.parent / "scores.json").read_text())
+        out.append({"experts": experts.get(rung.parents[2].name, "?"),
+                    "step": record["step"], "total": record["total"],
+                    **{b: h["value"] for b, h in sorted(scores.items())}})
+    return sorted(out, key=lambda r: (r["experts"], r["step"]))
+
+
 def _lineage(spec, rounds) -> str:
     return " -> ".join(["+".join(spec.start)] + [r.chosen for r in rounds if r.chosen])
 
@@ -101,6 +123,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "experiments/tiny/"
                                               "greedy_known_answer_halving.yaml"))
+    parser.add_argument("--evidence-spec", default=str(ROOT / "experiments/tiny/"
+                                                       "greedy_known_answer_evidence.yaml"))
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--max-parallel", type=int, default=2)
     args = parser.parse_args()
@@ -110,12 +134,21 @@ def main() -> int:
     halving_spec = load_search_spec(args.spec)
     if halving_spec.halving is None:
         parser.error(f"{args.spec} has no search.halving section")
+    evidence_spec = load_search_spec(args.evidence_spec)
+    if evidence_spec.halving is None or not evidence_spec.halving.by_evidence:
+        parser.error(f"{args.evidence_spec} has no search.halving section with rule: evidence")
     reuse_spec = dataclasses.replace(halving_spec, halving=None)
     root = Path(args.workdir).resolve()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
 
     rows = {}
+    rounds, wall = _search(evidence_spec, root / "evidence", args.max_parallel,
+                           root / "evidence.log")
+    rows["reuse + evidence"] = (trained_stages(root / "evidence"), wall,
+                                _lineage(evidence_spec, rounds),
+                                _configs(evidence_spec, rounds))
+    decisions = [r.decision for r in rounds]
     rounds, wall = _search(halving_spec, root / "halving", args.max_parallel,
                            root / "halving.log")
     rows["reuse + halving"] = (trained_stages(root / "halving"), wall,
@@ -139,18 +172,35 @@ def main() -> int:
 
     naive_s = sum(s["seconds"] for s in rows["naive"][0])
     naive_f = flops(rows["naive"][0], configs)
+    h, e = halving_spec.halving, evidence_spec.halving
     print(f"search: {halving_spec.name}, at most {args.max_parallel} runs at a time; "
-          f"halving: {halving_spec.halving.rungs} keep {halving_spec.halving.keep} "
-          f"min_keep {halving_spec.halving.min_keep}")
+          f"halving: rungs {h.rungs} keep {h.keep_fraction} min_keep {h.min_keep}; "
+          f"evidence: rungs {e.rungs} risk {e.risk}")
     print(f"{'':16s}{'stages trained (full-stage equivalents)':>52s}{'train s':>9s}"
           f"{'x naive':>8s}{'TFLOPs':>8s}{'x naive':>8s}{'wall s':>8s}")
-    for name in ("naive", "reuse", "reuse + halving"):
+    ways = ("naive", "reuse", "reuse + halving", "reuse + evidence")
+    summary = {}
+    for name in ways:
         stages, wall, _, cfgs = rows[name]
         secs, fl = sum(s["seconds"] for s in stages), flops(stages, cfgs)
         print(f"{name:16s}{_describe(stages):>52s}{secs:9.0f}{secs / naive_s:8.2f}"
               f"{fl / 1e12:8.2f}{fl / naive_f:8.2f}{wall:8.0f}")
-    for name in ("naive", "reuse", "reuse + halving"):
+        summary[name] = {"stages": _describe(stages), "train_s": secs, "tflops": fl / 1e12,
+                         "x_naive_s": secs / naive_s, "x_naive_flops": fl / naive_f,
+                         "wall_s": wall, "lineage": rows[name][2]}
+    for name in ways:
         print(f"lineage ({name}): {rows[name][2]}")
+    print("evidence decisions:\n  " + "\n  ".join(decisions))
+    curves = learning_curves(root / "evidence")
+    if curves:
+        skills = [k for k in curves[0] if k not in ("experts", "step", "total")]
+        print("learning curves on the selection split (evidence way):")
+        print(f"  {'experts':28s}{'step':>10s}" + "".join(f"{b:>14s}" for b in skills))
+        for c in curves:
+            print(f"  {c['experts']:28s}{c['step']:>6d}/{c['total']:<3d}"
+                  + "".join(f"{c[b]:14.3f}" for b in skills))
+    summary["evidence_decisions"], summary["learning_curves"] = decisions, curves
+    (root / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -7,6 +7,7 @@ files and scores its skill's right answers as all right. Each module of the benc
 package registers at least one benchmark."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import random
 from collections import Counter
@@ -19,6 +20,7 @@ from harness.evaluation.benchmarks import BENCHMARK_MODULES, BENCHMARKS, FIXTURE
 from harness.evaluation.benchmarks.registry import Benchmark
 from harness.evaluation.generate import Prediction, score
 from harness.evaluation.scoring import SCORERS, is_closed_form
+from harness.search.evidence import PER_QUESTION_MEANS
 from models.templates import IMAGE_PLACEHOLDER
 
 REAL = [n for n in BENCHMARKS.names() if BENCHMARKS.get(n).needs_source]
@@ -44,6 +46,15 @@ def _headline_of_right_answers(bench: Benchmark, questions: list[tuple[str, str,
         assert head["value"] == 1.0
     else:
         assert head["value"] > 0
+    # half of them answered wrong: a headline the evidence rule of halving rungs pairs
+    # question by question must be the mean of the per-question scores
+    # (harness.search.evidence.PER_QUESTION_MEANS)
+    mixed = [dataclasses.replace(p, prediction=p.prediction if i % 2 else "zq none of these")
+             for i, p in enumerate(preds)]
+    metrics, per_question = score(mixed, {bench.name: [q[0] for q in questions]})
+    if bench.main_metric in PER_QUESTION_MEANS:
+        scores = list(per_question[bench.name].values())
+        assert metrics[bench.name][bench.main_metric] == pytest.approx(sum(scores) / len(scores))
     return head
 
 

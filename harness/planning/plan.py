@@ -213,16 +213,31 @@ def _halving_lines(search, runs, profile: str | None) -> list[str]:
     seeds, pool = len(search.seeds), len(search.pool)
     sizes = [pool - r for r in range(0, search.max_experts - len(search.start))]
     without = first + sum(sizes[1:]) * seeds * joint_mean
-    saved = sum(n * seeds * last_mean * (1.0 - h.last_stage_share(n)) for n in sizes)
-    return [f"successive halving (rungs {', '.join(f'{f:g}' for f in h.rungs)}, keep "
-            f"{h.keep:g}, at least {h.min_keep}): a candidate's last stage is "
-            f"{100 * last_mean / joint_mean if joint_mean else 0:.0f}% of its joint stages' "
-            f"estimated FLOPs; round 1 trains {100 * h.last_stage_share(pool):.0f}% of its "
-            "candidates' last-stage steps",
-            f"the whole search (round 1, then {sum(sizes[1:])} later arms x {seeds} seed(s) "
-            f"training their joint stages): {_hours(gpu.hours(without))} GPU-hours without "
-            f"halving, {_hours(gpu.hours(without - saved))} with it"
-            + (f" (x{(without - saved) / without:.2f})" if without else "")
+
+    def saved(decided_at_first: bool = False) -> float:
+        return sum(n * seeds * last_mean * (1.0 - h.last_stage_share(n, decided_at_first))
+                   for n in sizes)
+    rungs = ", ".join(f"{f:g}" for f in h.rungs)
+    share = f"{100 * last_mean / joint_mean if joint_mean else 0:.0f}%"
+    whole = (f"the whole search (round 1, then {sum(sizes[1:])} later arms x {seeds} seed(s) "
+             f"training their joint stages): {_hours(gpu.hours(without))} GPU-hours without "
+             "halving, ")
+    if not h.by_evidence:
+        return [f"successive halving (rungs {rungs}, keep {h.keep_fraction:g}, at least "
+                f"{h.min_keep}): a candidate's last stage is {share} of its joint stages' "
+                f"estimated FLOPs; round 1 trains {100 * h.last_stage_share(pool):.0f}% of its "
+                "candidates' last-stage steps",
+                whole + f"{_hours(gpu.hours(without - saved()))} with it"
+                + (f" (x{(without - saved()) / without:.2f})" if without else "")
+                + "; derived from the estimate, not measured"]
+    best, worst = without - saved(True), without - saved()
+    ratio = (f" (x{best / without:.2f} to x{worst / without:.2f})" if without else "")
+    return [f"successive halving by evidence (rungs {rungs}, risk {h.risk:g} of stopping a "
+            f"round's best; at least {h.min_keep} go on): a candidate's last stage is {share} "
+            "of its joint stages' estimated FLOPs; what a round trains depends on its scores",
+            whole + f"between {_hours(gpu.hours(best))} (every round decided at the first "
+            f"rung) and {_hours(gpu.hours(worst))} (no one stopped"
+            + (f", keep {h.keep:g}" if h.keep is not None else "") + ") with it" + ratio
             + "; derived from the estimate, not measured"]
 
 

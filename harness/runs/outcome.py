@@ -34,6 +34,7 @@ class PausedRun:
     rung: dict                            # rung.json: number, fraction, stage, step, total
     scores: dict[str, float]              # selection benchmark -> its headline value
     metrics: dict[str, dict[str, float]]
+    per_question: dict[str, dict[str, float]]   # benchmark -> question -> score
 
 
 def load_result(run_dir: RunDir) -> RunResult:
@@ -63,4 +64,5 @@ def load_paused(run_dir: RunDir, rung: Rung) -> PausedRun | None:
     record = folder.read_json("rung.json")
     return PausedRun(run_dir.path.name, record["run"], record,
                      {b: h["value"] for b, h in read_scores(folder.path).items()},
-                     folder.read_json("metrics.json"))
+                     folder.read_json("metrics.json"),
+                     folder.read_json("per_question.json"))

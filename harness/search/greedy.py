@@ -196,11 +196,15 @@ class GreedySearch:
             current, candidates = arms[0], arms[1:]
             while True:
                 # ties: the pool's order; a candidate halving stopped is out of the running
-                best = max((c for c in candidates if c.finished), key=lambda a: a.mean)
-                gain = best.mean - current.mean
+                finished = [c for c in candidates if c.finished]
+                halving = self._halving.record if self._halving else None
+                best = max(finished, key=lambda a: a.mean) if finished else None
+                gain = best.mean - current.mean if best else 0.0
                 spread = f" (std {best.std:.2f} over {len(best.runs)} seeds)" \
-                    if len(best.runs) > 1 else ""
-                if gain > spec.stop.min_gain:
+                    if best and len(best.runs) > 1 else ""
+                if best is None:   # the evidence rule ended the search at a rung
+                    decision, chosen = f"stopped: {halving['ended']}", None
+                elif gain > spec.stop.min_gain:
                     decision = (f"added {best.added}: objective {best.mean:.2f}{spread}, "
                                 f"{gain:+.2f} over {current.mean:.2f} > min_gain "
                                 f"{spec.stop.min_gain}")
@@ -210,8 +214,7 @@ class GreedySearch:
                                 f"{best.mean:.2f}{spread}, {gain:+.2f} over {current.mean:.2f}"
                                 f", not more than min_gain {spec.stop.min_gain}")
                     chosen = None
-                halving = self._halving.record if self._halving else None
-                if halving and halving["stopped"]:
+                if halving and halving["stopped"] and best is not None:
                     decision += ("; successive halving stopped "
                                  + ", ".join(halving["stopped"]) + " at a rung")
                 rounds.append(Round(number, current, candidates, chosen, decision, halving))

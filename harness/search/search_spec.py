@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from analysis.report_manifest import SpecManifest, file_sha256
 from core.contained import SAFE_NAME, inside, name_problem
@@ -49,6 +49,7 @@ from harness.config.schema import bind_dataclass
 from harness.config.selection import SelectionSplit
 from harness.config.yamlio import Located, load_yaml
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.search.evidence import PER_QUESTION_MEANS
 from harness.specs.expand import Override, PlannedRun, apply_overrides, check_expert_ids, load_base
 from harness.specs.run_file import check_benchmark_files, parse_run_config
 
@@ -91,23 +92,45 @@ class Tuning:
 class Halving:
     """Successive halving within a round, synchronous rungs: every candidate trains to the
     first rung (a fraction of its last stage's steps) and is scored there on the selection
-    split; the best `keep` of them (at least `min_keep`) continue from that checkpoint to the
-    next rung, and so on; the survivors finish, exactly as without halving, and the round
-    compares them on the reported benchmarks. The round's current set always finishes."""
+    split; some go on from that checkpoint to the next rung, and so on; the survivors finish,
+    exactly as without halving, and the round compares them on the reported benchmarks. The
+    round's current set always finishes.
+
+    Who goes on is the `rule`'s: `fraction`, the best `keep` of the rung's candidates (at least
+    `min_keep`); `evidence`, every candidate whose paired per-question interval against the
+    rung's leader does not show it trailing by more than the search's min_gain, at a chance
+    of at most `risk` of stopping the round's best (harness.search.evidence); there `keep`,
+    when given, caps the survivors, and `min_keep` is still the floor."""
     rungs: list[float] = ranged(min_items=1, gt=0, lt=1)
-    keep: float = ranged(0.5, gt=0, lt=1)
+    rule: Literal["fraction", "evidence"] = "fraction"
+    keep: float | None = ranged(None, gt=0, lt=1)    # fraction rule: 0.5 unless given
     min_keep: int = ranged(1, ge=1)
+    risk: float = ranged(0.05, gt=0, lt=0.5)          # evidence rule
     selection: SelectionSplit = field(default_factory=SelectionSplit)
 
-    def survivors(self, contenders: int) -> int:
-        """How many of `contenders` go on past a rung."""
-        return min(contenders, max(self.min_keep, math.ceil(self.keep * contenders)))
+    @property
+    def by_evidence(self) -> bool:
+        return self.rule == "evidence"
 
-    def last_stage_share(self, contenders: int) -> float:
+    @property
+    def keep_fraction(self) -> float:
+        """`keep`, else the rule's default: half by fraction, no cap by evidence."""
+        return self.keep if self.keep is not None else (1.0 if self.by_evidence else 0.5)
+
+    def survivors(self, contenders: int) -> int:
+        """How many of `contenders` go on past a rung at most (the evidence rule may keep
+        fewer, never fewer than min_keep)."""
+        return min(contenders, max(self.min_keep, math.ceil(self.keep_fraction * contenders)))
+
+    def last_stage_share(self, contenders: int, decided_at_first: bool = False) -> float:
         """The last stage's steps that `contenders` candidates train under halving, as a
-        fraction of what they train without it (1.0: halving saves nothing)."""
+        fraction of what they train without it (1.0: halving saves nothing). The evidence
+        rule's share depends on the scores: `decided_at_first` gives its best case, every
+        candidate but one stopped at the first rung (its worst case is the cap's)."""
         if contenders == 0:
             return 1.0
+        if decided_at_first:
+            return (1.0 + (contenders - 1) * self.rungs[0]) / contenders
         trained, alive, reached = 0.0, contenders, 0.0
         for fraction in self.rungs:
             keep = self.survivors(alive)
@@ -364,6 +387,14 @@ def _halving(h: Halving, base_cfg: RunConfig, objective: dict[str, Normalization
         if name in sel.sources:   # held-out files: read by their loader now, as eval's are
             check_benchmark_files(name, sel.sources[name], src,
                                   f"{where}.selection.sources.{name}", check_files)
+    if h.by_evidence:   # the rule pairs per-question scores that add up to the headline
+        for i, name in enumerate(benchmarks):
+            metric = objective[name].metric or BENCHMARKS.get(name).main_metric
+            if metric not in PER_QUESTION_MEANS:
+                raise src.error(f"{where}.selection.benchmarks[{i}]", f"the evidence rule reads "
+                                f"per-question scores, and '{name}' is judged by '{metric}', "
+                                "which is not their mean; allowed metrics: "
+                                f"{', '.join(PER_QUESTION_MEANS)} (or use rule: fraction)")
     if base_cfg.data.synthetic is None and sel.data is None and not all(
             BENCHMARKS.get(n).needs_source for n in benchmarks):
         raise src.error(f"{where}.selection.data", "the runs do not use synthetic data: give "
