@@ -118,7 +118,7 @@ def test_a_clear_loser_stops_at_the_first_rung_and_a_near_tie_goes_on(tmp_path):
     assert "against the leader c" in search.reasons["a+b"]
     # one candidate left: the later rungs are skipped, it and the current set finish
     assert all(g.get("skipped") for g in r.halving["rungs"][1:])
-    assert search.trained == [(1, ["a", "a+b", "a+c"]), ("end", ["a", "a+c"])]
+    assert search.trained == [(1, ["a+b", "a+c"]), ("end", ["a", "a+c"])]
 
     # a near tie (0.5 points at every rung) stops nobody: both finish, the end decides
     curves = {"a": [0.3] * 5, "a+b": [0.600, 0.650, 0.700, 0.750, 0.800],
@@ -130,13 +130,14 @@ def test_a_clear_loser_stops_at_the_first_rung_and_a_near_tie_goes_on(tmp_path):
     assert search.trained[-1] == ("end", ["a", "a+b", "a+c"])
 
 
-def test_the_search_ends_at_a_rung_when_no_candidate_can_gain_min_gain(tmp_path):
-    """Every candidate answers as the start set does: no upper bound against it reaches
-    min_gain, so the round stops everyone at the first rung and the search ends there."""
+def test_the_search_ends_at_the_last_rung_when_no_candidate_can_gain_min_gain(tmp_path):
+    """Every candidate answers as the start set does, question for question. At the early
+    rungs that is no evidence (arms that have not learned yet answer alike): nobody stops.
+    At the last rung no upper bound against the start set reaches min_gain, so the round
+    stops everyone there (3/4 of their last stage) and the search ends."""
     spec = planted_spec(tmp_path)
     same = [0.5, 0.55, 0.6, 0.65, 0.7]
     search = PlantedRungs(spec, {"a": same, "a+b": same, "a+c": same}, tmp_path)
-    # the same answers: every arm answers as the start set does, question for question
     search.execute_rung = lambda runs, rung, what: {
         r.key: paused(r.key, rung.number, dict.fromkeys(spec.objective,
                                                         same[rung.number - 1]), "a")
@@ -144,10 +145,13 @@ def test_the_search_ends_at_a_rung_when_no_candidate_can_gain_min_gain(tmp_path)
     (r,) = search.run()
     assert r.chosen is None and "no candidate's upper bound against the current set" in \
         r.decision
-    assert r.halving["ended"].startswith("at rung 1")
+    assert r.halving["ended"].startswith("at rung 4")
+    assert all(not g["stopped"] for g in r.halving["rungs"][:3])
+    assert "against_current" not in r.halving["rungs"][0]
     assert sorted(r.halving["stopped"]) == ["b", "c"]
-    against = r.halving["rungs"][0]["against_current"]
+    against = r.halving["rungs"][3]["against_current"]
     assert all(iv["high"] < 2.0 for iv in against.values())
+    assert [c.stopped["step"] for c in r.candidates] == [4, 4]
 
 
 # --- the stated risk, by simulation ---------------------------------------------------------

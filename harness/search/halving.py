@@ -12,13 +12,16 @@ Who goes on is the halving's rule: the best `keep` fraction, or, by evidence
 (harness.search.evidence), every candidate that the paired per-question interval against the
 rung's leader does not show trailing by more than min_gain. A rung that cannot stop anybody
 is skipped: it would only cost an evaluation (the fraction rule: survivors(n) == n; the
-evidence rule: a single candidate left). The evidence rule also reads the round's current
-set where it has a record at the rung (round 1's start set pauses at the rungs with the
-candidates): when no candidate's upper bound against it reaches min_gain, the search ends
-there, every candidate stopped. A candidate that had already finished (a run shared with an
-earlier search) goes on without a rung score: its full result costs nothing more. Every
-decision is computed from the run directories' records (the bootstrap is seeded), so a search
-killed between rungs and run again reaches the same decisions."""
+evidence rule: a single candidate left). At the last rung the evidence rule also reads the
+round's current set where it has a record there (round 1's start set pauses at the last rung
+with the candidates): when no candidate's upper bound against it reaches min_gain, the search ends
+there, every candidate stopped. Not earlier: at an early rung the arms may not have learned
+anything yet, answer alike, and a zero-width interval at zero is no evidence.
+
+A candidate that had already finished (a run shared with an earlier search) goes on without a
+rung score: its full result costs nothing more. Every decision is computed from the run
+directories' records (the bootstrap is seeded), so a search killed between rungs and run
+again reaches the same decisions."""
 from __future__ import annotations
 
 from analysis.stats import Interval
@@ -58,7 +61,9 @@ class HalvingRound:
                                   f"{min(keep, len(alive))} go on: nothing to stop"})
                 continue
             rung = Rung(number, fraction, h.selection)
-            reference = runs_of(current) if h.by_evidence and current is not None else []
+            last = number == len(h.rungs)
+            reference = (runs_of(current) if h.by_evidence and last and current is not None
+                         else [])
             records = self.runner.execute_rung(
                 [r for e, _ in alive for r in runs_of(e)] + reference, rung,
                 f"{what}: rung {number} ({fraction:g} of the last stage)")
@@ -132,7 +137,8 @@ class HalvingRound:
                      finished: int, reference: list) -> dict:
         """Stop whoever trails the leader beyond min_gain by the paired interval; then hold
         the survivors to the cap (`keep`) and the floor (`min_keep`), by rank; and end the
-        search when no survivor's upper bound against the current set reaches min_gain."""
+        search at the last rung when no survivor's upper bound against the current set reaches
+        min_gain."""
         h, margin = self.halving, self.spec.stop.min_gain
         level = evidence.comparison_level(h.risk, len(scored) + finished, len(h.rungs))
         scales = {b: evidence.Scale(self.spec.objective[b].max - self.spec.objective[b].min,
@@ -167,6 +173,9 @@ class HalvingRound:
                             "its checkpoint",
                             {"leader": verdict.leader,
                              **({"interval": _interval(iv)} if iv else {})})
+        # `reference` is only given at the last rung: before it, arms that have not learned
+        # yet answer alike, and a zero-width interval at zero is no evidence that nothing
+        # can be gained
         if reference and all(isinstance(x, PausedRun) for x in reference):
             base = evidence.objective_points([x.per_question for x in reference], scales)
             gains = {a: evidence.versus(points[a], base, level) for a in order if a not in out}
