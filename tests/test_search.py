@@ -90,6 +90,12 @@ BAD = [
      "search.halving.selection.benchmarks[0]", "'synth-text' is not in the objective"),
     ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5]}\n  tune: {path: \"stages[sft].lr\", "
      "low: 1.0e-4, high: 1.0e-3}", "search.halving", "cannot be combined"),
+    ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5], rule: chance}", "search.halving.rule",
+     "fraction, evidence"),
+    ("weight: 2}\n  stop: {min_gain: 0, max_experts: 3}\n  seeds: [0]",
+     "weight: 2, metric: f1}\n  stop: {min_gain: 0, max_experts: 3}\n  seeds: [0]\n"
+     "  halving: {rungs: [0.5], rule: evidence}", "search.halving.selection.benchmarks[1]",
+     "'synth-pope' is judged by 'f1', which is not their mean; allowed metrics: accuracy, anls"),
 ]
 
 
@@ -417,6 +423,34 @@ def test_halving_stops_the_trailing_candidate_at_its_rung_and_reruns_for_free(tm
     assert a == b, (a, b)
 
 
+@pytest.mark.long   # about 25 s: two rungs on real (tiny) runs, then the same search again
+def test_evidence_rungs_read_the_runs_per_question_records_and_rerun_to_the_same_decisions(
+        tmp_path, capsys):
+    """The evidence rule on trained runs: each rung reads the paused runs' per-question
+    selection scores (their count is the split's), records its intervals, and a search run
+    again over the same records trains nothing and decides the same, intervals included."""
+    extra = ("  halving: {rungs: [0.25, 0.5], rule: evidence, "
+             "selection: {synthetic_per_skill: 3}}\n")
+    path = write_search(tmp_path, extra=extra, sft_steps=8, prealign=False,
+                        edit=("max_experts: 3", "max_experts: 2"))
+    spec = load_search_spec(path)
+    workdir = tmp_path / "work"
+    rounds = GreedySearch(spec, workdir, executor="inline").run()
+    (r,) = rounds
+    assert r.halving["rule"] == "evidence"
+    first = r.halving["rungs"][0]
+    assert first["intervals"] and all(iv["questions"] == 2 * 3
+                                      for iv in first["intervals"].values())
+    assert first["level"] == pytest.approx(1 - 2 * 0.05 / (1 * 2))
+    last = r.halving["rungs"][-1]
+    assert last.get("skipped") or "against_current" in last   # the start set at the last rung
+    before = stage_starts(workdir)
+    again = GreedySearch(spec, workdir, executor="inline").run()
+    assert stage_starts(workdir) == before
+    assert json.dumps(again[0].halving) == json.dumps(r.halving)
+    assert [x.decision for x in again] == [x.decision for x in rounds]
+
+
 def test_plan_of_a_halving_search_bounds_its_gpu_hours_with_and_without(capsys):
     from harness.search.search_spec import Halving
     h = Halving(rungs=[0.5], keep=0.3, min_keep=1)
@@ -430,3 +464,13 @@ def test_plan_of_a_halving_search_bounds_its_gpu_hours_with_and_without(capsys):
     out = capsys.readouterr().out
     assert "successive halving (rungs 0.5, keep 0.3, at least 1)" in out
     assert "GPU-hours without halving" in out and "with it" in out
+    # by evidence: bounded between every round decided at the first rung and no one stopped
+    from harness.search.search_spec import Halving as H
+    assert H(rungs=[0.25, 0.5], rule="evidence").last_stage_share(3) == 1.0
+    assert H(rungs=[0.25, 0.5], rule="evidence").last_stage_share(3, decided_at_first=True) \
+        == pytest.approx((1 + 2 * 0.25) / 3)
+    spec = ROOT / "experiments" / "tiny" / "greedy_known_answer_evidence.yaml"
+    assert main(["plan", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "successive halving by evidence (rungs 0.125, 0.25, 0.5, 0.75, risk 0.05" in out
+    assert "(every round decided at the first rung)" in out and "(no one stopped)" in out
