@@ -110,3 +110,14 @@ def test_a_dead_submitters_claim_is_let_go(tiny_spec, tmp_path):
     held, todo, _ = submit.claim(states.view_spec(spec, work), work)
     held.close()
     assert len(todo) == 2 and Path(run_dir.claim_path).exists()
+
+
+def test_each_local_submission_has_its_own_dispatcher_folder(tmp_path, monkeypatch):
+    """Two submissions from one process in one second (concurrent submitters in threads, a
+    search's batches) once shared a folder: the second's queue.pkl replaced the first's and
+    the first returned on the second's `ready`, so one run never got a job and stayed NEW."""
+    monkeypatch.setattr(executors.time, "strftime", lambda *_: "20260101-000000")
+    executor = executors.LocalExecutor(executors.ExecutorOptions(tmp_path, max_parallel=2))
+    executor.submit([])
+    executor.submit([])
+    assert len(list((tmp_path / "jobs").glob("local-*/ready"))) == 2

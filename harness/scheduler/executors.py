@@ -16,6 +16,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -116,9 +117,12 @@ class LocalExecutor(Executor):
                                else [], uses_gpu)
 
     def submit(self, jobs):
-        folder = self.options.workdir / "jobs" / f"local-{time.strftime('%Y%m%d-%H%M%S')}-" \
-                                                 f"{os.getpid()}"
-        folder.mkdir(parents=True, exist_ok=True)
+        # A folder of its own (mkdtemp): two submissions from one process in one second
+        # (threads, or a search's batches) would otherwise share its queue.pkl and `ready`.
+        jobs_dir = self.options.workdir / "jobs"
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"local-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                              f"{os.getpid()}-", dir=jobs_dir))
         with open(folder / "queue.pkl", "wb") as f:
             pickle.dump({"slots": self.slots,
                          "jobs": [(str(d.path), j) for d, j in jobs]}, f)
