@@ -91,7 +91,7 @@ BAD = [
     ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5]}\n  tune: {path: \"stages[sft].lr\", "
      "low: 1.0e-4, high: 1.0e-3}", "search.halving", "cannot be combined"),
     ("seeds: [0]", "seeds: [0]\n  halving: {rungs: [0.5], rule: chance}", "search.halving.rule",
-     "fraction, evidence"),
+     "allowed values: 'fraction', 'evidence'"),
     ("weight: 2}\n  stop: {min_gain: 0, max_experts: 3}\n  seeds: [0]",
      "weight: 2, metric: f1}\n  stop: {min_gain: 0, max_experts: 3}\n  seeds: [0]\n"
      "  halving: {rungs: [0.5], rule: evidence}", "search.halving.selection.benchmarks[1]",
