@@ -359,6 +359,16 @@ def test_killed_search_resumes_without_retraining_finished_candidates(tmp_path):
     assert (workdir / "searches" / "tiny_search" / "lineage.csv").exists()
 
 
+def one_round_search(tmp_path, extra: str, sft_steps: int):
+    """A one-round search (max 2 experts, no pre-alignment) with `extra` (its halving), run
+    inline: (spec file, spec, workdir, rounds)."""
+    path = write_search(tmp_path, extra=extra, sft_steps=sft_steps, prealign=False,
+                        edit=("max_experts: 3", "max_experts: 2"))
+    spec = load_search_spec(path)
+    workdir = tmp_path / "work"
+    return path, spec, workdir, GreedySearch(spec, workdir, executor="inline").run()
+
+
 HALVING = """\
   halving: {rungs: [0.4], keep: 0.5, min_keep: 1, selection: {synthetic_per_skill: 3}}
 """
@@ -369,11 +379,7 @@ def test_halving_stops_the_trailing_candidate_at_its_rung_and_reruns_for_free(tm
     """Two candidates, one rung at 40% of the last stage keeping one: the candidate behind on
     the selection split stays paused at step 4 of 10, the leader finishes exactly as the same
     run without halving does, and the round records the numbers behind the cut."""
-    path = write_search(tmp_path, extra=HALVING, sft_steps=10, prealign=False,
-                        edit=("max_experts: 3", "max_experts: 2"))
-    spec = load_search_spec(path)
-    workdir = tmp_path / "work"
-    rounds = GreedySearch(spec, workdir, executor="inline").run()
+    path, spec, workdir, rounds = one_round_search(tmp_path, HALVING, sft_steps=10)
     (r,) = rounds
     stopped = [c for c in r.candidates if c.stopped]
     finished = [c for c in r.candidates if c.finished]
@@ -431,11 +437,7 @@ def test_evidence_rungs_read_the_runs_per_question_records_and_rerun_to_the_same
     again over the same records trains nothing and decides the same, intervals included."""
     extra = ("  halving: {rungs: [0.25, 0.5], rule: evidence, "
              "selection: {synthetic_per_skill: 3}}\n")
-    path = write_search(tmp_path, extra=extra, sft_steps=8, prealign=False,
-                        edit=("max_experts: 3", "max_experts: 2"))
-    spec = load_search_spec(path)
-    workdir = tmp_path / "work"
-    rounds = GreedySearch(spec, workdir, executor="inline").run()
+    _, spec, workdir, rounds = one_round_search(tmp_path, extra, sft_steps=8)
     (r,) = rounds
     assert r.halving["rule"] == "evidence"
     first = r.halving["rungs"][0]
