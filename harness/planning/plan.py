@@ -222,15 +222,15 @@ def _halving_lines(search, runs, profile: str | None) -> list[str]:
     whole = (f"the whole search (round 1, then {sum(sizes[1:])} later arms x {seeds} seed(s) "
              f"training their joint stages): {_hours(gpu.hours(without))} GPU-hours without "
              "halving, ")
+    best, worst = without - saved(True), without - saved()
     if not h.by_evidence:
         return [f"successive halving (rungs {rungs}, keep {h.keep_fraction:g}, at least "
                 f"{h.min_keep}): a candidate's last stage is {share} of its joint stages' "
                 f"estimated FLOPs; round 1 trains {100 * h.last_stage_share(pool):.0f}% of its "
                 "candidates' last-stage steps",
-                whole + f"{_hours(gpu.hours(without - saved()))} with it"
-                + (f" (x{(without - saved()) / without:.2f})" if without else "")
+                whole + f"{_hours(gpu.hours(worst))} with it"
+                + (f" (x{worst / without:.2f})" if without else "")
                 + "; derived from the estimate, not measured"]
-    best, worst = without - saved(True), without - saved()
     ratio = (f" (x{best / without:.2f} to x{worst / without:.2f})" if without else "")
     return [f"successive halving by evidence (rungs {rungs}, risk {h.risk:g} of stopping a "
             f"round's best; at least {h.min_keep} go on): a candidate's last stage is {share} "

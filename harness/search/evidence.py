@@ -84,9 +84,9 @@ class RungVerdict:
 
 def judge(points: dict[str, dict[str, dict[str, float]]], margin: float, level: float,
           resamples: int | None = None) -> RungVerdict:
-    """`points`: contender -> its objective points per question (objective_points), in the
-    pool's order (ties go to the earlier). Stops whoever trails the leader beyond `margin`
-    with the interval's upper end."""
+    """`points`: contender -> its objective points per question (objective_points); of two
+    contenders with the same mean the earlier in `points` leads (the caller's pool order).
+    Stops whoever trails the leader beyond `margin` with the interval's upper end."""
     names = list(points)
     means = {n: mean_points(points[n]) for n in names}
     leader = max(names, key=lambda n: (means[n], -names.index(n)))

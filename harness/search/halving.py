@@ -24,7 +24,8 @@ directories' records (the bootstrap is seeded), so a search killed between rungs
 again reaches the same decisions."""
 from __future__ import annotations
 
-from analysis.stats import Interval
+from dataclasses import asdict
+
 from harness.config.selection import Rung
 from harness.runs.pipeline import PausedRun
 from harness.search import evidence
@@ -157,7 +158,7 @@ class HalvingRound:
                 break
             out.discard(added)
         record: dict = {"leader": verdict.leader, "level": level, "margin": margin,
-                        "intervals": {a: _interval(iv) for a, iv in verdict.intervals.items()}}
+                        "intervals": {a: asdict(iv) for a, iv in verdict.intervals.items()}}
         stops = {}
         value = dict((a, v) for v, _, a in scored)
         for added in order:
@@ -172,14 +173,14 @@ class HalvingRound:
                             f"{value[added]:.2f}, {why}; submitting it again continues from "
                             "its checkpoint",
                             {"leader": verdict.leader,
-                             **({"interval": _interval(iv)} if iv else {})})
+                             **({"interval": asdict(iv)} if iv else {})})
         # `reference` is only given at the last rung: before it, arms that have not learned
         # yet answer alike, and a zero-width interval at zero is no evidence that nothing
         # can be gained
         if reference and all(isinstance(x, PausedRun) for x in reference):
             base = evidence.objective_points([x.per_question for x in reference], scales)
             gains = {a: evidence.versus(points[a], base, level) for a in order if a not in out}
-            record["against_current"] = {a: _interval(iv) for a, iv in gains.items()}
+            record["against_current"] = {a: asdict(iv) for a, iv in gains.items()}
             if gains and all(iv.high < margin for iv in gains.values()):
                 record["ended"] = (f"at rung {number}, no candidate's upper bound against "
                                    f"the current set reaches min_gain {margin:g} ("
@@ -188,9 +189,5 @@ class HalvingRound:
                 for added in gains:
                     stops[added] = ("stopped by evidence: the search ended "
                                     + record["ended"],
-                                    {"against_current": _interval(gains[added])})
+                                    {"against_current": asdict(gains[added])})
         return {"stops": stops, "record": record}
-
-
-def _interval(iv: Interval) -> dict:
-    return {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "questions": iv.questions}
