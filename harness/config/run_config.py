@@ -8,14 +8,12 @@ import copy
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION, content_hash, earlier_default, to_plain, written
-from core.registry import UnknownIdError
-from harness.config.schema import bind_dataclass
-from harness.config.yamlio import Located
+from core.registry import ChoiceRegistry
 from models.experts import ExpertConfig
 from models.fusion import FUSIONS
 from models.fusion.concat import SequenceAppendOptions
@@ -74,22 +72,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FusionSpec:
-    """`id` picks the fusion; the other fields of the YAML mapping are that fusion's typed
-    Options, so what is allowed depends on the id."""
+    """`id` picks the fusion; the other fields of its YAML mapping are that fusion's typed
+    Options (`choices` says which type each id takes), so what is allowed depends on the id.
+    None options: the fusion's defaults."""
+    choices: ClassVar[ChoiceRegistry] = FUSIONS
     id: str
     options: Any = None
-
-    @classmethod
-    def bind_from_yaml(cls, value: Any, src: Located, path: str) -> FusionSpec:
-        if not isinstance(value, dict) or "id" not in value:
-            raise src.error(path, "expected a mapping with an `id`; allowed ids: "
-                                  + ", ".join(FUSIONS.names()))
-        try:
-            fusion = FUSIONS.get(value["id"])
-        except UnknownIdError as exc:
-            raise src.error(f"{path}.id", str(exc)) from None
-        rest = {k: v for k, v in value.items() if k != "id"}
-        return cls(value["id"], bind_dataclass(fusion.Options, rest, src, path))
 
 
 @dataclass(frozen=True)
