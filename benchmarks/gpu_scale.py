@@ -4,7 +4,7 @@ step, whether `ablate plan`'s memory estimate holds, and whether the loader keep
     python benchmarks/gpu_scale.py [--out gpu_scale.json] [--steps 6] [--peak-tflops F]
     python benchmarks/gpu_scale.py --cpu     # the scaled-down version (tested on every CI run)
 
-On a GPU it measures, through the harness's own model assembly (harness.modelbuild), stage
+On a GPU it measures, through the harness's own model assembly (models.builder), stage
 preparation (harness.training.strategies: Strategy.prepare, fp32 trainables, frozen weights
 held in bf16, activation checkpointing of the LLM and of every trained expert), optimizer and
 step (harness.training.loop.optimizer_step, bf16 autocast):
@@ -53,17 +53,10 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.identity import to_plain
-from harness.config.run_config import (
-    FusionSpec,
-    ModelConfig,
-    ParallelConfig,
-    RunConfig,
-    StageConfig,
-)
+from harness.config.run_config import ParallelConfig, RunConfig, StageConfig
 from harness.config.yamlio import load_yaml
 from harness.data.batching import ASPECT_RATIOS, Collator, ImageTransform
 from harness.data.llava import Conversation
-from harness.modelbuild import assemble
 from harness.planning.estimate import TEXT_TOKENS, stage_memory
 from harness.specs.run_file import parse_run_config
 from harness.training.distributed import World
@@ -75,6 +68,8 @@ from harness.training.step_probe import (
     placeholder_batch,
     random_llama,
 )
+from models.builder import assemble
+from models.config import FusionSpec, ModelConfig
 from models.experts import EXPERTS, ExpertConfig, build_expert
 from models.experts.base import StandIn
 from models.fusion.concat import SequenceAppendOptions

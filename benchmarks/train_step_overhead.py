@@ -30,7 +30,6 @@ import torch.multiprocessing as mp
 from harness.config.run_config import ParallelConfig
 from harness.data.batching import Collator, ImageTransform, to_device
 from harness.data.llava import load_llava_json
-from harness.modelbuild import build_model
 from harness.runs.inputs import resolve_data
 from harness.runs.rundir import RunDir
 from harness.specs.run_file import load_run_config
@@ -40,6 +39,7 @@ from harness.training.kernels import seed_kernels
 from harness.training.launch import free_port
 from harness.training.loop import stage_strategy
 from harness.training.strategies import strategy_choices
+from models.builder import build_model
 from models.llm import load_llm
 from models.templates import TEMPLATES
 

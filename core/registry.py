@@ -1,5 +1,7 @@
 """Name -> constructor registries, so every model part is built from an id in a config and an
-unknown id fails with the close matches instead of falling through an if/elif chain."""
+unknown id fails with the close matches instead of falling through an if/elif chain. A choice
+registry also knows each entry's options type, so a config naming an entry by id can be read
+with that entry's typed options beside the id."""
 from __future__ import annotations
 
 import difflib
@@ -67,3 +69,19 @@ class Registry(Generic[T]):
 
     def entries(self) -> Iterator[Entry[T]]:
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+
+class ChoiceRegistry(Registry[T]):
+    """A registry whose entries each take a typed options dataclass, found by `options_of`
+    (e.g. a fusion class's `Options`). A config type that declares
+    `choices: ClassVar[ChoiceRegistry]` and the fields `id` and `options` is an id-keyed
+    union: written as `{id: ..., <option fields>}`, its id picks the type the other fields
+    are read into (the binder, harness.config.schema, does this for any such type)."""
+
+    def __init__(self, kind: str, options_of: Callable[[T], type]):
+        super().__init__(kind)
+        self._options_of = options_of
+
+    def options_type(self, name: str) -> type:
+        """The options dataclass of entry `name`; an unknown id raises UnknownIdError."""
+        return self._options_of(self.get(name))

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from harness.modelbuild import build_model
 from harness.runs.inputs import resolve_data
 from harness.specs.run_file import load_run_config
 from harness.training import param_groups
 from harness.training.distributed import World, init_world
 from harness.training.kernels import seed_kernels
 from harness.training.launch import free_port
+from models.builder import build_model
 from models.llm import load_llm
 
 

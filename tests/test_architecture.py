@@ -30,7 +30,7 @@ LAYERS = [
     {"core"},
     {"models", "analysis"},
     {"harness.config", "harness.data"},
-    {"harness.evaluation", "harness.modelbuild", "harness.training"},
+    {"harness.evaluation", "harness.training"},
     {"harness.specs"},
     {"harness.runs"},
     {"harness.tracking", "harness.downstream"},

@@ -1,12 +1,17 @@
 """Bad input: a clear message naming file, line and field; exit code 2; nothing started and
 no run directory left behind."""
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from core.errors import ConfigError
+from core.registry import ChoiceRegistry
 from harness.cli import main
+from harness.config.schema import bind
+from harness.config.yamlio import load_yaml
 from harness.specs.run_file import load_run_config
 
 BASE = Path(__file__).parent.parent / "experiments" / "tiny" / "two_experts.yaml"
@@ -115,3 +120,59 @@ def test_slurm_profile_whose_limit_leaves_no_room_for_the_requeue_signal(tmp_pat
     with pytest.raises(ConfigError) as err:
         load_profile(path, check_cluster=False)
     assert err.value.file == str(path) and "signal_delay_s + 90" in str(err.value)
+
+
+# An id-keyed union of its own, as models.config.FusionSpec is over the fusion registry: the
+# binder reads it through the registry's options types, not through anything fusion-specific.
+@dataclass(frozen=True)
+class WideOptions:
+    width: int = 4
+
+
+@dataclass(frozen=True)
+class DeepOptions:
+    layers: int = 2
+
+
+class Wide:
+    Options = WideOptions
+
+
+class Deep:
+    Options = DeepOptions
+
+
+SHAPES = ChoiceRegistry("shape", lambda shape: shape.Options)
+SHAPES.register("wide")(Wide)
+SHAPES.register("deep")(Deep)
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    choices: ClassVar[ChoiceRegistry] = SHAPES
+    id: str
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class Holder:
+    shape: ShapeSpec
+
+
+@pytest.mark.parametrize("text,field,message", [
+    ("shape: {id: deep, width: 5}\n", "shape.width", "unknown field; allowed fields: layers"),
+    ("shape: {id: wid}\n", "shape.id", "unknown shape id 'wid'. Did you mean: wide"),
+    ("shape: {layers: 5}\n", "shape", "expected a mapping with an `id`; allowed ids: deep, wide"),
+    ("shape: {id: deep, layers: deep}\n", "shape.layers", "expected an integer"),
+])
+def test_an_id_picks_the_options_type_its_fields_are_read_into(tmp_path, text, field, message):
+    path = tmp_path / "shape.yaml"
+    path.write_text("shape: {id: deep, layers: 5}\n")
+    src = load_yaml(path)
+    assert bind(Holder, src.data, src, "").shape == ShapeSpec("deep", DeepOptions(5))
+    path.write_text(text)
+    src = load_yaml(path)
+    with pytest.raises(ConfigError) as err:
+        bind(Holder, src.data, src, "")
+    assert (err.value.field, err.value.line, err.value.file) == (field, 1, str(path))
+    assert message in str(err.value)

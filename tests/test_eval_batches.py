@@ -10,10 +10,10 @@ import torch
 from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import Conversation, load_llava_json
 from harness.evaluation.generate import choice_likelihoods, generate
-from harness.modelbuild import build_model
 from harness.runs.inputs import evaluation_template, resolve_data
 from harness.specs.run_file import load_run_config
 from harness.training.kernels import seed_kernels
+from models.builder import build_model
 from models.fusion.base import TextContext
 from tests.tiny import tiny_run_yaml
 

@@ -3,7 +3,7 @@ no memory): Eagle's X5 / X4 expert sets channel-concatenated on a 32x32 grid."""
 import pytest
 import torch
 
-from harness.modelbuild import feature_specs
+from models.builder import feature_specs
 from models.experts import ExpertConfig, build_expert
 from models.fusion import build_fusion
 from models.fusion.concat import ChannelConcatOptions

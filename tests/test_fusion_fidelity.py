@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config.run_config import FusionSpec, ModelConfig
-from harness.modelbuild import build_architecture
+from models.builder import build_architecture
+from models.config import FusionSpec, ModelConfig
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
 from models.experts.hf_backend import HFCLIP

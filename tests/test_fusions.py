@@ -8,8 +8,8 @@ import torch
 
 import tests.reference_fusions as ref
 from core.fields import grid_sides
-from harness.config.run_config import FusionSpec, ModelConfig
-from harness.modelbuild import build_architecture
+from models.builder import build_architecture
+from models.config import FusionSpec, ModelConfig
 from models.experts import ExpertConfig, ExpertOutput
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, TextContext
 from models.fusion.concat import ChannelConcatOptions, SequenceAppendOptions

@@ -57,8 +57,8 @@ def test_only_the_adapters_train_and_are_merged_into_the_llm(cfg, tmp_path):
     assert llm == {"llm.model.layers.0.self_attn.q_proj.weight",
                    "llm.model.layers.0.self_attn.v_proj.weight"}
     # the merged weight is the initial one plus B A * alpha / rank
-    from harness.modelbuild import build_model
     from harness.runs.inputs import resolve_data
+    from models.builder import build_model
     data = resolve_data(cfg, tmp_path / "w")
     fresh, _ = build_model(cfg.model, cfg.seed, tmp_path / "w" / "cache" / "llm", data.corpus)
     base = fresh.state_dict()["llm.model.layers.0.self_attn.q_proj.weight"]

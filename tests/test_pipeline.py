@@ -112,9 +112,9 @@ def test_failure_is_recorded_with_reason(cfg, tmp_path, monkeypatch):
 
 
 def test_learning_rate_precedence(cfg, tmp_path):
-    from harness.modelbuild import build_model
     from harness.runs.inputs import resolve_data
     from harness.training import param_groups
+    from models.builder import build_model
     data = resolve_data(cfg, tmp_path)
     model, _ = build_model(cfg.model, cfg.seed, tmp_path / "llm", data.corpus)
     expert = dataclasses.replace(cfg.model.experts[0], lr=2e-5)

@@ -16,11 +16,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from harness.config.yamlio import load_yaml
-from harness.modelbuild import assemble
 from harness.planning.estimate import TEXT_TOKENS, stage_memory
 from harness.specs.run_file import parse_run_config
 from harness.training.distributed import World
 from harness.training.step_probe import TrainingStep, placeholder_batch, random_llama
+from models.builder import assemble
 from tests.tiny import tiny_run_yaml
 
 TINY_LLM = ("{id: tiny-llama, hidden_size: 32, layers: 1, heads: 2, intermediate_size: 64,\n"

@@ -67,7 +67,7 @@ def test_shrink_keeps_each_runs_families_layers_and_relations(path, tmp_path):
     runs = _runs(path)
     shrink = Shrinker((r.config for r in runs), tmp_path, Sizes())
     full_tokens, small_tokens = [], []
-    from harness.modelbuild import build_architecture
+    from models.builder import build_architecture
     for run in runs:
         small = shrink(run).config
         full = run.config

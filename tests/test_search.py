@@ -248,7 +248,7 @@ def test_prealigned_expert_weights_carry_into_the_combination(tmp_path):
         w = load_file(align / "weights.safetensors")
         for k, v in pre_w.items():   # align trains only the projector: the expert is as pre-aligned
             assert torch.equal(w[k], v), k
-    from harness.modelbuild import build_solo
+    from models.builder import build_solo
     from models.llm import load_llm
     cfg = spec.run(["a", "b"], 0).config
     llm = load_llm(cfg.model.llm, workdir / "cache" / "llm", [])

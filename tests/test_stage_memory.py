@@ -15,7 +15,6 @@ import torch
 import harness.training.strategies.fsdp as fsdp
 from harness.data.batching import Collator, expert_transforms
 from harness.data.llava import load_llava_json
-from harness.modelbuild import build_model
 from harness.runs.inputs import resolve_data
 from harness.runs.rundir import RunDir
 from harness.runs.stages import until_paused
@@ -23,6 +22,7 @@ from harness.specs.run_file import load_run_config
 from harness.training import StagePaused, train_stage
 from harness.training.distributed import init_world
 from harness.training.kernels import seed_kernels
+from models.builder import build_model
 from models.templates import TEMPLATES
 from tests.gloo_rank import on_two_ranks
 from tests.tiny import tiny_run_yaml

@@ -17,7 +17,6 @@ import torch.distributed as dist
 from harness.data.batching import Collator, expert_transforms
 from harness.data.llava import load_llava_json
 from harness.data.synthetic import corpus, ensure_synthetic
-from harness.modelbuild import build_model
 from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
 from harness.training.distributed import World
@@ -25,6 +24,7 @@ from harness.training.kernels import seed_kernels
 from harness.training.launch import free_port
 from harness.training.loop import StageRun
 from harness.training.strategies import STRATEGIES, pick
+from models.builder import build_model
 from models.templates import TEMPLATES, template_corpus
 from tests.tiny import tiny_run_yaml
 

@@ -1,25 +1,20 @@
-"""The run config's types: one fully resolved training + evaluation run (model, data, stages,
-evaluation, parallelism), its identity (`RunConfig.key`), and the pure transforms of it the
-run needs (the architecture's hashed form, a stage's learning rates, a lone expert's model).
-Reading and validating YAML into these types is harness.specs.run_file."""
+"""The run config's types: one fully resolved training + evaluation run (a model, as
+models.config types it, and data, stages, evaluation, parallelism), its identity
+(`RunConfig.key`), and the pure transforms of it the run needs (the architecture's hashed
+form, a stage's learning rates). Reading and validating YAML into these types is
+harness.specs.run_file."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION, content_hash, earlier_default, to_plain, written
-from core.registry import UnknownIdError
-from harness.config.schema import bind_dataclass
-from harness.config.yamlio import Located
+from models.config import ModelConfig
 from models.experts import ExpertConfig
-from models.fusion import FUSIONS
-from models.fusion.concat import SequenceAppendOptions
-from models.llm import LLMConfig
 
 
 @dataclass(frozen=True)
@@ -70,40 +65,6 @@ class DataConfig:
     # `skip` leaves such records out of training (harness.data.image_check decodes every
     # image first) and counts them in the stage's record
     bad_images: Literal["fail", "skip"] = field(default="fail", metadata=ADDED_OPTION)
-
-
-@dataclass(frozen=True)
-class FusionSpec:
-    """`id` picks the fusion; the other fields of the YAML mapping are that fusion's typed
-    Options, so what is allowed depends on the id."""
-    id: str
-    options: Any = None
-
-    @classmethod
-    def bind_from_yaml(cls, value: Any, src: Located, path: str) -> FusionSpec:
-        if not isinstance(value, dict) or "id" not in value:
-            raise src.error(path, "expected a mapping with an `id`; allowed ids: "
-                                  + ", ".join(FUSIONS.names()))
-        try:
-            fusion = FUSIONS.get(value["id"])
-        except UnknownIdError as exc:
-            raise src.error(f"{path}.id", str(exc)) from None
-        rest = {k: v for k, v in value.items() if k != "id"}
-        return cls(value["id"], bind_dataclass(fusion.Options, rest, src, path))
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    experts: list[ExpertConfig] = ranged(min_items=1)
-    fusion: FusionSpec
-    projector: str = "mlp2x_gelu"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    max_length: int = ranged(512, ge=2)
-
-    def to_dict(self) -> dict:
-        out = to_plain(self)
-        out["fusion"] = {"id": self.fusion.id, **to_plain(self.fusion.options)}
-        return out
 
 
 TRAINABLE_GROUPS = ("projector", "fusion", "llm", "experts", "lora", "router")
@@ -352,13 +313,3 @@ def device_problem(device: str) -> str | None:
                 + "; run it where there is one (--executor slurm with a GPU profile), or set "
                   "device: cpu or auto")
     return None
-
-
-def solo_config(model: ModelConfig, expert: ExpertConfig) -> ModelConfig:
-    """The model a per-expert stage trains: this expert alone (trainable whatever its `freeze`)
-    behind a plain token sequence and a projector of the combined model's kind, on the same
-    LLM. Depends on nothing else in `model`, so its stages are shared by every combination
-    that contains the expert."""
-    return ModelConfig(experts=[dataclasses.replace(expert, freeze=False)],
-                       fusion=FusionSpec("sequence_append", SequenceAppendOptions()),
-                       projector=model.projector, llm=model.llm, max_length=model.max_length)

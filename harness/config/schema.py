@@ -1,6 +1,8 @@
 """Binds plain YAML data onto typed dataclasses, field by field, so that every unknown field,
 missing field, wrong type, out-of-range choice or value outside the field's declared range
-(core.fields.ranged) is reported with its file, line and path."""
+(core.fields.ranged) is reported with its file, line and path. An id-keyed union (a type
+declaring `choices`, a core.registry.ChoiceRegistry) is read by its id first: the registry
+gives the options type the other fields are bound onto."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +12,7 @@ import typing
 from typing import Any, Literal, Union
 
 from core.fields import range_error
+from core.registry import ChoiceRegistry, UnknownIdError
 from harness.config.yamlio import Located
 
 
@@ -46,10 +49,8 @@ def bind(tp: Any, value: Any, src: Located, path: str) -> Any:
     tp = inner
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        # A type whose shape depends on its content (e.g. options chosen by an id) binds itself.
-        hook = getattr(tp, "bind_from_yaml", None)
-        if hook is not None:
-            return hook(value, src, path)
+        if isinstance(getattr(tp, "choices", None), ChoiceRegistry):
+            return bind_choice(tp, value, src, path)
         return bind_dataclass(tp, value, src, path)
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -100,6 +101,22 @@ def bind(tp: Any, value: Any, src: Located, path: str) -> Any:
             raise src.error(path, f"expected a string, got {type(value).__name__} {value!r}")
         return value
     raise TypeError(f"schema type {tp!r} at {path} is not supported")
+
+
+def bind_choice(cls: type, value: Any, src: Located, path: str) -> Any:
+    """`{id: ..., <option fields>}` -> cls(id, options): the id, checked against cls.choices,
+    picks the options dataclass; the other fields are bound onto it at `path` itself, where
+    they were written."""
+    registry: ChoiceRegistry = cls.choices
+    if not isinstance(value, dict) or "id" not in value:
+        raise src.error(path, "expected a mapping with an `id`; allowed ids: "
+                              + ", ".join(registry.names()))
+    try:
+        options_type = registry.options_type(value["id"])
+    except UnknownIdError as exc:
+        raise src.error(f"{path}.id", str(exc)) from None
+    rest = {k: v for k, v in value.items() if k != "id"}
+    return cls(id=value["id"], options=bind_dataclass(options_type, rest, src, path))
 
 
 def bind_dataclass(cls: type, value: Any, src: Located, path: str) -> Any:

@@ -22,11 +22,11 @@ from harness.config.run_config import (
     RunConfig,
     StageConfig,
     architecture_dict,
-    solo_config,
     trainable_lrs,
 )
-from harness.modelbuild import build_architecture
 from harness.planning.vision_memory import KeptForBackward, kept_for_backward
+from models.builder import build_architecture
+from models.config import solo_config
 from models.llm import llm_config
 
 TEXT_TOKENS = 64

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from core.errors import ConfigError
 from core.fields import grid_sides
-from harness.config.run_config import BenchmarkSource, DatasetRef, FusionSpec, RunConfig
+from harness.config.run_config import BenchmarkSource, DatasetRef, RunConfig
 from harness.config.yamlio import Located
 from harness.rehearsal.generated_data import write_routing_labels
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
 from harness.specs.run_file import parse_run_config
+from models.config import FusionSpec
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
 from models.llm import LLMConfig, llm_config

@@ -74,10 +74,10 @@ def keyed_as(cfg: RunConfig, key: str) -> RunConfig:
 def load_trained_run(run_path: str | Path, device: str = "cpu") -> TrainedRun:
     """A finished run rebuilt from its directory (WORKDIR/runs/<key>): its resolved config,
     the model with every trained stage's weights (in eval mode, on `device`), its data."""
-    from harness.modelbuild import build_model
     from harness.runs.inputs import resolve_data
     from harness.runs.stages import load_stage_weights
     from harness.specs.run_file import load_run_config
+    from models.builder import build_model
 
     run_dir = RunDir(Path(run_path))
     status = run_dir.path / "status.json"

@@ -19,7 +19,6 @@ from harness.config.run_config import (
     StageConfig,
     architecture_dict,
     model_identity,
-    solo_config,
     source_identity,
     trainable_lrs,
 )
@@ -33,6 +32,7 @@ from harness.runs.rundir import (
 from harness.training import StagePaused, StageResult
 from harness.training.distributed import World, broadcast, main_holds
 from harness.training.memory import release, without_frames
+from models.config import solo_config
 from models.experts import ExpertConfig
 
 
@@ -57,7 +57,7 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
 def expert_stage_key(cfg: RunConfig, stage: StageConfig, expert: ExpertConfig,
                      upstream: str | None) -> str:
     """A per-expert stage's key: stage_key of the lone expert's model
-    (harness.modelbuild.solo_config); nothing about the other experts or the fusion, so every
+    (models.config.solo_config); nothing about the other experts or the fusion, so every
     combination containing the expert shares it."""
     return stage_key(dataclasses.replace(cfg, model=solo_config(cfg.model, expert)), stage,
                      upstream)

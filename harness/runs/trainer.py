@@ -21,7 +21,6 @@ from harness.data.routing import route_stage_data
 from harness.evaluation.generate import collect_questions
 from harness.evaluation.routing import RoutingLog
 from harness.evaluation.sharded import Answerer, evaluate_sharded
-from harness.modelbuild import build_model, build_solo
 from harness.runs.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.runs.data_changes import verify_unchanged
 from harness.runs.inputs import (
@@ -47,6 +46,7 @@ from harness.training import StagePaused, split, train_stage
 from harness.training.distributed import World, barrier, gather_to_main, shard
 from harness.training.kernels import autocast, seed_kernels, wants_determinism
 from harness.training.loop import total_steps
+from models.builder import build_model, build_solo
 from models.experts import ExpertConfig
 from models.lora import add_lora, fold, is_adapter
 from models.templates import TEMPLATES
@@ -250,7 +250,7 @@ class Trainer:
     def train_alone(self, stage: StageConfig, stage_dir: StageTraining, expert: ExpertConfig
                     ) -> dict:
         """One expert's part of a per-expert stage, trained on the lone expert's model
-        (harness.modelbuild.build_solo)."""
+        (models.builder.build_solo)."""
         cfg = self.cfg
         solo = build_solo(cfg.model, expert, cfg.seed, self.llm).to(self.world.device)
         collate = self._collator(stage, expert_transforms(solo.experts,

@@ -1,6 +1,6 @@
-"""Reading a run config: YAML -> harness.config.run_config's types, with relative paths resolved
-against the file that wrote them, validated field by field (errors name file, line and
-field) before any run directory exists.
+"""Reading a run config: YAML -> harness.config.run_config's types (the model's from
+models.config), with relative paths resolved against the file that wrote them, validated
+field by field (errors name file, line and field) before any run directory exists.
 
 Validation also builds the model's architecture on the meta device (no weights, no memory),
 so an expert that cannot take a resolution, a layer index past an encoder's depth or experts a
@@ -20,8 +20,6 @@ from harness.config.run_config import (
     DataConfig,
     DatasetRef,
     EvalConfig,
-    FusionSpec,
-    ModelConfig,
     RunConfig,
     architecture_dict,
 )
@@ -32,9 +30,10 @@ from harness.data.llava import check_llava_file
 from harness.data.synthetic import SKILLS
 from harness.evaluation.benchmarks import BENCHMARKS
 from harness.evaluation.questions import BenchmarkFileError
-from harness.modelbuild import ExpertBuildError, build_architecture
 from harness.specs.data_identity import with_content
 from harness.training.strategies import strategy_choices
+from models.builder import ExpertBuildError, build_architecture
+from models.config import FusionSpec, ModelConfig
 from models.experts import EXPERTS, WRAPPERS
 from models.experts.wrappers import wrapper_families
 from models.fusion import FusionOptionError

@@ -1,10 +1,11 @@
-"""Fusion strategies by id. Each entry is a Fusion subclass with a typed `Options` dataclass;
+"""Fusion strategies by id. Each entry is a Fusion subclass with a typed `Options` dataclass,
+which the registry knows (a choice registry: a config's fusion id picks its options' type);
 `build_fusion(id, inputs, options)` is the only entry point."""
 from __future__ import annotations
 
 from typing import Any
 
-from core.registry import Registry
+from core.registry import ChoiceRegistry
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.concat import ChannelConcat, SequenceAppend
 from models.fusion.dense_connector import DenseConnector
@@ -12,7 +13,7 @@ from models.fusion.mini_gemini import DeformableMining, PatchInfoMining
 from models.fusion.mova import MoVAAdapter
 from models.fusion.mr_adapter import MRAdapter
 
-FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+FUSIONS: ChoiceRegistry[type[Fusion]] = ChoiceRegistry("fusion", lambda fusion: fusion.Options)
 FUSIONS.register("channel_concat", "experts on a common grid, concatenated on channels")(
     ChannelConcat)
 FUSIONS.register("sequence_append", "experts' tokens appended along the sequence")(

@@ -1,5 +1,7 @@
-"""Assembling a MultimodalLM from a ModelConfig through the registries. The same function
-builds the architecture on the meta device for validation (no weights are read)."""
+"""Assembling a MultimodalLM from a ModelConfig (models.config) through the registries, as
+timm's create_model builds a network from its name: `build_model` for a whole model,
+`build_architecture` for its experts and fusion alone, which on the meta device validates a
+config without reading any weights."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from harness.config.run_config import solo_config
-from models.experts import VisionExpert, build_expert
+from models.config import ModelConfig, solo_config
+from models.experts import ExpertConfig, VisionExpert, build_expert
 from models.experts.base import BlockwiseViT
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusion
 from models.hub import pinned_expert, pinned_llm
@@ -42,8 +44,9 @@ def feature_specs(experts: dict[str, VisionExpert]) -> list[FeatureSpec]:
 _PLACEHOLDER_TEXT_WIDTH = 8
 
 
-def build_architecture(model_cfg, meta: bool = False, text_width: int | None = None,
-                       read_files: bool = True) -> tuple[dict[str, VisionExpert], Fusion]:
+def build_architecture(model_cfg: ModelConfig, meta: bool = False,
+                       text_width: int | None = None, read_files: bool = True
+                       ) -> tuple[dict[str, VisionExpert], Fusion]:
     """Experts and fusion. On meta, pretrained weights are not touched: only geometry;
     read_files false (planning without the data) lets a fusion skip its option files."""
     device = torch.device("meta") if meta else torch.empty(0).device
@@ -72,12 +75,13 @@ def build_architecture(model_cfg, meta: bool = False, text_width: int | None = N
     return experts, fusion
 
 
-def build_solo(model_cfg, expert_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
+def build_solo(model_cfg: ModelConfig, expert_cfg: ExpertConfig, seed: int,
+               llm: LoadedLLM) -> MultimodalLM:
     """solo_config's model, initialised from the seed alone, sharing `llm`'s (frozen) module."""
     return assemble(solo_config(model_cfg, expert_cfg), seed, llm)
 
 
-def assemble(model_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
+def assemble(model_cfg: ModelConfig, seed: int, llm: LoadedLLM) -> MultimodalLM:
     """Experts, fusion and projector initialised from the seed, around `llm`'s module."""
     hidden = llm.model.config.hidden_size
     torch.manual_seed(seed)
@@ -91,7 +95,7 @@ def assemble(model_cfg, seed: int, llm: LoadedLLM) -> MultimodalLM:
                         max_length=model_cfg.max_length, router=router)
 
 
-def build_model(model_cfg, seed: int, cache_dir: Path, corpus: list[str]
+def build_model(model_cfg: ModelConfig, seed: int, cache_dir: Path, corpus: list[str]
                 ) -> tuple[MultimodalLM, LoadedLLM]:
     """Deterministic given the seed: experts, fusion and projector are initialised from it;
     the LM comes from its own (pretrained or fixed-seed) weights."""
