@@ -127,7 +127,7 @@ class AblateRun(lmms):
             chunk = convs[start:start + self.batch_size]
             batch = to_device(self._scoring(chunk), self.run.device)
             logp, greedy = self.run.model.answer_likelihood(
-                **batch, routing=self._routing(self._scoring, chunk))
+                **batch, given=self._routing(self._scoring, chunk))
             # lmms-eval 0.7 turns every response that is not text (or wrapped as a
             # GenerationResult) into its str(), so a bare (loss, is_greedy) pair would reach
             # the task's scoring as "(1.2, False)"; wrapped, it arrives as the pair
@@ -138,7 +138,7 @@ class AblateRun(lmms):
     def _routing(self, collate, questions: list[Conversation]):
         """An LLM-routed MoVA names its experts first, as in the harness's own evaluation
         (harness.evaluation.routing); None for every other model."""
-        if not self.run.model.routes_by_llm:
+        if self.run.model.before_answer is None:
             return None
         from harness.evaluation.routing import route
         experts, _ = route(self.run.model, self.run.tokenizer, collate, questions,
@@ -177,7 +177,7 @@ class AblateRun(lmms):
                 tokens = self.run.model.generate(
                     batch["input_ids"], batch["attention_mask"], batch["pixels"],
                     batch["has_image"], budget, self._stop_id, sample_ids=batch["sample_ids"],
-                    routing=self._routing(self._prompting, [a.question for a in chunk]))
+                    given=self._routing(self._prompting, [a.question for a in chunk]))
                 for a, toks in zip(chunk, tokens):
                     text = self.run.tokenizer.decode(toks, skip_special_tokens=True).strip()
                     for marker in a.until:

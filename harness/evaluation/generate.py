@@ -73,7 +73,7 @@ def _prediction(name: str, rec: Conversation, text: str, method: str,
 def _routed(model: MultimodalLM, tokenizer, collate: Collator, records: list[Conversation],
             device, stop_id: int, log: RoutingLog | None):
     """([B, E] experts, decisions) from the routing pass; (None, Nones) for other models."""
-    if not model.routes_by_llm:
+    if model.before_answer is None:
         return None, [None] * len(records)
     return route(model, tokenizer, collate, records, device, stop_id, log)
 
@@ -104,7 +104,7 @@ def generate(model: MultimodalLM, tokenizer, collate: Collator,
                                          routing_log)
             tokens = model.generate(batch["input_ids"], batch["attention_mask"],
                                     batch["pixels"], batch["has_image"], budget, stop_id,
-                                    sample_ids=batch["sample_ids"], routing=experts)
+                                    sample_ids=batch["sample_ids"], given=experts)
             for rec, toks, decision in zip(chunk, tokens, decisions):
                 text = tokenizer.decode(toks, skip_special_tokens=True).strip()
                 out.append(_prediction(name, rec, text, "generate", decision))
@@ -144,7 +144,7 @@ def choice_likelihoods(model: MultimodalLM, collate: Collator, records: list[Con
                    else None)
         nll = model.per_sample_loss(batch["input_ids"], batch["attention_mask"],
                                     batch["labels"], batch["pixels"], batch["has_image"],
-                                    batch["sample_ids"], total=True, routing=experts,
+                                    batch["sample_ids"], total=True, given=experts,
                                     image_of=batch["image_of"])
         scores += (-nll).tolist()
     out, at = [], 0
@@ -180,7 +180,7 @@ def choose_by_likelihood(model: MultimodalLM, collate: Collator,
             decisions += said
             choices_of += list(experts) if experts is not None else [None] * len(said)
         likelihoods = choice_likelihoods(model, collate, records, batch_size, device,
-                                         choices_of if model.routes_by_llm else None,
+                                         choices_of if model.before_answer else None,
                                          workers, progress, f"likelihood {name}")
         for rec, mine, decision in zip(records, likelihoods, decisions):
             choices = rec.extra["choices"]

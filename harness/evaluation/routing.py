@@ -53,7 +53,7 @@ def route(model: MultimodalLM, tokenizer, collate: Collator, records: list[Conve
     count = log is not None and log.counted_flops is None
     counter = FlopCounterMode(display=False) if count else None
     started = time.perf_counter()
-    with model.routing(), counter if counter is not None else contextlib.nullcontext():
+    with model.in_pass(), counter if counter is not None else contextlib.nullcontext():
         tokens = model.generate(prompts["input_ids"], prompts["attention_mask"],
                                 prompts["pixels"], prompts["has_image"],
                                 fusion.options.route_tokens, stop_id,

@@ -107,7 +107,7 @@ def write_scored(folder: RecordFolder, tag: str, preds: list[Prediction],
     folder.path.mkdir(parents=True, exist_ok=True)
     with open(folder.path / f"predictions{tag}.jsonl", "w") as f:
         f.writelines(json.dumps(p.record()) + "\n" for p in preds)
-    if model.routes_by_llm:   # the router against the labels of the questions it routed
+    if model.before_answer:   # the router against the labels of the questions it routed
         folder.write_json(f"routing{tag}.json", routing_metrics(
             preds, load_routing_labels(model.fusion.options.labels,
                                        model.fusion.expert_names),

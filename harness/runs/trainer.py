@@ -208,7 +208,7 @@ class Trainer:
         records = (route_stage_data(model.fusion, self.datasets[stage.data])
                    if stage.task == "route" else self.datasets[stage.data])
         try:   # a route stage trains the model as its own router (base tokens, LoRA on)
-            with model.routing() if stage.task == "route" else contextlib.nullcontext():
+            with model.in_pass() if stage.task == "route" else contextlib.nullcontext():
                 res = train_stage(model, stage, records, collate, stage_dir,
                                   cfg.seed, self.world, cfg.parallel, cfg.precision,
                                   stop_after=self.stop_after, progress=self.progress,
@@ -312,7 +312,7 @@ class Trainer:
                                          for s in records},
                 # an LLM router's pass before each answer (this rank's final evaluation)
                 **({k: v for k, v in self.routing_logs[-1].cost().items() if v is not None}
-                   if model.routes_by_llm else {}),
+                   if model.before_answer else {}),
                 "peak_memory_mb": peak_memory_mb(self.world.device),
                 "wall_time_s": time.time() - self.started,
                 "ranks": self.world.size}

@@ -9,7 +9,13 @@ Three optional hooks cover strategies that are more than a function of final fea
 `requested_layers` (a fusion that reads chosen hidden states, e.g. Dense Connector, asks the
 experts for them), `encode` (a fusion that acts between an expert's blocks, e.g. LLaVA-HR's
 MR-adapter, drives the experts itself) and `after_projector` (Efficient Dense Connector
-downsamples the projected tokens)."""
+downsamples the projected tokens).
+
+A fusion may also ask the LLM something about each sample before the answer (MoVA's LLM
+router names the experts): `before_answer` names that pass (the harness looks its steps up by
+this id, so generic code never names the fusion), `pass_adapter` is an adapter on the LLM that
+is on only during the pass, and `pass_tokens` is what the LLM sees of the image then. What the
+pass decided comes back in through `TextContext.given`. The defaults: no such pass."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -48,7 +54,8 @@ class TextContext:
     embeddings: torch.Tensor   # [B, L, D] LM input embeddings of the prompt (no answer)
     mask: torch.Tensor         # [B, L] 1 for prompt tokens
     sample_ids: list[str] | None = None   # the samples' ids (routing labels are keyed by them)
-    routing: torch.Tensor | None = None   # [B, E] experts chosen beforehand (MoVA's LLM router)
+    # [B, ...] what the fusion's pass before answering decided per sample (MoVA: [B, E] experts)
+    given: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,22 @@ class Fusion(nn.Module, ABC):
 
     def after_projector(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens
+
+    @property
+    def before_answer(self) -> str | None:
+        """The id of the pass the harness runs before answering; None: it answers at once."""
+        return None
+
+    def pass_adapter(self, llm: nn.Module) -> nn.Module | None:
+        """An adapter on `llm`, on only during the pass before answering (it gives
+        `active()`, a context manager); None: the pass uses the LLM as it is."""
+        return None
+
+    def pass_tokens(self, experts: Mapping[str, VisionExpert],
+                    pixels: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """[B, N, C] what the LLM sees of the image during the pass before answering (the
+        projector then takes them as it takes the fused tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} has no pass before answering")
 
     def encode(self, experts: Mapping[str, VisionExpert], pixels: Mapping[str, torch.Tensor],
                text: TextContext | None = None) -> torch.Tensor:

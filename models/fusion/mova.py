@@ -17,7 +17,7 @@ that choice. A sample routed to no expert keeps its base tokens (plus the self-a
 block).
 
 With `router: llm` (MoVA's context-aware routing), the LLM is the router: it sees the base
-encoder's tokens alone (`base_tokens`, through the same projector), the instruction and the
+encoder's tokens alone (`pass_tokens`, through the same projector), the instruction and the
 experts' `cards`, and names the experts; the multimodal LM asks it before answering and hands
 the choice in through the text context."""
 from __future__ import annotations
@@ -34,9 +34,10 @@ from core.identity import ADDED_OPTION
 from models.experts.base import VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
 from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
-from models.router_lora import RouterLoRAOptions
+from models.router_lora import RouterLoRAOptions, RoutingLoRA
 
 FALLBACKS = ("all", "none")
+LLM_ROUTING = "llm_routing"   # the pass before answering of `router: llm`
 
 
 @dataclass(frozen=True)
@@ -206,10 +207,15 @@ class MoVAAdapter(Fusion):
         return (text.embeddings * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     @property
-    def routes_by_llm(self) -> bool:
-        return self.options.router == "llm"
+    def before_answer(self) -> str | None:
+        """`router: llm`: the LLM names the experts before it answers."""
+        return LLM_ROUTING if self.options.router == "llm" else None
 
-    def base_tokens(self, experts: dict[str, VisionExpert], pixels: dict[str, torch.Tensor]
+    def pass_adapter(self, llm: nn.Module) -> RoutingLoRA | None:
+        """The routing LoRA, on while the LLM routes."""
+        return RoutingLoRA(llm, self.options.router_lora) if self.before_answer else None
+
+    def pass_tokens(self, experts: dict[str, VisionExpert], pixels: dict[str, torch.Tensor]
                     ) -> torch.Tensor:
         """[B, N, C] the base encoder's tokens alone (no expert runs): what the LLM router
         sees of the image."""
@@ -229,7 +235,7 @@ class MoVAAdapter(Fusion):
         mask = self.router(RoutingInputs(logits.softmax(-1),
                                          text.sample_ids if text is not None else None,
                                          self.expert_names,
-                                         text.routing if text is not None else None))
+                                         text.given if text is not None else None))
         self.last_routing = mask.detach()
         for i, block in enumerate(self.blocks):
             if self.options.gating == "uniform":
