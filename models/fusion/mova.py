@@ -22,6 +22,7 @@ experts' `cards`, and names the experts; the multimodal LM asks it before answer
 the choice in through the text context."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,9 @@ from torch import nn
 
 from core.fields import grid_side, ranged
 from core.identity import ADDED_OPTION
-from models.experts.base import VisionExpert
+from models.experts.base import ExpertConfig, VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
+from models.fusion.context_routing import DEFAULT_CARDS, routing_corpus
 from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
 from models.router_lora import RouterLoRAOptions, RoutingLoRA
 
@@ -206,10 +208,50 @@ class MoVAAdapter(Fusion):
         mask = text.mask.to(text.embeddings.dtype).unsqueeze(-1)
         return (text.embeddings * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
+    @classmethod
+    def pass_of(cls, options: MoVAOptions) -> str | None:
+        """`router: llm`: the LLM names the experts before it answers."""
+        return LLM_ROUTING if options.router == "llm" else None
+
     @property
     def before_answer(self) -> str | None:
-        """`router: llm`: the LLM names the experts before it answers."""
-        return LLM_ROUTING if self.options.router == "llm" else None
+        return self.pass_of(self.options)
+
+    @classmethod
+    def complete_options(cls, options: MoVAOptions, experts: list[ExpertConfig]
+                         ) -> MoVAOptions:
+        """An LLM router's model cards completed from DEFAULT_CARDS (by expert name, then
+        family), so the text the router reads is in the resolved config and its key."""
+        if cls.pass_of(options) is None:
+            return options
+        base = options.base or experts[0].key
+        cards = dict(options.cards)
+        for expert in experts:
+            if expert.key == base or expert.key in cards:
+                continue
+            card = DEFAULT_CARDS.get(expert.key) or DEFAULT_CARDS.get(expert.id)
+            if card is None:
+                raise FusionOptionError(f"cards.{expert.key}", f"no default model card for "
+                                        f"expert '{expert.key}' (family {expert.id}); write "
+                                        f"one: cards: {{{expert.key}: 'what it sees'}}. "
+                                        "Defaults exist for: " + ", ".join(DEFAULT_CARDS))
+            cards[expert.key] = card
+        ordered = {e.key: cards[e.key] for e in experts if e.key in cards}
+        ordered.update({k: v for k, v in cards.items() if k not in ordered})  # unknown: the
+        return dataclasses.replace(options, cards=ordered)                   # build names them
+
+    @classmethod
+    def text_corpus(cls, options: MoVAOptions) -> list[str]:
+        return routing_corpus(options)
+
+    @classmethod
+    def rehearsal_files(cls, options: MoVAOptions, experts: list[str]
+                        ) -> dict[str, tuple[str, list[str]]]:
+        """Routing labels for the rehearsal's own samples (the real ones name other ids)."""
+        if not options.labels:
+            return {}
+        base = options.base or experts[0]
+        return {"labels": ("routing_labels", [e for e in experts if e != base])}
 
     def pass_adapter(self, llm: nn.Module) -> RoutingLoRA | None:
         """The routing LoRA, on while the LLM routes."""

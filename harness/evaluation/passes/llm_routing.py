@@ -15,6 +15,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.config.run_config import StageConfig
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
 from harness.data.routing import route_stage_data, routing_prompts
@@ -102,6 +103,28 @@ def scored(model: MultimodalLM, predictions: list) -> dict:
                            names)
 
 
+def check_route_stages(stages: list[StageConfig], routed: bool) -> tuple[str, str] | None:
+    """MoVA's LLM router is trained by `task: route` stages, which train only it; a model
+    routing by the LLM needs one (an untrained router would pick experts at random)."""
+    route_stages = [i for i, s in enumerate(stages) if s.enabled and s.task == "route"]
+    for i, stage in enumerate(stages):
+        if not stage.enabled:
+            continue
+        if stage.task == "route":
+            if not routed:
+                return (f"stages[{i}].task", "a route stage trains MoVA's LLM router; this "
+                        "model's fusion has no `router: llm`")
+            if stage.train != ["router"] or stage.per_expert or stage.lora is not None:
+                return (f"stages[{i}].train", "a route stage trains the routing LoRA alone: "
+                        "train: [router], no per_expert, no lora")
+        elif "router" in stage.train or "router" in stage.lrs:
+            return f"stages[{i}].train", "only a `task: route` stage trains the router"
+    if routed and not route_stages:
+        return ("stages", "model.fusion.router llm needs a stage with `task: route`, "
+                "train: [router], to train the router on the routing labels")
+    return None
+
+
 PASSES.register(LLM_ROUTING, "MoVA's LLM router names each question's experts")(
     AnswerPass(ask=route, metrics=scored, stage_data=route_stage_data, task="route",
-               record="routing"))
+               record="routing", check_stages=check_route_stages))

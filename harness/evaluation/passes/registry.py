@@ -5,7 +5,8 @@ A fusion may ask the LLM something about each question before it answers (Fusion
 names that pass: MoVA's LLM router names the experts). The model side of the pass lives with the
 fusion (models); what needs the harness lives here, under the pass's id: asking it over a batch
 of questions at evaluation, judging its decisions over a run's predictions, the training set a
-stage of its own task trains it on, and the names of its record and cost entries. Generic code
+stage of its own task trains it on, the check of a run's stages against it, and the names of
+its record and cost entries. Generic code
 looks a model's pass up by `model.before_answer` and never names the fusion."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from core.registry import Registry
+from harness.config.run_config import StageConfig
 from harness.data.batching import Collator
 from harness.data.llava import Conversation
 from models.fusion import Fusion
@@ -56,6 +58,9 @@ class AnswerPass:
     stage_data: Callable[[Fusion, list[Conversation]], list[Conversation]]
     task: str
     record: str     # its record: {record}{tag}.json beside the scores; its cost entries' prefix
+    # (a run's stages, whether its model has this pass) -> (field, message) of the first stage
+    # that cannot train (or leaves untrained) the pass, or None: checked when a spec is read
+    check_stages: Callable[[list[StageConfig], bool], tuple[str, str] | None]
 
 
 PASSES: Registry[AnswerPass] = Registry("pass before answering")
