@@ -5,7 +5,8 @@ asked the routing question and names the experts; its answer is parsed into the 
 the answering pass uses. Each decision goes into its prediction; the router's accuracy against
 the routing labels of the held-out questions, and what the pass costs (seconds, and FLOPs
 counted by torch's FlopCounterMode on the first batch), go to the run's routing.json and
-cost.json. A `task: route` stage trains it on the routing turns (harness.data.routing)."""
+cost.json. A `task: route` stage trains it on the routing turns
+(harness.data.routing_turns)."""
 from __future__ import annotations
 
 import contextlib
@@ -18,11 +19,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from harness.config.run_config import StageConfig
 from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
-from harness.data.routing import route_stage_data, routing_prompts
+from harness.data.routing_turns import route_stage_data, routing_prompts
 from harness.evaluation.passes.registry import PASSES, AnswerPass, PassLog
-from models.fusion.context_routing import parse_routing
-from models.fusion.mova import LLM_ROUTING
-from models.fusion.routing import load_routing_labels
+from models.fusion.mova.adapter import LLM_ROUTING
+from models.fusion.mova.routers import load_routing_labels
+from models.fusion.mova.routing_text import parse_routing
 from models.multimodal import MultimodalLM
 
 

@@ -11,7 +11,7 @@ resized to `expert_grid` and concatenated on channels, then projected to C):
     X  <- X + sum_i w_i A_i
     X  <- X + SelfAttn(LN(X));  X <- X + MLP(LN(X))
 
-`depth` blocks are stacked (MoVA uses 2). The router (models/fusion/routing.py) picks the
+`depth` blocks are stacked (MoVA uses 2). The router (models/fusion/mova/routers.py) picks the
 experts once per sample, from the first block's gate or a label file, and every block uses
 that choice. A sample routed to no expert keeps its base tokens (plus the self-attention
 block).
@@ -34,9 +34,9 @@ from core.fields import grid_side, ranged
 from core.identity import ADDED_OPTION
 from models.experts.base import ExpertConfig, VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
-from models.fusion.context_routing import DEFAULT_CARDS, routing_corpus
-from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
-from models.router_lora import RouterLoRAOptions, RoutingLoRA
+from models.fusion.mova.router_lora import RouterLoRAOptions, RoutingLoRA
+from models.fusion.mova.routers import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
+from models.fusion.mova.routing_text import DEFAULT_CARDS, routing_corpus
 
 FALLBACKS = ("all", "none")
 LLM_ROUTING = "llm_routing"   # the pass before answering of `router: llm`
