@@ -209,9 +209,9 @@ class MoVAAdapter(Fusion):
         return (text.embeddings * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     @classmethod
-    def pass_of(cls, options: MoVAOptions) -> str | None:
+    def pass_of(cls, options: MoVAOptions | None) -> str | None:
         """`router: llm`: the LLM names the experts before it answers."""
-        return LLM_ROUTING if options.router == "llm" else None
+        return LLM_ROUTING if options is not None and options.router == "llm" else None
 
     @property
     def before_answer(self) -> str | None:
@@ -245,10 +245,10 @@ class MoVAAdapter(Fusion):
         return routing_corpus(options)
 
     @classmethod
-    def rehearsal_files(cls, options: MoVAOptions, experts: list[str]
+    def rehearsal_files(cls, options: MoVAOptions | None, experts: list[str]
                         ) -> dict[str, tuple[str, list[str]]]:
         """Routing labels for the rehearsal's own samples (the real ones name other ids)."""
-        if not options.labels:
+        if options is None or not options.labels:
             return {}
         base = options.base or experts[0]
         return {"labels": ("routing_labels", [e for e in experts if e != base])}
