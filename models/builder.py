@@ -17,7 +17,6 @@ from models.hub import pinned_expert, pinned_llm
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
-from models.router_lora import RoutingLoRA
 
 
 class ExpertBuildError(ValueError):
@@ -87,9 +86,9 @@ def assemble(model_cfg: ModelConfig, seed: int, llm: LoadedLLM) -> MultimodalLM:
     torch.manual_seed(seed)
     experts, fusion = build_architecture(model_cfg, text_width=hidden)
     projector = build_projector(model_cfg.projector, fusion.channels, hidden)
-    # MoVA's context-aware router: the routing LoRA on the LLM, seeded with the rest
-    router = (RoutingLoRA(llm.model, fusion.options.router_lora)
-              if getattr(fusion, "routes_by_llm", False) else None)
+    # the adapter of the fusion's pass before answering (MoVA's routing LoRA), seeded with
+    # the rest
+    router = fusion.pass_adapter(llm.model)
     return MultimodalLM(experts, fusion, projector, llm.model,
                         pad_token_id=llm.tokenizer.pad_token_id,
                         max_length=model_cfg.max_length, router=router)

@@ -2,10 +2,11 @@
 Face causal LM at the image placeholder, LLaVA style. Training returns the LM loss; generation
 is batched greedy decoding from left-padded embeddings.
 
-A model whose fusion routes by the LLM (MoVA's `router: llm`) also holds the routing LoRA
-(`router`). Inside `routing()` the model is the router: the LLM sees the base encoder's
-tokens alone, with the LoRA on; outside it, the model answers with the experts handed in as
-`routing` ([B, E], from a routing pass) or, in training, those the routing labels name."""
+A model whose fusion has a pass before answering (Fusion.before_answer: MoVA's LLM router)
+also holds that pass's adapter on the LLM (`router`, the name its parameters and trainable
+group keep). Inside `in_pass()` the model is in that pass: the LLM sees the fusion's
+`pass_tokens`, with the adapter on; outside it, the model answers with what the pass decided
+handed in as `given` (MoVA: [B, E] experts; in training, those the routing labels name)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,6 @@ from torch import nn
 
 from models.experts.base import VisionExpert
 from models.fusion.base import Fusion, TextContext
-from models.router_lora import RoutingLoRA
 from models.splice import splice
 from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
@@ -23,7 +23,7 @@ from models.templates import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 class MultimodalLM(nn.Module):
     def __init__(self, experts: dict[str, VisionExpert], fusion: Fusion, projector: nn.Module,
                  llm: nn.Module, pad_token_id: int, max_length: int = 2048,
-                 router: RoutingLoRA | None = None):
+                 router: nn.Module | None = None):
         super().__init__()
         self.experts = nn.ModuleDict(experts)
         self.fusion = fusion
@@ -32,24 +32,26 @@ class MultimodalLM(nn.Module):
         self.router = router
         self.pad_token_id = pad_token_id
         self.max_length = max_length
-        self.is_routing = False
+        self.is_in_pass = False
 
     @property
-    def routes_by_llm(self) -> bool:
-        return self.router is not None
+    def before_answer(self) -> str | None:
+        """The id of the fusion's pass before answering; None: the model answers at once."""
+        return self.fusion.before_answer
 
     @contextlib.contextmanager
-    def routing(self):
-        """The model as its own router: base tokens only, routing LoRA on."""
-        if self.router is None:
-            raise RuntimeError("this model's fusion does not route by the LLM")
-        before = self.is_routing
-        self.is_routing = True
+    def in_pass(self):
+        """The model in its fusion's pass before answering: the fusion's pass tokens, the
+        pass's adapter on."""
+        if self.before_answer is None:
+            raise RuntimeError(f"{type(self.fusion).__name__} has no pass before answering")
+        before = self.is_in_pass
+        self.is_in_pass = True
         try:
-            with self.router.active():
+            with self.router.active() if self.router is not None else contextlib.nullcontext():
                 yield
         finally:
-            self.is_routing = before
+            self.is_in_pass = before
 
     @property
     def num_visual_tokens(self) -> int:
@@ -60,14 +62,14 @@ class MultimodalLM(nn.Module):
 
     def encode_images(self, pixels: dict[str, torch.Tensor],
                       text: TextContext | None = None) -> torch.Tensor:
-        if self.is_routing:
-            return self.projector(self.fusion.base_tokens(self.experts, pixels))
+        if self.is_in_pass:
+            return self.projector(self.fusion.pass_tokens(self.experts, pixels))
         fused = self.fusion.encode(self.experts, pixels, text)
         return self.fusion.after_projector(self.projector(fused))
 
     def text_context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      labels: torch.Tensor | None, sample_ids: list[str] | None = None,
-                     routing: torch.Tensor | None = None) -> TextContext:
+                     given: torch.Tensor | None = None) -> TextContext:
         """The prompt as the LM embeds it, for gates that read the question: answer tokens
         (those with labels) and the image placeholder are masked out, so training never
         shows a gate the answer it is being trained to produce."""
@@ -75,7 +77,7 @@ class MultimodalLM(nn.Module):
         if labels is not None:
             mask &= labels == IGNORE_INDEX
         return TextContext(self.embed_text(input_ids), mask.to(attention_mask.dtype),
-                           sample_ids, routing)
+                           sample_ids, given)
 
     def _splice(self, input_ids: torch.Tensor, embeds: torch.Tensor,
                 attention_mask: torch.Tensor, labels: torch.Tensor | None,
@@ -95,8 +97,8 @@ class MultimodalLM(nn.Module):
         # the gates see the prompt in the vision side's dtype: an LM held in bf16 beside an
         # fp32 fusion (the papers' setting) must not hand its bf16 embeddings to fp32 layers
         vision_dtype = self.projector_dtype
-        routing = text.routing[idx] if text.routing is not None else None
-        text = TextContext(text.embeddings[idx].to(vision_dtype), text.mask[idx], ids, routing)
+        given = text.given[idx] if text.given is not None else None
+        text = TextContext(text.embeddings[idx].to(vision_dtype), text.mask[idx], ids, given)
         return self.encode_images({k: v[idx] for k, v in pixels.items()}, text)
 
     @property
@@ -104,14 +106,14 @@ class MultimodalLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     def _lm_inputs(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
-                   left_pad: bool, routing: torch.Tensor | None = None,
+                   left_pad: bool, given: torch.Tensor | None = None,
                    image_of: list[int] | None = None):
         """(embeddings, mask, labels) of the batch with the visual tokens spliced in. With
         `image_of`, rows share images: `pixels` and `has_image` hold one row per image and
         row i takes image image_of[i], encoded once with the prompt of the first row that
         takes it (likelihood scoring: a question's allowed answers share its image and
         prompt)."""
-        text = self.text_context(input_ids, attention_mask, labels, sample_ids, routing)
+        text = self.text_context(input_ids, attention_mask, labels, sample_ids, given)
         if image_of is None:
             visual = self._visual(pixels, has_image, text)
             return self._splice(input_ids, text.embeddings, attention_mask, labels, visual,
@@ -126,7 +128,7 @@ class MultimodalLM(nn.Module):
         at = torch.tensor(rows, device=input_ids.device)
         shared = TextContext(text.embeddings[at], text.mask[at],
                              [text.sample_ids[i] for i in rows] if text.sample_ids else None,
-                             text.routing[at] if text.routing is not None else None)
+                             text.given[at] if text.given is not None else None)
         visual = self._visual(pixels, has_image, shared)
         of = torch.tensor(image_of, device=input_ids.device)
         per_row = has_image.to(input_ids.device)[of]
@@ -178,25 +180,25 @@ class MultimodalLM(nn.Module):
         return total
 
     def _answer_logits(self, input_ids, attention_mask, labels, pixels, has_image, sample_ids,
-                       routing=None, image_of: list[int] | None = None
+                       given=None, image_of: list[int] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits [B, T-1, V] and their targets [B, T-1] (IGNORE_INDEX off the
         answer)."""
         embeds, mask, labels = self._lm_inputs(input_ids, attention_mask, labels, pixels,
                                                has_image, sample_ids, left_pad=False,
-                                               routing=routing, image_of=image_of)
+                                               given=given, image_of=image_of)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
         return logits, labels[:, 1:]
 
     @torch.no_grad()
     def per_sample_loss(self, input_ids, attention_mask, labels, pixels, has_image,
-                        sample_ids=None, total: bool = False, routing=None,
+                        sample_ids=None, total: bool = False, given=None,
                         image_of: list[int] | None = None) -> torch.Tensor:
         """[B] mean next-token loss over each sample's answer tokens (routing labels compare
         models sample by sample); with total, the sum: the answer's negative log-likelihood.
         `image_of`: rows sharing images (_lm_inputs)."""
         logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
-                                             has_image, sample_ids, routing, image_of)
+                                             has_image, sample_ids, given, image_of)
         losses = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2).float(), target.clamp_min(0), reduction="none")
         counted = (target != IGNORE_INDEX).to(losses.dtype)
@@ -205,33 +207,33 @@ class MultimodalLM(nn.Module):
 
     @torch.no_grad()
     def answer_likelihood(self, input_ids, attention_mask, labels, pixels, has_image,
-                          sample_ids=None, routing=None) -> tuple[torch.Tensor, torch.Tensor]:
+                          sample_ids=None, given=None) -> tuple[torch.Tensor, torch.Tensor]:
         """[B] total log-likelihood of each sample's answer tokens, and [B] whether greedy
         decoding from the prompt would produce exactly those tokens."""
         logits, target = self._answer_logits(input_ids, attention_mask, labels, pixels,
-                                             has_image, sample_ids, routing)
+                                             has_image, sample_ids, given)
         logp = torch.log_softmax(logits.float(), dim=-1)
         counted = target != IGNORE_INDEX
         picked = logp.gather(2, target.clamp_min(0).unsqueeze(2)).squeeze(2)
         greedy = (logp.argmax(-1) == target) | ~counted
         return (picked * counted).sum(1), greedy.all(1)
 
-    def _prompts(self, input_ids, attention_mask, pixels, has_image, sample_ids, routing
+    def _prompts(self, input_ids, attention_mask, pixels, has_image, sample_ids, given
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings, mask) of generation prompts: left-padded, so that every row's next
         token is predicted at the last column and new tokens append to all rows alike."""
         embeds, mask, _ = self._lm_inputs(input_ids, attention_mask, None, pixels, has_image,
-                                          sample_ids, left_pad=True, routing=routing)
+                                          sample_ids, left_pad=True, given=given)
         return embeds, mask
 
     @torch.no_grad()
     def next_token_logits(self, input_ids, attention_mask, pixels, has_image, sample_ids=None,
-                          routing=None) -> torch.Tensor:
+                          given=None) -> torch.Tensor:
         """[B, V] each prompt's logits for its first answer token, from the inputs `generate`
         starts from: how close a greedy answer is to a tie, and whether a row's logits depend
         on the rows batched with it."""
         embeds, mask = self._prompts(input_ids, attention_mask, pixels, has_image, sample_ids,
-                                     routing)
+                                     given)
         # the position ids Hugging Face's generate derives from the mask: each row counts from
         # its first real token, not from the batch's first column
         positions = (mask.long().cumsum(1) - 1).clamp_min(0)
@@ -240,9 +242,9 @@ class MultimodalLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixels, has_image, max_new_tokens: int,
-                 stop_id: int, sample_ids=None, routing=None) -> list[list[int]]:
+                 stop_id: int, sample_ids=None, given=None) -> list[list[int]]:
         embeds, mask = self._prompts(input_ids, attention_mask, pixels, has_image, sample_ids,
-                                     routing)
+                                     given)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                 max_new_tokens=max_new_tokens, eos_token_id=stop_id,
                                 pad_token_id=self.pad_token_id, num_beams=1)

@@ -85,7 +85,7 @@ def _row(text, i):
         return None
     return TextContext(text.embeddings[i:i + 1], text.mask[i:i + 1],
                        text.sample_ids[i:i + 1] if text.sample_ids else None,
-                       text.routing[i:i + 1] if text.routing is not None else None)
+                       text.given[i:i + 1] if text.given is not None else None)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

@@ -16,8 +16,8 @@ from models.fusion.concat import ChannelConcatOptions, SequenceAppendOptions
 from models.fusion.dense_connector import DenseConnector, DenseConnectorOptions
 from models.fusion.mini_gemini import DeformableMiningOptions, PatchInfoMiningOptions
 from models.fusion.mova import MoVAOptions
+from models.fusion.mova.routers import ROUTERS, RoutingInputs
 from models.fusion.mr_adapter import MRAdapterOptions
-from models.fusion.routing import ROUTERS, RoutingInputs
 
 ATOL = 1e-4
 

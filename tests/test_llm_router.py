@@ -15,8 +15,8 @@ from harness.downstream.routing_labels import skill_labels
 from harness.runs.pipeline import run
 from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
-from models.fusion.context_routing import parse_routing, routing_question
-from models.router_lora import RouterLoRAOptions, RoutingLoRA
+from models.fusion.mova.router_lora import RouterLoRAOptions, RoutingLoRA
+from models.fusion.mova.routing_text import parse_routing, routing_question
 from tests.tiny import tiny_run_yaml
 
 EXPERTS = ["{id: clip-vit, name: base, preset: tiny, resolution: 32, layers: [-1], "

@@ -268,7 +268,7 @@ def test_an_llm_routed_run_names_its_experts_in_lmms_eval_as_in_its_own_evaluati
         tmp_path / "cache").values() for q in qs]
     images = [Image.open(data.eval[1] / q.image).convert("RGB") for q in questions]
     model = AblateRun(run_dir=str(result.path), device="cpu", batch_size=4)
-    assert model.run.model.routes_by_llm
+    assert model.run.model.before_answer
     model.task_dict = {"t": {"test": [{"image": im} for im in images]}}
     visual = lambda doc: [doc["image"]]   # noqa: E731
     answers = model.generate_until([
@@ -288,9 +288,9 @@ def test_an_llm_routed_run_names_its_experts_in_lmms_eval_as_in_its_own_evaluati
                                for q, im in zip(questions, images)]), run_.device)
     routed = torch.tensor([[float(n in ours[q.id]["routing"]["used"]) for n in names]
                            for q in questions])
-    under_routed = run_.model.per_sample_loss(**batch, total=True, routing=routed)
+    under_routed = run_.model.per_sample_loss(**batch, total=True, given=routed)
     under_all = run_.model.per_sample_loss(**batch, total=True,
-                                           routing=torch.ones_like(routed))
+                                           given=torch.ones_like(routed))
     assert [r.text[0] for r in scored] == pytest.approx(under_routed.tolist(), abs=1e-4)
     assert not routed.bool().all(), "the router used every expert everywhere: no check"
     assert (under_routed - under_all).abs().max() > 1e-3

@@ -127,7 +127,7 @@ class AblateRun(lmms):
             chunk = convs[start:start + self.batch_size]
             batch = to_device(self._scoring(chunk), self.run.device)
             logp, greedy = self.run.model.answer_likelihood(
-                **batch, routing=self._routing(self._scoring, chunk))
+                **batch, given=self._given(self._scoring, chunk))
             # lmms-eval 0.7 turns every response that is not text (or wrapped as a
             # GenerationResult) into its str(), so a bare (loss, is_greedy) pair would reach
             # the task's scoring as "(1.2, False)"; wrapped, it arrives as the pair
@@ -135,15 +135,13 @@ class AblateRun(lmms):
                     for lp, g in zip(logp.tolist(), greedy.tolist())]
         return out
 
-    def _routing(self, collate, questions: list[Conversation]):
-        """An LLM-routed MoVA names its experts first, as in the harness's own evaluation
-        (harness.evaluation.routing); None for every other model."""
-        if not self.run.model.routes_by_llm:
-            return None
-        from harness.evaluation.routing import route
-        experts, _ = route(self.run.model, self.run.tokenizer, collate, questions,
-                           self.run.device, self._stop_id)
-        return experts
+    def _given(self, collate, questions: list[Conversation]):
+        """What the model's pass before answering decides (MoVA's LLM router names its
+        experts), as in the harness's own evaluation; None for a model without one."""
+        from harness.evaluation.passes import ask_first
+        given, _ = ask_first(self.run.model, self.run.tokenizer, collate, questions,
+                             self.run.device, self._stop_id)
+        return given
 
     def _budget(self, kwargs: dict) -> int:
         sampling = (kwargs.get("do_sample") or float(kwargs.get("temperature") or 0) > 0
@@ -177,7 +175,7 @@ class AblateRun(lmms):
                 tokens = self.run.model.generate(
                     batch["input_ids"], batch["attention_mask"], batch["pixels"],
                     batch["has_image"], budget, self._stop_id, sample_ids=batch["sample_ids"],
-                    routing=self._routing(self._prompting, [a.question for a in chunk]))
+                    given=self._given(self._prompting, [a.question for a in chunk]))
                 for a, toks in zip(chunk, tokens):
                     text = self.run.tokenizer.decode(toks, skip_special_tokens=True).strip()
                     for marker in a.until:

@@ -2,10 +2,10 @@
 benchmarks by batched greedy decoding; `choose_by_likelihood` answers closed questions (yes/no,
 option letters) with the allowed answer the model finds most likely; `score` reads the answers
 back, checks that every expected question has exactly one, and applies each benchmark's
-scorer to the answer text, whichever way it was produced. A model that routes by its LLM
-(MoVA's router: llm) answers each batch in two passes: it names the experts
-(harness.evaluation.routing), then answers with them; the decision goes into the
-prediction."""
+scorer to the answer text, whichever way it was produced. A model whose fusion has a pass
+before answering (Fusion.before_answer; its harness side in harness.evaluation.passes) answers
+each batch in two passes: the pass first, then the answer with what it decided; the decision
+goes into the prediction."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +20,7 @@ from harness.data.batching import Collator, to_device
 from harness.data.llava import Conversation
 from harness.evaluation.batches import ChunkBatches, prepared
 from harness.evaluation.benchmarks import BENCHMARKS
-from harness.evaluation.routing import RoutingLog, route
+from harness.evaluation.passes import PassLog, ask_first
 from harness.evaluation.scoring import SCORERS
 from models.multimodal import MultimodalLM
 
@@ -34,7 +34,9 @@ class Prediction:
     answers: list[str]
     meta: dict = field(default_factory=dict)
     method: str = "generate"   # generate | likelihood
-    routing: dict | None = None   # an LLM router's decision: answer, experts, unknown, fallback
+    # the decision of the model's pass before answering (MoVA's LLM router: answer, experts,
+    # used, unknown, fallback), under the key predictions.jsonl has always given it
+    routing: dict | None = None
 
     def record(self) -> dict:
         """The prediction as predictions.jsonl holds it (no routing entry where none)."""
@@ -70,14 +72,6 @@ def _prediction(name: str, rec: Conversation, text: str, method: str,
                       rec.extra.get("meta") or {}, method, routing)
 
 
-def _routed(model: MultimodalLM, tokenizer, collate: Collator, records: list[Conversation],
-            device, stop_id: int, log: RoutingLog | None):
-    """([B, E] experts, decisions) from the routing pass; (None, Nones) for other models."""
-    if not model.routes_by_llm:
-        return None, [None] * len(records)
-    return route(model, tokenizer, collate, records, device, stop_id, log)
-
-
 def _prompt_batch(collate: Collator, chunk: list[Conversation]) -> dict:
     """A generation batch: each question's prompt, without its answer."""
     return collate([Conversation(r.id, r.image, [(r.turns[0][0], "")], r.extra)
@@ -87,7 +81,7 @@ def _prompt_batch(collate: Collator, chunk: list[Conversation]) -> dict:
 def generate(model: MultimodalLM, tokenizer, collate: Collator,
              questions: dict[str, list[Conversation]], batch_size: int, max_new_tokens: int,
              stop_id: int, device: torch.device, progress: bool = True,
-             routing_log: RoutingLog | None = None, workers: int = 0) -> list[Prediction]:
+             pass_log: PassLog | None = None, workers: int = 0) -> list[Prediction]:
     """`workers` processes prepare the batches ahead (harness.evaluation.batches)."""
     model.eval()
     out: list[Prediction] = []
@@ -100,11 +94,11 @@ def generate(model: MultimodalLM, tokenizer, collate: Collator,
         for chunk, batch in tqdm(zip(chunks, ready), total=len(chunks), desc=f"eval {name}",
                                  leave=False, disable=not progress):
             batch = to_device(batch, device)
-            experts, decisions = _routed(model, tokenizer, collate, chunk, device, stop_id,
-                                         routing_log)
+            given, decisions = ask_first(model, tokenizer, collate, chunk, device, stop_id,
+                                         pass_log)
             tokens = model.generate(batch["input_ids"], batch["attention_mask"],
                                     batch["pixels"], batch["has_image"], budget, stop_id,
-                                    sample_ids=batch["sample_ids"], routing=experts)
+                                    sample_ids=batch["sample_ids"], given=given)
             for rec, toks, decision in zip(chunk, tokens, decisions):
                 text = tokenizer.decode(toks, skip_special_tokens=True).strip()
                 out.append(_prediction(name, rec, text, "generate", decision))
@@ -126,12 +120,12 @@ def _choice_batch(collate: Collator, chunk: list[tuple[int, Conversation, str]])
 
 
 def choice_likelihoods(model: MultimodalLM, collate: Collator, records: list[Conversation],
-                       batch_size: int, device: torch.device, routed: list | None = None,
+                       batch_size: int, device: torch.device, given: list | None = None,
                        workers: int = 0, progress: bool = False, desc: str = ""
                        ) -> list[list[float]]:
     """Each question's total log-likelihood of each of its `choices` as the reply to its
-    prompt, batch_size (question, choice) rows at a time; `routed`: each question's experts
-    from a routing pass (an LLM-routed model)."""
+    prompt, batch_size (question, choice) rows at a time; `given`: what the model's pass
+    before answering decided for each question (MoVA's LLM router: its experts)."""
     pairs = [(i, rec, c) for i, rec in enumerate(records) for c in rec.extra["choices"]]
     chunks = [pairs[start:start + batch_size] for start in range(0, len(pairs), batch_size)]
     ready = prepared(ChunkBatches(chunks, functools.partial(_choice_batch, collate)),
@@ -140,11 +134,11 @@ def choice_likelihoods(model: MultimodalLM, collate: Collator, records: list[Con
     for chunk, batch in tqdm(zip(chunks, ready), total=len(chunks), desc=desc, leave=False,
                              disable=not progress):
         batch = to_device(batch, device)
-        experts = (torch.stack([routed[i] for i, _, _ in chunk]) if routed is not None
+        decided = (torch.stack([given[i] for i, _, _ in chunk]) if given is not None
                    else None)
         nll = model.per_sample_loss(batch["input_ids"], batch["attention_mask"],
                                     batch["labels"], batch["pixels"], batch["has_image"],
-                                    batch["sample_ids"], total=True, routing=experts,
+                                    batch["sample_ids"], total=True, given=decided,
                                     image_of=batch["image_of"])
         scores += (-nll).tolist()
     out, at = [], 0
@@ -158,12 +152,13 @@ def choice_likelihoods(model: MultimodalLM, collate: Collator, records: list[Con
 def choose_by_likelihood(model: MultimodalLM, collate: Collator,
                          questions: dict[str, list[Conversation]], batch_size: int,
                          device: torch.device, progress: bool = True, tokenizer=None,
-                         stop_id: int | None = None, routing_log: RoutingLog | None = None,
+                         stop_id: int | None = None, pass_log: PassLog | None = None,
                          workers: int = 0) -> list[Prediction]:
     """Each question's answer is the allowed answer (its `choices`) with the highest total
     log-likelihood as the reply to its prompt; `collate` must build training batches (labels
-    on the reply) in the evaluation template. An LLM-routed model routes each question once
-    (`tokenizer` and `stop_id` read the router's answer) and scores every choice with it."""
+    on the reply) in the evaluation template. A model with a pass before answering passes
+    over each question once (`tokenizer` and `stop_id` read what the pass says: MoVA's router
+    names the experts) and scores every choice with what it decided."""
     model.eval()
     out: list[Prediction] = []
     for name, records in questions.items():
@@ -173,14 +168,15 @@ def choose_by_likelihood(model: MultimodalLM, collate: Collator,
                                  "answers; likelihood scoring takes yes/no or option-letter "
                                  "benchmarks only")
         decisions: list[dict | None] = []
-        choices_of: list[torch.Tensor | None] = []
+        given: list[torch.Tensor | None] = []
         for start in range(0, len(records), batch_size):
-            experts, said = _routed(model, tokenizer, collate, records[start:start + batch_size],
-                                    device, stop_id, routing_log)
+            decided, said = ask_first(model, tokenizer, collate,
+                                      records[start:start + batch_size], device, stop_id,
+                                      pass_log)
             decisions += said
-            choices_of += list(experts) if experts is not None else [None] * len(said)
+            given += list(decided) if decided is not None else [None] * len(said)
         likelihoods = choice_likelihoods(model, collate, records, batch_size, device,
-                                         choices_of if model.routes_by_llm else None,
+                                         given if model.before_answer else None,
                                          workers, progress, f"likelihood {name}")
         for rec, mine, decision in zip(records, likelihoods, decisions):
             choices = rec.extra["choices"]

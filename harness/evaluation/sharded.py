@@ -22,9 +22,8 @@ from harness.evaluation.generate import (
     generate,
     score,
 )
-from harness.evaluation.routing import RoutingLog, routing_metrics
+from harness.evaluation.passes import PassLog, answer_pass
 from harness.evaluation.scores import headlines
-from models.fusion.routing import load_routing_labels
 from models.multimodal import MultimodalLM
 
 Questions = dict[str, list[Conversation]]   # benchmark -> its questions, in order
@@ -70,10 +69,10 @@ class Answerer:
     precision: Callable[[], contextlib.AbstractContextManager]
     progress: bool
 
-    def answer(self, questions: Questions, image_root: Path, log: RoutingLog
+    def answer(self, questions: Questions, image_root: Path, log: PassLog
                ) -> list[Prediction]:
         """Every question answered, by generation unless its benchmark is answered by
-        likelihood; an LLM router's passes are counted in `log`."""
+        likelihood; the model's passes before answering are counted in `log`."""
         by_likelihood = {n: q for n, q in questions.items() if n in self.likelihood}
         by_generation = {n: q for n, q in questions.items() if n not in by_likelihood}
         collate = Collator(self.tokenizer, self.template, self.transforms, image_root,
@@ -107,11 +106,9 @@ def write_scored(folder: RecordFolder, tag: str, preds: list[Prediction],
     folder.path.mkdir(parents=True, exist_ok=True)
     with open(folder.path / f"predictions{tag}.jsonl", "w") as f:
         f.writelines(json.dumps(p.record()) + "\n" for p in preds)
-    if model.routes_by_llm:   # the router against the labels of the questions it routed
-        folder.write_json(f"routing{tag}.json", routing_metrics(
-            preds, load_routing_labels(model.fusion.options.labels,
-                                       model.fusion.expert_names),
-            model.fusion.expert_names))
+    found = answer_pass(model)
+    if found is not None:   # the pass's decisions judged (MoVA's router: against its labels)
+        folder.write_json(f"{found.record}{tag}.json", found.metrics(model, preds))
     metrics, per_question = score(preds, expected_ids(questions))
     folder.write_json(f"metrics{tag}.json", metrics)
     folder.write_json(f"scores{tag}.json", headlines(metrics))
@@ -120,11 +117,11 @@ def write_scored(folder: RecordFolder, tag: str, preds: list[Prediction],
 
 
 def evaluate_sharded(answerer: Answerer, ranks: Ranks, questions: Questions,
-                     image_root: Path, folder: RecordFolder, tag: str, log: RoutingLog
+                     image_root: Path, folder: RecordFolder, tag: str, log: PassLog
                      ) -> dict | None:
     """Each rank answers its share of every benchmark's questions; rank 0 gathers the
     answers back into the questions' order and scores them into `folder` (None on the
-    other ranks). `log` counts this rank's routing passes."""
+    other ranks). `log` counts this rank's passes before answering."""
     mine = {n: ranks.share(q) for n, q in questions.items()}
     gathered = ranks.gather(answerer.answer(mine, image_root, log))
     if not ranks.is_main:

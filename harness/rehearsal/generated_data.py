@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -128,3 +129,9 @@ def write_routing_labels(root: Path, sft_json: Path, experts: list[str]) -> Path
     staging.write_text(json.dumps(labels, sort_keys=True))
     staging.replace(path)
     return path
+
+
+# kind of file a fusion asks for (Fusion.rehearsal_files) -> its writer: (data folder, the
+# fine-tuning file, expert names) -> the file written
+FUSION_FILE_WRITERS: dict[str, Callable[[Path, Path, list[str]], Path]] = {
+    "routing_labels": write_routing_labels}

@@ -21,12 +21,13 @@ from core.errors import ConfigError
 from core.fields import grid_sides
 from harness.config.run_config import BenchmarkSource, DatasetRef, RunConfig
 from harness.config.yamlio import Located
-from harness.rehearsal.generated_data import write_routing_labels
+from harness.rehearsal.generated_data import FUSION_FILE_WRITERS
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
 from harness.specs.run_file import parse_run_config
 from models.config import FusionSpec
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
+from models.fusion import FUSIONS
 from models.llm import LLMConfig, llm_config
 
 EXPERT_WIDTH = 32
@@ -79,19 +80,30 @@ def shrink_fusion(fusion: FusionSpec, scale: GridScale) -> FusionSpec:
     return FusionSpec(fusion.id, dataclasses.replace(options, **changed))
 
 
+def with_rehearsal_files(fusion: FusionSpec, experts: list[str],
+                         training: dict[str, tuple[Path, Path]], where: Path) -> FusionSpec:
+    """The fusion's option files (Fusion.rehearsal_files: MoVA's routing labels) written anew
+    for the rehearsal's fine-tuning samples (the real ones name other ids), unpinned: the
+    rehearsal's own config pins them when it is read."""
+    wanted = FUSIONS.get(fusion.id).rehearsal_files(fusion.options, experts)
+    if not wanted or "sft" not in training:
+        return fusion
+    options = fusion.options
+    for option, (kind, names) in wanted.items():
+        path = FUSION_FILE_WRITERS[kind](where / "data", training["sft"][0], names)
+        pin = f"{option}_sha256"
+        options = dataclasses.replace(options, **{option: str(path)},
+                                      **({pin: None} if hasattr(options, pin) else {}))
+    return FusionSpec(fusion.id, options)
+
+
 def shrink(cfg: RunConfig, scale: GridScale, geometry: dict[str, ExpertGeometry],
            training: dict[str, tuple[Path, Path]], benchmarks: dict[str, tuple[Path, Path | None]],
            sizes: Sizes, where: Path) -> RunConfig:
     """The rehearsal of `cfg`, validated as any run config is (on the meta device)."""
     experts = [stand_in(e, geometry[repr(e)], scale) for e in cfg.model.experts]
-    fusion = shrink_fusion(cfg.model.fusion, scale)
-    if getattr(fusion.options, "labels", None) and "sft" in training:
-        # routing labels for the rehearsal's own samples (the real ones name other ids)
-        base = fusion.options.base or cfg.model.experts[0].key
-        routed = [e.key for e in cfg.model.experts if e.key != base]
-        labels = write_routing_labels(where / "data", training["sft"][0], routed)
-        fusion = FusionSpec(fusion.id, dataclasses.replace(fusion.options, labels=str(labels),
-                                                           labels_sha256=None))
+    fusion = with_rehearsal_files(shrink_fusion(cfg.model.fusion, scale),
+                                  [e.key for e in cfg.model.experts], training, where)
     model = dataclasses.replace(cfg.model, experts=experts, fusion=fusion,
                                 llm=tiny_llm(cfg.model.llm, cfg.model.max_length, sizes))
     data = cfg.data

@@ -16,7 +16,7 @@ from harness.data.llava import Conversation, load_llava_json, read_llava_records
 from harness.data.synthetic import corpus as synthetic_corpus
 from harness.data.synthetic import ensure_synthetic, ensure_validation
 from harness.evaluation.generate import collect_questions
-from models.fusion.context_routing import routing_corpus
+from models.fusion import FUSIONS
 from models.templates import TEMPLATES, template_corpus
 
 
@@ -46,8 +46,10 @@ def resolve_data(cfg: RunConfig, workdir: Path) -> ResolvedData:
                         turns = rec.get("conversations") if isinstance(rec, dict) else None
                         text += [t["value"] for t in turns or [] if isinstance(t, dict)
                                  and isinstance(t.get("value"), str)]
+    fusion = cfg.model.fusion
     return ResolvedData(parts["align"], parts["sft"], parts["eval"],
-                        text + template_corpus() + routing_corpus(cfg.model.fusion.options))
+                        text + template_corpus()
+                        + FUSIONS.get(fusion.id).text_corpus(fusion.options))
 
 
 def skipped_images(cfg: RunConfig, data: ResolvedData, show: bool) -> dict[str, set[str]]:

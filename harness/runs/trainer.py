@@ -17,9 +17,8 @@ from harness.config.run_config import RunConfig, StageConfig
 from harness.config.selection import Rung
 from harness.data.batching import Collator, expert_transforms, to_device
 from harness.data.llava import load_llava_json
-from harness.data.routing import route_stage_data
 from harness.evaluation.generate import collect_questions
-from harness.evaluation.routing import RoutingLog
+from harness.evaluation.passes import PassLog, answer_pass
 from harness.evaluation.sharded import Answerer, evaluate_sharded
 from harness.runs.cost import forward_flops, parameter_counts, peak_memory_mb
 from harness.runs.data_changes import verify_unchanged
@@ -105,7 +104,8 @@ class Trainer:
         self.questions = collect_questions(cfg.eval.benchmarks, eval_records, cfg.eval.sources,
                                            workdir / "cache" / "benchmarks")
         self.image_root = data.eval[1] if data.eval else Path("/")
-        self.routing_logs: list[RoutingLog] = []   # what each evaluation's routing passes cost
+        # what each evaluation's passes before answering cost (MoVA's LLM router)
+        self.pass_logs: list[PassLog] = []
         self.trained_names: set[str] = set()   # every weight trained so far, by its name
         self.stages_record: list[dict] = []
         # expert (None: the joint stages) -> the key of its last stage
@@ -142,8 +142,8 @@ class Trainer:
                             cfg.parallel.loader_workers,
                             functools.partial(autocast, self.world.device, cfg.precision),
                             self.progress and self.main)
-        log = RoutingLog()
-        self.routing_logs.append(log)
+        log = PassLog()
+        self.pass_logs.append(log)
         return evaluate_sharded(answerer, WorldRanks(self.world),
                                 self.questions if questions is None else questions,
                                 self.image_root if image_root is None else image_root,
@@ -205,10 +205,13 @@ class Trainer:
         if stage.lora is not None:
             lo = stage.lora
             add_lora(model.llm, lo.rank, lo.alpha, lo.dropout, lo.targets)
-        records = (route_stage_data(model.fusion, self.datasets[stage.data])
-                   if stage.task == "route" else self.datasets[stage.data])
-        try:   # a route stage trains the model as its own router (base tokens, LoRA on)
-            with model.routing() if stage.task == "route" else contextlib.nullcontext():
+        # a stage of another task than answering trains the model's pass before answering
+        # (MoVA's `task: route`, validated at load): on the pass's data, inside the pass
+        trains_pass = stage.task != "answer"
+        records = (answer_pass(model).stage_data(model.fusion, self.datasets[stage.data])
+                   if trains_pass else self.datasets[stage.data])
+        try:
+            with model.in_pass() if trains_pass else contextlib.nullcontext():
                 res = train_stage(model, stage, records, collate, stage_dir,
                                   cfg.seed, self.world, cfg.parallel, cfg.precision,
                                   stop_after=self.stop_after, progress=self.progress,
@@ -293,7 +296,7 @@ class Trainer:
 
     def record_cost(self) -> None:
         """cost.json (rank 0): parameters, visual tokens, FLOPs of one sample's forward, each
-        stage's speed and what it trained, the LLM router's passes, memory and wall time."""
+        stage's speed and what it trained, the passes before answering, memory and wall time."""
         cfg, model, records = self.cfg, self.model, self.stages_record
         last = cfg.stages[-1]
         one = self._collator(last)
@@ -310,10 +313,18 @@ class Trainer:
                 # what each stage trained, by group (a LoRA stage: its adapters)
                 "trainable_parameters": {stage_label(s): s.get("trainable", {})
                                          for s in records},
-                # an LLM router's pass before each answer (this rank's final evaluation)
-                **({k: v for k, v in self.routing_logs[-1].cost().items() if v is not None}
-                   if model.routes_by_llm else {}),
+                # the pass before each answer (this rank's final evaluation)
+                **self._pass_cost(),
                 "peak_memory_mb": peak_memory_mb(self.world.device),
                 "wall_time_s": time.time() - self.started,
                 "ranks": self.world.size}
         self.run_dir.write_json("cost.json", cost)
+
+    def _pass_cost(self) -> dict:
+        """What the model's pass before answering cost in the last evaluation, under the
+        pass's record name (MoVA's LLM router: routing_...); empty without one."""
+        found = answer_pass(self.model)
+        if found is None:
+            return {}
+        return {k: v for k, v in self.pass_logs[-1].cost(found.record).items()
+                if v is not None}

@@ -29,6 +29,7 @@ from harness.data.fingerprints import active_cache
 from harness.data.llava import check_llava_file
 from harness.data.synthetic import SKILLS
 from harness.evaluation.benchmarks import BENCHMARKS
+from harness.evaluation.passes import PASSES
 from harness.evaluation.questions import BenchmarkFileError
 from harness.specs.data_identity import with_content
 from harness.training.strategies import strategy_choices
@@ -36,8 +37,7 @@ from models.builder import ExpertBuildError, build_architecture
 from models.config import FusionSpec, ModelConfig
 from models.experts import EXPERTS, WRAPPERS
 from models.experts.wrappers import wrapper_families
-from models.fusion import FusionOptionError
-from models.fusion.context_routing import DEFAULT_CARDS
+from models.fusion import FUSIONS, FusionOptionError
 from models.llm import LLMS
 from models.projectors import PROJECTORS
 from models.templates import TEMPLATES
@@ -70,11 +70,11 @@ def _pinned_fusion_files(model: ModelConfig, src: Located, check_files: bool = T
                          ) -> ModelConfig:
     """A fusion option naming a file (MoVA's routing `labels`) is made absolute against the
     file that wrote it, and the file's content hash is recorded next to it, so a run's key
-    changes when the file does. An LLM router's model cards are completed from the defaults
-    (models.fusion.context_routing.DEFAULT_CARDS, by expert name, then family), so the text
-    the router reads is in the resolved config and its key. Planning without the data
-    (check_files false) leaves a missing file unpinned."""
-    model = _completed_cards(model, src)
+    changes when the file does. The fusion first completes its options (Fusion.
+    complete_options: an LLM router's model cards), so what it reads is in the resolved
+    config and its key. Planning without the data (check_files false) leaves a missing file
+    unpinned."""
+    model = _completed_options(model, src)
     options = model.fusion.options
     path = getattr(options, "labels", None)
     if not path:
@@ -90,26 +90,17 @@ def _pinned_fusion_files(model: ModelConfig, src: Located, check_files: bool = T
     return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, pinned))
 
 
-def _completed_cards(model: ModelConfig, src: Located) -> ModelConfig:
-    options = model.fusion.options
-    if not _routes_by_llm(model):
-        return model
-    base = options.base or model.experts[0].key
-    cards = dict(options.cards)
-    for expert in model.experts:
-        if expert.key == base or expert.key in cards:
-            continue
-        card = DEFAULT_CARDS.get(expert.key) or DEFAULT_CARDS.get(expert.id)
-        if card is None:
-            raise src.error(f"model.fusion.cards.{expert.key}", f"no default model card for "
-                            f"expert '{expert.key}' (family {expert.id}); write one: cards: "
-                            f"{{{expert.key}: 'what it sees'}}. Defaults exist for: "
-                            + ", ".join(DEFAULT_CARDS))
-        cards[expert.key] = card
-    ordered = {e.key: cards[e.key] for e in model.experts if e.key in cards}
-    ordered.update({k: v for k, v in cards.items() if k not in ordered})  # unknown: the build
-    return dataclasses.replace(model, fusion=FusionSpec(             # names them
-        model.fusion.id, dataclasses.replace(options, cards=ordered)))
+def _completed_options(model: ModelConfig, src: Located) -> ModelConfig:
+    try:
+        options = FUSIONS.get(model.fusion.id).complete_options(model.fusion.options,
+                                                                model.experts)
+    except FusionOptionError as exc:
+        raise src.error(_fusion_field(exc), str(exc)) from None
+    return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, options))
+
+
+def _fusion_field(exc: FusionOptionError) -> str:
+    return f"model.fusion.{exc.option}" if exc.option else "model.fusion"
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -179,7 +170,7 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
         if stage.lora is not None and stage.per_expert:
             raise src.error(f"stages[{i}].lora", "a per-expert stage keeps the LLM frozen; "
                                                  "LoRA adapters belong to a joint stage")
-    _validate_routing_stages(cfg, src)
+    _validate_pass_stages(cfg, src)
     if cfg.parallel.strategy not in strategy_choices():
         raise not_among(cfg.parallel.strategy, strategy_choices(), src, "parallel.strategy")
     _validate_micro_batch(cfg, src)
@@ -190,8 +181,7 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
         try:
             _, fusion = build_architecture(cfg.model, meta=True, read_files=check_files)
         except FusionOptionError as exc:
-            where = f"model.fusion.{exc.option}" if exc.option else "model.fusion"
-            raise src.error(where, str(exc)) from None
+            raise src.error(_fusion_field(exc), str(exc)) from None
         except ExpertBuildError as exc:
             index = [e.key for e in cfg.model.experts].index(exc.expert)
             raise src.error(f"model.experts[{index}]", str(exc)) from None
@@ -208,31 +198,17 @@ def validate(cfg: RunConfig, src: Located, check_files: bool = True) -> None:
 _BUILDS_ON_META: dict[str, int] = {}  # architecture -> visual tokens
 
 
-def _routes_by_llm(model: ModelConfig) -> bool:
-    return getattr(model.fusion.options, "router", None) == "llm"
+def _validate_pass_stages(cfg: RunConfig, src: Located) -> None:
+    """Each pass before answering checks the stages of its own task, told whether this
+    model's fusion has it (MoVA's LLM router: `task: route` stages train it alone, and a model
+    routing by the LLM needs one)."""
+    fusion = cfg.model.fusion
+    own = FUSIONS.get(fusion.id).pass_of(fusion.options)
+    for entry in PASSES.entries():
+        problem = entry.builder.check_stages(cfg.stages, entry.name == own)
+        if problem is not None:
+            raise src.error(*problem)
 
-
-def _validate_routing_stages(cfg: RunConfig, src: Located) -> None:
-    """MoVA's LLM router is trained by `task: route` stages, which train only it; a model
-    routing by the LLM needs one (an untrained router would pick experts at random)."""
-    routed = _routes_by_llm(cfg.model)
-    route_stages = [i for i, s in enumerate(cfg.stages) if s.enabled and s.task == "route"]
-    for i, stage in enumerate(cfg.stages):
-        if not stage.enabled:
-            continue
-        if stage.task == "route":
-            if not routed:
-                raise src.error(f"stages[{i}].task", "a route stage trains MoVA's LLM router; "
-                                "this model's fusion has no `router: llm`")
-            if stage.train != ["router"] or stage.per_expert or stage.lora is not None:
-                raise src.error(f"stages[{i}].train", "a route stage trains the routing LoRA "
-                                "alone: train: [router], no per_expert, no lora")
-        elif "router" in stage.train or "router" in stage.lrs:
-            raise src.error(f"stages[{i}].train", "only a `task: route` stage trains the "
-                            "router")
-    if routed and not route_stages:
-        raise src.error("stages", "model.fusion.router llm needs a stage with `task: route`, "
-                        "train: [router], to train the router on the routing labels")
 
 PER_EXPERT_GROUPS = ("projector", "experts")
 

@@ -17,15 +17,18 @@ from typing import Any
 
 from core.record_names import HEADLINE_TAG, flatten, mlflow_name
 from harness.config.run_config import RunConfig
+from harness.evaluation.passes import PASSES
 from harness.evaluation.scores import average, read_scores
 from harness.runs.pipeline import RunHooks
 from harness.runs.rundir import RunDir
 from harness.runs.stages import stage_label
 from harness.tracking.store import open_store, retry
 
+# each pass before answering's record of its decisions (MoVA's LLM router: routing.json)
+PASS_RECORDS = tuple(e.builder.record for e in PASSES.entries())
 ARTIFACTS = ("config.yaml", "metrics.json", "cost.json", "stages.json", "predictions.jsonl",
              "per_question.json", "metrics_untrained.json", "predictions_untrained.jsonl",
-             "routing.json")
+             *(f"{record}.json" for record in PASS_RECORDS))
 # what the headline tag holds of scores.json's record: all but the value (a metric)
 HEADLINE_FIELDS = ("metric", "unit", "protocol", "revision")
 MLFLOW_STATE = {"FAILED": "FAILED", "INTERRUPTED": "KILLED", "PAUSED": "KILLED"}
@@ -145,9 +148,10 @@ class MlflowMirror(RunHooks):
                                     .removesuffix(".json"))
                 if heads and average(heads) is not None:
                     add(f"{tag}average/headline", average(heads))
-        if (run_dir.path / "routing.json").exists():   # an LLM router's accuracy
-            for name, value in run_dir.read_json("routing.json").items():
-                add(f"routing/{name}", value)
+        for record in PASS_RECORDS:   # a pass before answering judged (an LLM router's accuracy)
+            if (run_dir.path / f"{record}.json").exists():
+                for name, value in run_dir.read_json(f"{record}.json").items():
+                    add(f"{record}/{name}", value)
         cost = run_dir.read_json("cost.json")
         for module, counts in cost.pop("parameters").items():
             add(f"cost/params/{module}/total", counts["total"])

@@ -9,7 +9,19 @@ Three optional hooks cover strategies that are more than a function of final fea
 `requested_layers` (a fusion that reads chosen hidden states, e.g. Dense Connector, asks the
 experts for them), `encode` (a fusion that acts between an expert's blocks, e.g. LLaVA-HR's
 MR-adapter, drives the experts itself) and `after_projector` (Efficient Dense Connector
-downsamples the projected tokens)."""
+downsamples the projected tokens).
+
+A fusion may also ask the LLM something about each sample before the answer (MoVA's LLM
+router names the experts): `before_answer` names that pass (the harness looks its steps up by
+this id, so generic code never names the fusion), `pass_adapter` is an adapter on the LLM that
+is on only during the pass, and `pass_tokens` is what the LLM sees of the image then. What the
+pass decided comes back in through `TextContext.given`; `pass_of` names the pass from the
+options alone, before any build (spec validation). The defaults: no such pass.
+
+Three class-level hooks serve the harness before anything is built: `complete_options` fills
+in what a spec may leave out (MoVA's model cards), so what the fusion reads is in the resolved
+config and its key; `text_corpus` is text a locally trained tokenizer must know; and
+`rehearsal_files` names the options whose files a rehearsal writes for its own samples."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -20,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.experts.base import ExpertOutput, VisionExpert
+from models.experts.base import ExpertConfig, ExpertOutput, VisionExpert
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,8 @@ class TextContext:
     embeddings: torch.Tensor   # [B, L, D] LM input embeddings of the prompt (no answer)
     mask: torch.Tensor         # [B, L] 1 for prompt tokens
     sample_ids: list[str] | None = None   # the samples' ids (routing labels are keyed by them)
-    routing: torch.Tensor | None = None   # [B, E] experts chosen beforehand (MoVA's LLM router)
+    # [B, ...] what the fusion's pass before answering decided per sample (MoVA: [B, E] experts)
+    given: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,45 @@ class Fusion(nn.Module, ABC):
 
     def after_projector(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens
+
+    @classmethod
+    def pass_of(cls, options: Any) -> str | None:
+        """The id of the pass before answering these options ask for; None: none."""
+        return None
+
+    @property
+    def before_answer(self) -> str | None:
+        """The id of the pass the harness runs before answering; None: it answers at once."""
+        return None
+
+    @classmethod
+    def complete_options(cls, options: Any, experts: list[ExpertConfig]) -> Any:
+        """`options` with what the spec left out filled in (raise FusionOptionError where it
+        cannot be)."""
+        return options
+
+    @classmethod
+    def text_corpus(cls, options: Any) -> list[str]:
+        """Text the fusion has the LLM read or say beyond the data."""
+        return []
+
+    @classmethod
+    def rehearsal_files(cls, options: Any, experts: list[str]) -> dict[str, tuple[str, list[str]]]:
+        """option -> (kind of file, the expert names it covers): the options naming files
+        that a rehearsal writes anew for its own samples (harness.rehearsal.generated_data
+        has a writer for each kind); `experts` are the model's, in order."""
+        return {}
+
+    def pass_adapter(self, llm: nn.Module) -> nn.Module | None:
+        """An adapter on `llm`, on only during the pass before answering (it gives
+        `active()`, a context manager); None: the pass uses the LLM as it is."""
+        return None
+
+    def pass_tokens(self, experts: Mapping[str, VisionExpert],
+                    pixels: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """[B, N, C] what the LLM sees of the image during the pass before answering (the
+        projector then takes them as it takes the fused tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} has no pass before answering")
 
     def encode(self, experts: Mapping[str, VisionExpert], pixels: Mapping[str, torch.Tensor],
                text: TextContext | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ gate then weighs the chosen ones.
   file does not list gets `unlabeled`: every expert (`all`, as MoVA's alignment stage uses
   them all), none, or an error;
 - `llm`: MoVA's context-aware router: the LLM itself, with its routing LoRA, names the experts
-  (models/router_lora.py, models/fusion/context_routing.py). The evaluation asks it first and
+  (router_lora.py, routing_text.py beside this module). The evaluation asks it first and
   hands its choice in (`given`); training batches, which are not asked, follow the routing
   labels as `oracle` does (the labels are what the router is trained to say).
 

@@ -11,17 +11,18 @@ resized to `expert_grid` and concatenated on channels, then projected to C):
     X  <- X + sum_i w_i A_i
     X  <- X + SelfAttn(LN(X));  X <- X + MLP(LN(X))
 
-`depth` blocks are stacked (MoVA uses 2). The router (models/fusion/routing.py) picks the
+`depth` blocks are stacked (MoVA uses 2). The router (models/fusion/mova/routers.py) picks the
 experts once per sample, from the first block's gate or a label file, and every block uses
 that choice. A sample routed to no expert keeps its base tokens (plus the self-attention
 block).
 
 With `router: llm` (MoVA's context-aware routing), the LLM is the router: it sees the base
-encoder's tokens alone (`base_tokens`, through the same projector), the instruction and the
+encoder's tokens alone (`pass_tokens`, through the same projector), the instruction and the
 experts' `cards`, and names the experts; the multimodal LM asks it before answering and hands
 the choice in through the text context."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +32,14 @@ from torch import nn
 
 from core.fields import grid_side, ranged
 from core.identity import ADDED_OPTION
-from models.experts.base import VisionExpert
+from models.experts.base import ExpertConfig, VisionExpert
 from models.fusion.base import BuildContext, FeatureSpec, Fusion, FusionOptionError, TextContext
-from models.fusion.routing import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
-from models.router_lora import RouterLoRAOptions
+from models.fusion.mova.router_lora import RouterLoRAOptions, RoutingLoRA
+from models.fusion.mova.routers import ROUTERS, UNLABELED, RoutingInputs, load_routing_labels
+from models.fusion.mova.routing_text import DEFAULT_CARDS, routing_corpus
 
 FALLBACKS = ("all", "none")
+LLM_ROUTING = "llm_routing"   # the pass before answering of `router: llm`
 
 
 @dataclass(frozen=True)
@@ -205,11 +208,56 @@ class MoVAAdapter(Fusion):
         mask = text.mask.to(text.embeddings.dtype).unsqueeze(-1)
         return (text.embeddings * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
-    @property
-    def routes_by_llm(self) -> bool:
-        return self.options.router == "llm"
+    @classmethod
+    def pass_of(cls, options: MoVAOptions | None) -> str | None:
+        """`router: llm`: the LLM names the experts before it answers."""
+        return LLM_ROUTING if options is not None and options.router == "llm" else None
 
-    def base_tokens(self, experts: dict[str, VisionExpert], pixels: dict[str, torch.Tensor]
+    @property
+    def before_answer(self) -> str | None:
+        return self.pass_of(self.options)
+
+    @classmethod
+    def complete_options(cls, options: MoVAOptions, experts: list[ExpertConfig]
+                         ) -> MoVAOptions:
+        """An LLM router's model cards completed from DEFAULT_CARDS (by expert name, then
+        family), so the text the router reads is in the resolved config and its key."""
+        if cls.pass_of(options) is None:
+            return options
+        base = options.base or experts[0].key
+        cards = dict(options.cards)
+        for expert in experts:
+            if expert.key == base or expert.key in cards:
+                continue
+            card = DEFAULT_CARDS.get(expert.key) or DEFAULT_CARDS.get(expert.id)
+            if card is None:
+                raise FusionOptionError(f"cards.{expert.key}", f"no default model card for "
+                                        f"expert '{expert.key}' (family {expert.id}); write "
+                                        f"one: cards: {{{expert.key}: 'what it sees'}}. "
+                                        "Defaults exist for: " + ", ".join(DEFAULT_CARDS))
+            cards[expert.key] = card
+        ordered = {e.key: cards[e.key] for e in experts if e.key in cards}
+        ordered.update({k: v for k, v in cards.items() if k not in ordered})  # unknown: the
+        return dataclasses.replace(options, cards=ordered)                   # build names them
+
+    @classmethod
+    def text_corpus(cls, options: MoVAOptions) -> list[str]:
+        return routing_corpus(options)
+
+    @classmethod
+    def rehearsal_files(cls, options: MoVAOptions | None, experts: list[str]
+                        ) -> dict[str, tuple[str, list[str]]]:
+        """Routing labels for the rehearsal's own samples (the real ones name other ids)."""
+        if options is None or not options.labels:
+            return {}
+        base = options.base or experts[0]
+        return {"labels": ("routing_labels", [e for e in experts if e != base])}
+
+    def pass_adapter(self, llm: nn.Module) -> RoutingLoRA | None:
+        """The routing LoRA, on while the LLM routes."""
+        return RoutingLoRA(llm, self.options.router_lora) if self.before_answer else None
+
+    def pass_tokens(self, experts: dict[str, VisionExpert], pixels: dict[str, torch.Tensor]
                     ) -> torch.Tensor:
         """[B, N, C] the base encoder's tokens alone (no expert runs): what the LLM router
         sees of the image."""
@@ -229,7 +277,7 @@ class MoVAAdapter(Fusion):
         mask = self.router(RoutingInputs(logits.softmax(-1),
                                          text.sample_ids if text is not None else None,
                                          self.expert_names,
-                                         text.routing if text is not None else None))
+                                         text.given if text is not None else None))
         self.last_routing = mask.detach()
         for i, block in enumerate(self.blocks):
             if self.options.gating == "uniform":

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from core.errors import DataError
 from harness.data.llava import Conversation
-from models.fusion.context_routing import routing_answer, routing_question
-from models.fusion.routing import load_routing_labels
+from models.fusion.mova.routers import load_routing_labels
+from models.fusion.mova.routing_text import routing_answer, routing_question
 
 
 def routing_conversations(records: list[Conversation], labels: dict[str, list[str]],
