@@ -69,11 +69,11 @@ from harness.training.step_probe import (
     random_llama,
 )
 from models.builder import assemble
-from models.config import FusionSpec, ModelConfig
 from models.experts import EXPERTS, ExpertConfig, build_expert
 from models.experts.base import StandIn
 from models.fusion.concat import SequenceAppendOptions
 from models.llm import LLMConfig, train_tokenizer
+from models.model_config import FusionSpec, ModelConfig
 from models.templates import TEMPLATES
 
 EAGLE_BASE = Path(__file__).resolve().parent.parent / "experiments" / "bases" / "eagle.yaml"

@@ -1,4 +1,4 @@
-"""Assembling a MultimodalLM from a ModelConfig (models.config) through the registries, as
+"""Assembling a MultimodalLM from a ModelConfig (models.model_config) through the registries, as
 timm's create_model builds a network from its name: `build_model` for a whole model,
 `build_architecture` for its experts and fusion alone, which on the meta device validates a
 config without reading any weights."""
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from models.config import ModelConfig, solo_config
 from models.experts import ExpertConfig, VisionExpert, build_expert
 from models.experts.base import BlockwiseViT
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, Fusion, build_fusion
 from models.hub import pinned_expert, pinned_llm
 from models.llm import LoadedLLM, llm_hidden_size, load_llm
+from models.model_config import ModelConfig, solo_config
 from models.multimodal import MultimodalLM
 from models.projectors import build_projector
 

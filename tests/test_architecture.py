@@ -240,3 +240,17 @@ def test_report_needs_only_the_records(tmp_path, capsys):
         assert "| 0.001 |" in done.stdout and "| 0.0003 |" in done.stdout
         assert "baseline" in done.stdout
     assert (work / "reports" / "records_only" / "ablation.md").is_file()
+
+
+# A name a module or package may share, because it names a role inside its package and is
+# always imported by its full path (docs/architecture.md, "No two modules share a name").
+ROLE_NAMES = {"base", "registry", "synthetic"}
+
+
+def test_no_two_modules_or_packages_share_a_name():
+    owners: dict[str, list[str]] = defaultdict(list)
+    for dotted in _modules():
+        owners[dotted.rsplit(".", 1)[-1]].append(dotted)
+    twins = {name: sorted(where) for name, where in owners.items()
+             if len(where) > 1 and name not in ROLE_NAMES}
+    assert not twins, f"modules or packages sharing a name: {twins}"

@@ -122,7 +122,7 @@ def test_slurm_profile_whose_limit_leaves_no_room_for_the_requeue_signal(tmp_pat
     assert err.value.file == str(path) and "signal_delay_s + 90" in str(err.value)
 
 
-# An id-keyed union of its own, as models.config.FusionSpec is over the fusion registry: the
+# An id-keyed union of its own, as models.model_config.FusionSpec is over the fusion registry: the
 # binder reads it through the registry's options types, not through anything fusion-specific.
 @dataclass(frozen=True)
 class WideOptions:

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from models.builder import build_architecture
-from models.config import FusionSpec, ModelConfig
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
 from models.experts.hf_backend import HFCLIP
@@ -25,6 +24,7 @@ from models.fusion.dense_connector import DenseConnectorOptions
 from models.fusion.mini_gemini import PatchInfoMiningOptions
 from models.fusion.mr_adapter import MRAdapterOptions
 from models.llm import LLMConfig
+from models.model_config import FusionSpec, ModelConfig
 from tests.reference_fusions import resize_corner_aligned
 
 

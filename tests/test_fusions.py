@@ -9,7 +9,6 @@ import torch
 import tests.reference_fusions as ref
 from core.fields import grid_sides
 from models.builder import build_architecture
-from models.config import FusionSpec, ModelConfig
 from models.experts import ExpertConfig, ExpertOutput
 from models.fusion import FUSIONS, BuildContext, FeatureSpec, TextContext
 from models.fusion.concat import ChannelConcatOptions, SequenceAppendOptions
@@ -18,6 +17,7 @@ from models.fusion.mini_gemini import DeformableMiningOptions, PatchInfoMiningOp
 from models.fusion.mova import MoVAOptions
 from models.fusion.mova.routers import ROUTERS, RoutingInputs
 from models.fusion.mr_adapter import MRAdapterOptions
+from models.model_config import FusionSpec, ModelConfig
 
 ATOL = 1e-4
 

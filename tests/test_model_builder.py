@@ -1,4 +1,4 @@
-"""`models` builds a whole multimodal model from its typed config alone (models.config,
+"""`models` builds a whole multimodal model from its typed config alone (models.model_config,
 models.builder), as a library: nothing of the harness is imported on the way, so the networks
 can be built, tested or reused without specs, runs or jobs."""
 import subprocess
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from models.builder import build_architecture, build_model
-from models.config import FusionSpec, ModelConfig
+from models.model_config import FusionSpec, ModelConfig
 from models.experts import ExpertConfig
 from models.fusion.concat import ChannelConcatOptions
 from models.llm import LLMConfig

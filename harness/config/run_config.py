@@ -1,5 +1,5 @@
 """The run config's types: one fully resolved training + evaluation run (a model, as
-models.config types it, and data, stages, evaluation, parallelism), its identity
+models.model_config types it, and data, stages, evaluation, parallelism), its identity
 (`RunConfig.key`), and the pure transforms of it the run needs (the architecture's hashed
 form, a stage's learning rates). Reading and validating YAML into these types is
 harness.specs.run_file."""
@@ -13,8 +13,8 @@ from typing import Literal
 from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION, content_hash, earlier_default, to_plain, written
-from models.config import ModelConfig
 from models.experts import ExpertConfig
+from models.model_config import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from harness.config.run_config import (
 )
 from harness.planning.vision_memory import KeptForBackward, kept_for_backward
 from models.builder import build_architecture
-from models.config import solo_config
 from models.llm import llm_config
+from models.model_config import solo_config
 
 TEXT_TOKENS = 64
 

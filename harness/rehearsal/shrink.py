@@ -24,11 +24,11 @@ from harness.config.yamlio import Located
 from harness.rehearsal.generated_data import FUSION_FILE_WRITERS
 from harness.rehearsal.geometry import ExpertGeometry, GridScale
 from harness.specs.run_file import parse_run_config
-from models.config import FusionSpec
 from models.experts import ExpertConfig
 from models.experts.base import StandIn
 from models.fusion import FUSIONS
 from models.llm import LLMConfig, llm_config
+from models.model_config import FusionSpec
 
 EXPERT_WIDTH = 32
 

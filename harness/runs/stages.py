@@ -32,8 +32,8 @@ from harness.runs.rundir import (
 from harness.training import StagePaused, StageResult
 from harness.training.distributed import World, broadcast, main_holds
 from harness.training.memory import release, without_frames
-from models.config import solo_config
 from models.experts import ExpertConfig
+from models.model_config import solo_config
 
 
 def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
@@ -57,7 +57,7 @@ def stage_key(cfg: RunConfig, stage: StageConfig, upstream: str | None) -> str:
 def expert_stage_key(cfg: RunConfig, stage: StageConfig, expert: ExpertConfig,
                      upstream: str | None) -> str:
     """A per-expert stage's key: stage_key of the lone expert's model
-    (models.config.solo_config); nothing about the other experts or the fusion, so every
+    (models.model_config.solo_config); nothing about the other experts or the fusion, so every
     combination containing the expert shares it."""
     return stage_key(dataclasses.replace(cfg, model=solo_config(cfg.model, expert)), stage,
                      upstream)

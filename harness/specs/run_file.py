@@ -1,5 +1,5 @@
 """Reading a run config: YAML -> harness.config.run_config's types (the model's from
-models.config), with relative paths resolved against the file that wrote them, validated
+models.model_config), with relative paths resolved against the file that wrote them, validated
 field by field (errors name file, line and field) before any run directory exists.
 
 Validation also builds the model's architecture on the meta device (no weights, no memory),
@@ -34,11 +34,11 @@ from harness.evaluation.questions import BenchmarkFileError
 from harness.specs.data_identity import with_content
 from harness.training.strategies import strategy_choices
 from models.builder import ExpertBuildError, build_architecture
-from models.config import FusionSpec, ModelConfig
 from models.experts import EXPERTS, WRAPPERS
 from models.experts.wrappers import wrapper_families
 from models.fusion import FUSIONS, FusionOptionError
 from models.llm import LLMS
+from models.model_config import FusionSpec, ModelConfig
 from models.projectors import PROJECTORS
 from models.templates import TEMPLATES
 
