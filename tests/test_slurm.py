@@ -72,8 +72,9 @@ def _log_tail(work, key, lines=30):
 @pytest.mark.long
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
                                                                  tmp_path):
-    # A job of 2 tasks (2 ranks, DDP; about 500 steps per attempt here, so 3 to 4 attempts)
-    # trains against a 2-minute limit: Slurm signals every task before the limit, submitit
+    # A job of 2 tasks (2 ranks, DDP) trains against a 2-minute limit, for longer than one
+    # attempt on a fast machine (1500 steps once fit in one attempt here, at 0.04 s a step;
+    # at 0.12 s a step, as on a busy machine, 3500 steps are about 7 attempts): Slurm signals every task before the limit, submitit
     # requeues the job from rank 0 alone (the other ranks run no collective in their
     # handler), and the next attempt resumes every rank from the checkpoint. Slurm may send
     # the signal up to a minute early (its event resolution), so a 1-minute limit can kill a
@@ -82,7 +83,7 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
     # resuming, not speed.
     # Rank 0's loader workers get Slurm's signal too: they must leave the requeue to rank 0
     # (each would otherwise run submitit's handler, write the requeue pickle and requeue).
-    spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=1500,
+    spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=3500,
                           sft_batch=16)
     with open(spec_path.parent / "base.yaml", "a") as f:
         f.write("parallel: {loader_workers: 2}\n")
