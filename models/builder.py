@@ -97,6 +97,8 @@ def assemble(model_cfg: ModelConfig, seed: int, llm: LoadedLLM) -> MultimodalLM:
 def build_model(model_cfg: ModelConfig, seed: int, cache_dir: Path, corpus: list[str]
                 ) -> tuple[MultimodalLM, LoadedLLM]:
     """Deterministic given the seed: experts, fusion and projector are initialised from it;
-    the LM comes from its own (pretrained or fixed-seed) weights."""
+    the LM comes from its own (pretrained or fixed-seed) weights. `corpus` is the text a
+    locally trained tokenizer learns (a tiny LLM's): the data's, plus the fusion's own
+    (`Fusion.text_corpus`: an LLM router's questions and answers), which the caller adds."""
     llm = load_llm(pinned_llm(model_cfg.llm), cache_dir, corpus)
     return assemble(model_cfg, seed, llm), llm

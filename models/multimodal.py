@@ -42,7 +42,8 @@ class MultimodalLM(nn.Module):
     @contextlib.contextmanager
     def in_pass(self):
         """The model in its fusion's pass before answering: the fusion's pass tokens, the
-        pass's adapter on."""
+        pass's adapter on (`router`, from Fusion.pass_adapter; a pass without one uses the
+        LLM as it is)."""
         if self.before_answer is None:
             raise RuntimeError(f"{type(self.fusion).__name__} has no pass before answering")
         before = self.is_in_pass

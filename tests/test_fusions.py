@@ -52,9 +52,12 @@ def test_declared_tokens_and_channels_are_what_the_fusion_produces(fusion_id):
                                          "tests/test_fusions.py:CONTRACT_CASES")
     experts_cfg, options = CONTRACT_CASES[fusion_id]
     torch.manual_seed(0)
-    experts, fusion = build_architecture(
-        ModelConfig(experts_cfg, FusionSpec(fusion_id, FUSIONS.get(fusion_id).Options(**options))),
-        text_width=TEXT_WIDTH)
+    typed = FUSIONS.get(fusion_id).Options(**options)
+    experts, fusion = build_architecture(ModelConfig(experts_cfg, FusionSpec(fusion_id, typed)),
+                                         text_width=TEXT_WIDTH)
+    # the pass the spec's check asks for (from the options) is the one the run asks
+    assert fusion.before_answer == type(fusion).pass_of(typed)
+    assert all(hasattr(typed, f"{option}_sha256") for option in fusion.file_options)
     pixels = {name: torch.randn(2, 3, *e.input_size) for name, e in experts.items()}
     text = TextContext(torch.randn(2, 5, TEXT_WIDTH), torch.ones(2, 5, dtype=torch.long),
                        ["s0", "s1"])

@@ -5,16 +5,20 @@ question first, records the decision and the router's accuracy, and costs the pa
 routing configs are config errors naming the field."""
 import copy
 import json
+import typing
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from core.errors import ConfigError
+from harness.config.run_config import StageConfig
 from harness.downstream.routing_labels import skill_labels
+from harness.evaluation.passes import PASSES
 from harness.runs.pipeline import run
 from harness.specs.run_file import load_run_config
 from harness.training import StageInterrupted
+from models.fusion.mova import MoVAAdapter
 from models.fusion.mova.router_lora import RouterLoRAOptions, RoutingLoRA
 from models.fusion.mova.routing_text import parse_routing, routing_question
 from tests.tiny import tiny_run_yaml
@@ -174,6 +178,21 @@ def test_a_route_stage_needs_the_llm_router_and_trains_it_alone(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_run_config(path)
     assert err.value.field == "model.fusion.cards.mystery", str(err.value)
+
+
+def test_stage_tasks_are_answer_and_the_task_of_each_registered_pass():
+    written = set(typing.get_args(typing.get_type_hints(StageConfig)["task"]))
+    assert written == {"answer"} | {entry.builder.task for entry in PASSES.entries()}
+
+
+def test_a_fusion_asking_a_pass_nobody_registered_is_refused_at_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(MoVAAdapter, "pass_of", classmethod(lambda cls, options: "nowhere"))
+    path = tmp_path / "bad.yaml"
+    path.write_text(router_yaml(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert err.value.field == "model.fusion" and "'nowhere'" in str(err.value)
+    assert "llm_routing" in str(err.value)
 
 
 @pytest.mark.parametrize("labels,config,mapping", [

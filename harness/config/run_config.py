@@ -14,6 +14,7 @@ from core.contained import SAFE_NAME
 from core.fields import ranged
 from core.identity import ADDED_OPTION, content_hash, earlier_default, to_plain, written
 from models.experts import ExpertConfig
+from models.fusion import FUSIONS
 from models.model_config import ModelConfig
 
 
@@ -121,6 +122,8 @@ class StageConfig:
     # sorted by length (harness.training.loader.ModalityLengthOrder); changes the data order
     group_by_modality: bool = field(default=False, metadata=ADDED_OPTION)
     lora: LoraSpec | None = field(default=None, metadata=ADDED_OPTION)
+    # `answer`, or the task of a pass before answering (harness.evaluation.passes, a layer
+    # above, so the ids are written here; tests/test_llm_router.py checks they agree).
     # `route`: the stage trains MoVA's LLM router (fusion `router: llm`) to name the experts
     # the routing labels list for each of its data's samples, on the base encoder's tokens
     # and the instruction; `train` is [router], the routing LoRA
@@ -291,14 +294,19 @@ def identity_form(plain: dict, masked: bool = False) -> dict:
 
 def model_identity(model: dict, masked: bool = False) -> dict:
     """A model's plain form (ModelConfig.to_dict, architecture_dict) as keys hash it: a fusion
-    file (MoVA's routing labels) by its content hash where it was pinned, not by its path;
-    `masked`: by neither."""
+    file (Fusion.file_options: MoVA's routing labels) by its content hash where it was pinned,
+    not by its path; `masked`: by neither."""
     fusion = model.get("fusion")
-    if not isinstance(fusion, dict) or not (fusion.get("labels_sha256") or masked):
+    if not isinstance(fusion, dict) or fusion.get("id") not in FUSIONS.names():
         return model
-    fusion = {k: v for k, v in fusion.items()
-              if k != "labels" and not (masked and k == "labels_sha256")}
-    return {**model, "fusion": fusion}
+    hidden = set()
+    for option in FUSIONS.get(fusion["id"]).file_options:
+        pin = f"{option}_sha256"
+        if fusion.get(pin) or masked:
+            hidden |= {option, pin} if masked else {option}
+    if not hidden:
+        return model
+    return {**model, "fusion": {k: v for k, v in fusion.items() if k not in hidden}}
 
 
 def device_problem(device: str) -> str | None:

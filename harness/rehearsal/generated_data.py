@@ -8,8 +8,9 @@ rehearsal's own location, laid out as LLaVA's playground/data lays out the real 
 
 The fine-tuning file has the real mix's quirks: multi-turn conversations, text-only
 (ShareGPT) records, `<image>` at the end of a turn, a conversation that opens with a gpt turn.
-Images are non-square, so `image_aspect_ratio: pad` is exercised. A MoVA run routing by the
-LLM also gets routing labels for the fine-tuning file's image records (as `ablate
+Images are non-square, so `image_aspect_ratio: pad` is exercised. A fusion whose options name
+files a rehearsal writes (Fusion.rehearsal_files: MoVA's routing labels, for its oracle or LLM
+router) gets them for the fine-tuning file's image records (routing labels as `ablate
 routing-labels` would write them, here one to three experts drawn per sample)."""
 from __future__ import annotations
 

@@ -206,10 +206,17 @@ class Trainer:
             lo = stage.lora
             add_lora(model.llm, lo.rank, lo.alpha, lo.dropout, lo.targets)
         # a stage of another task than answering trains the model's pass before answering
-        # (MoVA's `task: route`, validated at load): on the pass's data, inside the pass
+        # whose task it is (MoVA's `task: route`, validated at load): on the pass's data,
+        # inside the pass
         trains_pass = stage.task != "answer"
-        records = (answer_pass(model).stage_data(model.fusion, self.datasets[stage.data])
-                   if trains_pass else self.datasets[stage.data])
+        records = self.datasets[stage.data]
+        if trains_pass:
+            found = answer_pass(model)
+            if found is None or found.task != stage.task:
+                raise ValueError(f"stage '{stage.name}' trains task '{stage.task}', which this "
+                                 f"model's pass before answering ({model.before_answer}) "
+                                 "does not have")
+            records = found.stage_data(model.fusion, records)
         try:
             with model.in_pass() if trains_pass else contextlib.nullcontext():
                 res = train_stage(model, stage, records, collate, stage_dir,

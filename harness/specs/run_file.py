@@ -68,26 +68,26 @@ def _absolute_sources(ev: EvalConfig, src: Located) -> EvalConfig:
 
 def _pinned_fusion_files(model: ModelConfig, src: Located, check_files: bool = True
                          ) -> ModelConfig:
-    """A fusion option naming a file (MoVA's routing `labels`) is made absolute against the
-    file that wrote it, and the file's content hash is recorded next to it, so a run's key
-    changes when the file does. The fusion first completes its options (Fusion.
-    complete_options: an LLM router's model cards), so what it reads is in the resolved
-    config and its key. Planning without the data (check_files false) leaves a missing file
-    unpinned."""
+    """Each fusion option naming a file (Fusion.file_options: MoVA's routing `labels`) is made
+    absolute against the file that wrote it, and the file's content hash is recorded next to
+    it (`{option}_sha256`), so a run's key changes when the file does. The fusion first
+    completes its options (Fusion.complete_options: an LLM router's model cards), so what it
+    reads is in the resolved config and its key. Planning without the data (check_files
+    false) leaves a missing file unpinned."""
     model = _completed_options(model, src)
     options = model.fusion.options
-    path = getattr(options, "labels", None)
-    if not path:
-        return model
-    resolved = src.resolve("model.fusion.labels", path)
-    if not resolved.is_file() and not check_files:
-        return dataclasses.replace(model, fusion=FusionSpec(
-            model.fusion.id, dataclasses.replace(options, labels=str(resolved))))
-    if not resolved.is_file():
-        raise src.error("model.fusion.labels", f"file not found: {resolved}")
-    digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]
-    pinned = dataclasses.replace(options, labels=str(resolved), labels_sha256=digest)
-    return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, pinned))
+    for option in FUSIONS.get(model.fusion.id).file_options:
+        path = getattr(options, option, None)
+        if not path:
+            continue
+        field = f"model.fusion.{option}"
+        resolved = src.resolve(field, path)
+        if not resolved.is_file() and check_files:
+            raise src.error(field, f"file not found: {resolved}")
+        pinned = ({f"{option}_sha256": hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]}
+                  if resolved.is_file() else {})
+        options = dataclasses.replace(options, **{option: str(resolved)}, **pinned)
+    return dataclasses.replace(model, fusion=FusionSpec(model.fusion.id, options))
 
 
 def _completed_options(model: ModelConfig, src: Located) -> ModelConfig:
@@ -204,6 +204,10 @@ def _validate_pass_stages(cfg: RunConfig, src: Located) -> None:
     routing by the LLM needs one)."""
     fusion = cfg.model.fusion
     own = FUSIONS.get(fusion.id).pass_of(fusion.options)
+    if own is not None and own not in PASSES.names():
+        raise src.error("model.fusion", f"fusion '{fusion.id}' asks a pass before answering, "
+                        f"'{own}', that no module of harness/evaluation/passes registers; "
+                        f"registered: {', '.join(PASSES.names())}")
     for entry in PASSES.entries():
         problem = entry.builder.check_stages(cfg.stages, entry.name == own)
         if problem is not None:

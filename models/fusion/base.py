@@ -21,7 +21,10 @@ options alone, before any build (spec validation). The defaults: no such pass.
 Three class-level hooks serve the harness before anything is built: `complete_options` fills
 in what a spec may leave out (MoVA's model cards), so what the fusion reads is in the resolved
 config and its key; `text_corpus` is text a locally trained tokenizer must know; and
-`rehearsal_files` names the options whose files a rehearsal writes for its own samples."""
+`rehearsal_files` names the options whose files a rehearsal writes for its own samples. The
+class attribute `file_options` names the option fields that are paths to files the fusion reads
+(MoVA's routing `labels`): the harness resolves each against the spec that wrote it and pins its
+content hash in the option `{name}_sha256`, which a run's key reads instead of the path."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -75,6 +78,8 @@ class BuildContext:
 
 class Fusion(nn.Module, ABC):
     Options: type
+    # option fields naming a file the fusion reads; each has a `{name}_sha256` option beside it
+    file_options: tuple[str, ...] = ()
 
     def __init__(self, inputs: list[FeatureSpec]):
         super().__init__()
@@ -104,7 +109,9 @@ class Fusion(nn.Module, ABC):
 
     @property
     def before_answer(self) -> str | None:
-        """The id of the pass the harness runs before answering; None: it answers at once."""
+        """The id of the pass the harness runs before answering; None: it answers at once.
+        A fusion with a pass returns what `pass_of` says of its options (the contract test of
+        tests/test_fusions.py checks the two agree)."""
         return None
 
     @classmethod
@@ -121,8 +128,9 @@ class Fusion(nn.Module, ABC):
     @classmethod
     def rehearsal_files(cls, options: Any, experts: list[str]) -> dict[str, tuple[str, list[str]]]:
         """option -> (kind of file, the expert names it covers): the options naming files
-        that a rehearsal writes anew for its own samples (harness.rehearsal.generated_data
-        has a writer for each kind); `experts` are the model's, in order."""
+        (among `file_options`) that a rehearsal writes anew for its own samples
+        (harness.rehearsal.generated_data has a writer for each kind); `experts` are the
+        model's, in order."""
         return {}
 
     def pass_adapter(self, llm: nn.Module) -> nn.Module | None:

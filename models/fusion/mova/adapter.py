@@ -109,6 +109,7 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class MoVAAdapter(Fusion):
     Options = MoVAOptions
+    file_options = ("labels",)
 
     def __init__(self, inputs: list[FeatureSpec], options: MoVAOptions,
                  context: BuildContext | None = None):
