@@ -68,21 +68,36 @@ def _log_tail(work, key, lines=30):
                                              .splitlines()[-lines:]) for p in logs)
 
 
+def _checkpointed_mid_stage(work):
+    """Whether the sft stage has logged a checkpoint before its last step."""
+    logs = list((work / "stages").glob("sft-*/metrics.jsonl"))
+    if not logs:
+        return False
+    records = [json.loads(line) for line in logs[0].read_text().splitlines()
+               if line.strip().endswith("}")]
+    return any(r.get("event") == "checkpoint" and r.get("reason") == "steps" for r in records)
+
+
 # 2-minute Slurm time limits, several attempts: an acceptance run, with the long ones
 @pytest.mark.long
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, tiny_spec,
                                                                  tmp_path):
-    # A job of 2 tasks (2 ranks, DDP) trains against a 2-minute limit, for longer than one
-    # attempt on a fast machine (1500 steps once fit in one attempt here, at 0.04 s a step;
-    # at 0.12 s a step, as on a busy machine, 3500 steps are about 7 attempts): Slurm signals every task before the limit, submitit
-    # requeues the job from rank 0 alone (the other ranks run no collective in their
-    # handler), and the next attempt resumes every rank from the checkpoint. Slurm may send
-    # the signal up to a minute early (its event resolution), so a 1-minute limit can kill a
-    # job before Python has installed submitit's handler. A slow machine needs more attempts
-    # (each pays the start-up again), so the requeue budget is generous: this checks
-    # resuming, not speed.
-    # Rank 0's loader workers get Slurm's signal too: they must leave the requeue to rank 0
-    # (each would otherwise run submitit's handler, write the requeue pickle and requeue).
+    # A job of 2 tasks (2 ranks, DDP) trains against a 2-minute limit: Slurm signals every
+    # task (USR2) before the limit, submitit requeues the job from rank 0 alone (the other
+    # ranks run no collective in their handler), and the next attempt resumes every rank from
+    # the checkpoint. Rank 0's loader workers get the signal too: they must leave the requeue
+    # to rank 0 (each would otherwise run submitit's handler, write the requeue pickle and
+    # requeue).
+    # Whether the limit falls inside training depends on the machine's speed (1500 steps once
+    # fit in one attempt here, and the test then saw no resumed stage). So the first attempt
+    # gets the limit's signal from the test, as Slurm sends it (`scancel --signal=USR2`: every
+    # task of the step), as soon as the stage has a checkpoint before its end; submitit counts
+    # it as the time limit (a 2-minute job has no guaranteed walltime). Later attempts meet
+    # Slurm's own limit wherever training is slower than about 0.03 s a step (this machine:
+    # 0.04). Slurm may send its signal up to a minute early (its event resolution), so a
+    # 1-minute limit can kill a job before Python has installed submitit's handler. A slow
+    # machine needs more attempts (each pays the start-up again), so the requeue budget is
+    # generous: this checks resuming, not speed.
     spec_path = tiny_spec("requeue", "name: NAME\nbase: base.yaml\n", sft_steps=3500,
                           sft_batch=16)
     with open(spec_path.parent / "base.yaml", "a") as f:
@@ -97,21 +112,26 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
     assert main(["run", str(spec_path), "--workdir", str(straight), "--executor", "slurm",
                  "--profile", str(long), "--no-follow"]) == 0
     job_id = json.loads((limited / "runs" / key / "job.json").read_text())["job_id"]
-    deadline, released = time.monotonic() + 1800, 0
+    deadline, released, signalled = time.monotonic() + 1800, 0, False
     while time.monotonic() < deadline:
         queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"],
                                capture_output=True, text=True).stdout
         if _state(limited, key) == "DONE" and _state(straight, key) == "DONE" and not queue:
             break
+        if not signalled and not released and _checkpointed_mid_stage(limited):
+            subprocess.run(["scancel", "--signal=USR2", job_id])  # pending: no effect
+            signalled = True
         if "BeginTime" in queue:  # Slurm holds a requeued job ~2 minutes; let it go now
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
                            check=True)
             released += 1
-        time.sleep(2)
+        time.sleep(0.5)
     for work in (limited, straight):
         status = _status(work, key)
         assert status["state"] == "DONE", (work.name, status, _log_tail(work, key))
     assert released >= 1, "the job was never requeued"
+    rank0 = Path(json.loads((limited / "runs" / key / "job.json").read_text())["stderr"])
+    assert "this job is timed-out" in rank0.read_text(errors="replace")   # submitit's limit path
     log = [json.loads(line) for line in
            next((limited / "stages").glob("sft-*/metrics.jsonl")).read_text().splitlines()]
     starts = [rec for rec in log if rec.get("event") == "start"]
