@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.runs.rundir import RunDir
 from harness.specs import load_spec
 
 pytestmark = pytest.mark.slurm
@@ -69,13 +70,11 @@ def _log_tail(work, key, lines=30):
 
 
 def _checkpointed_mid_stage(work):
-    """Whether the sft stage has logged a checkpoint before its last step."""
-    logs = list((work / "stages").glob("sft-*/metrics.jsonl"))
-    if not logs:
-        return False
-    records = [json.loads(line) for line in logs[0].read_text().splitlines()
-               if line.strip().endswith("}")]
-    return any(r.get("event") == "checkpoint" and r.get("reason") == "steps" for r in records)
+    """Whether the sft stage has logged a checkpoint before its last step (the log is read
+    while the job writes it: RunDir drops a line not yet finished)."""
+    return any(r.get("event") == "checkpoint" and r.get("reason") == "steps"
+               for stage in (work / "stages").glob("sft-*")
+               for r in RunDir(stage).metrics_log())
 
 
 # 2-minute Slurm time limits, several attempts: an acceptance run, with the long ones
@@ -111,7 +110,8 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
                  "--profile", str(short), "--no-follow"]) == 0
     assert main(["run", str(spec_path), "--workdir", str(straight), "--executor", "slurm",
                  "--profile", str(long), "--no-follow"]) == 0
-    job_id = json.loads((limited / "runs" / key / "job.json").read_text())["job_id"]
+    job = json.loads((limited / "runs" / key / "job.json").read_text())
+    job_id = job["job_id"]
     deadline, released, signalled = time.monotonic() + 1800, 0, False
     while time.monotonic() < deadline:
         queue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"],
@@ -130,8 +130,8 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_cluster, t
         status = _status(work, key)
         assert status["state"] == "DONE", (work.name, status, _log_tail(work, key))
     assert released >= 1, "the job was never requeued"
-    rank0 = Path(json.loads((limited / "runs" / key / "job.json").read_text())["stderr"])
-    assert "this job is timed-out" in rank0.read_text(errors="replace")   # submitit's limit path
+    rank0_log = Path(job["stderr"]).read_text(errors="replace")
+    assert "this job is timed-out" in rank0_log   # submitit's time-limit path
     log = [json.loads(line) for line in
            next((limited / "stages").glob("sft-*/metrics.jsonl")).read_text().splitlines()]
     starts = [rec for rec in log if rec.get("event") == "start"]
